@@ -1,0 +1,16 @@
+"""beamlearn: machine-learning data pipelines of mergeable fits and vectorized transforms.
+
+The same pipeline fits in-process (the default) or on Apache Beam, and its fitted form transforms tables,
+files and single records identically.  See the README for a tour.
+"""
+
+__version__ = "0.1.0"
+
+from beamlearn import errors  # noqa: E402
+from beamlearn.artifact import load  # noqa: E402
+from beamlearn.io import DeadLetters  # noqa: E402
+from beamlearn.pipeline import FittedPipeline, Pipeline  # noqa: E402
+from beamlearn.steps import *  # noqa: E402,F403
+from beamlearn.steps import __all__ as _steps_all  # noqa: E402
+
+__all__ = ["__version__", "errors", "load", "DeadLetters", "Pipeline", "FittedPipeline", *_steps_all]

@@ -1,0 +1,476 @@
+"""Mergeable reductions: the full-pass statistics every fit is made of.
+
+Each analyzer follows Beam's ``CombineFn`` contract, so one implementation serves every engine::
+
+    acc   = analyzer.create()
+    acc   = analyzer.add(acc, batch)          # per batch, any order, any partition
+    acc   = analyzer.merge([acc1, acc2, ...]) # associative and commutative
+    state = analyzer.extract(acc)             # plain data: numbers, strings, lists, numpy arrays
+    nxt   = analyzer.then(state)              # another analyzer for a further pass, or None
+
+Accumulators pickle (Beam moves them between workers).  Counts, extrema and vocabularies are identical under
+any split of the data; floating sums and moments agree within a relative 1e-12, because float addition is not
+associative and engines combine partial results in varying order.  Missing values (nulls and NaN) are never
+part of a statistic; they are counted separately.
+
+Quantiles are exact by default: a first pass with a KLL sketch brackets each wanted order statistic, a second
+pass collects the values inside the bracket and selects exactly, reproducing :func:`numpy.quantile` for the
+chosen ``method``.  ``approx=True`` answers from the sketch alone, within its rank error, non-deterministically
+(KLL is randomized).
+
+Examples
+--------
+>>> import pyarrow as pa
+>>> m = Moments(["x"])
+>>> acc = m.merge([m.add(m.create(), pa.record_batch({"x": [1.0, 2.0]})),
+...                m.add(m.create(), pa.record_batch({"x": [3.0, None]}))])
+>>> state = m.extract(acc)
+>>> state["count"].tolist(), state["mean"].tolist(), state["var"].tolist()
+([3.0], [2.0], [0.6666666666666666])
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from beamlearn.batches import float_values, missing_mask
+
+__all__ = ["Analyzer", "RowCount", "Moments", "MinMax", "ValueCounts", "Quantiles", "run_analyzer",
+           "quantile_plan"]
+
+
+class Analyzer:
+    """Base class of mergeable reductions (see the module docstring for the contract).
+
+    Subclasses store their parameters verbatim in ``__init__``; :meth:`key` is derived from them, so two
+    analyzers with equal keys compute the same state and an engine may compute it once.
+    """
+
+    columns: tuple[str, ...] = ()
+
+    def key(self) -> tuple:
+        """A hashable identity: the class and its parameters."""
+        return (type(self).__name__,) + tuple(sorted((k, _freeze(v)) for k, v in vars(self).items()))
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({params})"
+
+    def create(self) -> Any:
+        raise NotImplementedError
+
+    def add(self, acc: Any, batch: pa.RecordBatch) -> Any:
+        raise NotImplementedError
+
+    def merge(self, accs: Sequence[Any]) -> Any:
+        raise NotImplementedError
+
+    def extract(self, acc: Any) -> Any:
+        raise NotImplementedError
+
+    def then(self, state: Any) -> Analyzer | None:
+        """The analyzer of the next pass, given this pass's state; ``None`` when the statistic is complete."""
+        return None
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, np.ndarray):
+        return ("ndarray", v.dtype.str, v.shape, v.tobytes())
+    return v
+
+
+def run_analyzer(analyzer: Analyzer, batches: Sequence[pa.RecordBatch]) -> Any:
+    """Run ``analyzer`` (and the passes it asks for) over in-memory batches; a convenience for tests and docs."""
+    state = None
+    current: Analyzer | None = analyzer
+    while current is not None:
+        acc = current.create()
+        for b in batches:
+            acc = current.add(acc, b)
+        state = current.extract(acc)
+        current = current.then(state)
+    return state
+
+
+def _weights(batch: pa.RecordBatch, weight: str | None) -> np.ndarray | None:
+    if weight is None:
+        return None
+    w = float_values(batch.column(weight))
+    return np.where(np.isnan(w), 0.0, w)
+
+
+# ---------------------------------------------------------------------------------------------- counts
+class RowCount(Analyzer):
+    """Rows, and missing values per column.
+
+    State: ``{"rows": int, "missing": int64 array (one per column)}``.
+    """
+
+    def __init__(self, columns: Sequence[str] = ()) -> None:
+        self.columns = tuple(columns)
+
+    def create(self) -> list[int]:
+        return [0] * (len(self.columns) + 1)
+
+    def add(self, acc: list[int], batch: pa.RecordBatch) -> list[int]:
+        acc[0] += batch.num_rows
+        for i, c in enumerate(self.columns, 1):
+            arr = batch.column(c)
+            acc[i] += int(pc.sum(arr.is_null(nan_is_null=True)).as_py() or 0) if pa.types.is_floating(
+                arr.type) else arr.null_count
+        return acc
+
+    def merge(self, accs: Sequence[list[int]]) -> list[int]:
+        return [sum(x) for x in zip(*accs)]
+
+    def extract(self, acc: list[int]) -> dict[str, Any]:
+        return {"rows": acc[0], "missing": np.array(acc[1:], dtype=np.int64)}
+
+
+# ---------------------------------------------------------------------------------------------- moments
+class Moments(Analyzer):
+    """Count, mean and (population) variance of numeric columns, merged with Chan et al.'s formulas.
+
+    With ``weight`` (a column name) every statistic is weighted and ``count`` is the sum of weights.
+    State: ``{"count", "mean", "var"}``, float64 arrays with one entry per column (NaN where count is 0).
+    """
+
+    def __init__(self, columns: Sequence[str], *, weight: str | None = None) -> None:
+        self.columns, self.weight = tuple(columns), weight
+
+    def create(self) -> np.ndarray:
+        return np.zeros((3, len(self.columns)))  # rows: n, mean, M2
+
+    def add(self, acc: np.ndarray, batch: pa.RecordBatch) -> np.ndarray:
+        if batch.num_rows == 0:
+            return acc
+        w = _weights(batch, self.weight)
+        part = np.zeros_like(acc)
+        for i, c in enumerate(self.columns):
+            x = float_values(batch.column(c))
+            ok = ~np.isnan(x)
+            if w is None:
+                n = float(np.count_nonzero(ok))
+                if n:
+                    xs = x if n == len(x) else x[ok]
+                    mean = xs.sum() / n
+                    d = xs - mean
+                    part[:, i] = n, mean, np.dot(d, d)
+            else:
+                ww = np.where(ok, w, 0.0)
+                n = float(ww.sum())
+                if n:
+                    xs = np.where(ok, x, 0.0)
+                    mean = np.dot(ww, xs) / n
+                    d = xs - mean
+                    part[:, i] = n, mean, np.dot(ww * d, d)
+        return self.merge([acc, part])
+
+    def merge(self, accs: Sequence[np.ndarray]) -> np.ndarray:
+        out = np.array(accs[0], dtype=np.float64, copy=True)
+        for b in accs[1:]:
+            na, ma, qa = out
+            nb, mb, qb = b
+            n = na + nb
+            with np.errstate(invalid="ignore", divide="ignore"):
+                delta = mb - ma
+                frac = np.where(n > 0, nb / np.where(n > 0, n, 1), 0.0)
+                out = np.stack([n, ma + delta * frac, qa + qb + delta * delta * na * frac])
+        return out
+
+    def extract(self, acc: np.ndarray) -> dict[str, np.ndarray]:
+        n, mean, m2 = acc
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {"count": n.copy(), "mean": np.where(n > 0, mean, np.nan),
+                    "var": np.where(n > 0, m2 / np.where(n > 0, n, 1), np.nan)}
+
+
+class MinMax(Analyzer):
+    """Minimum and maximum of numeric columns (NaN when a column has no values). State: ``{"min", "max"}``."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = tuple(columns)
+
+    def create(self) -> np.ndarray:
+        return np.full((2, len(self.columns)), np.nan)
+
+    def add(self, acc: np.ndarray, batch: pa.RecordBatch) -> np.ndarray:
+        part = np.full_like(acc, np.nan)
+        for i, c in enumerate(self.columns):
+            arr = batch.column(c)
+            if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+                arr = pc.cast(arr, pa.float64())
+            mm = pc.min_max(arr)  # skips nulls; NaN is skipped by Arrow's float min/max as well
+            lo, hi = mm["min"].as_py(), mm["max"].as_py()
+            if lo is not None:
+                part[:, i] = lo, hi
+        return self.merge([acc, part])
+
+    def merge(self, accs: Sequence[np.ndarray]) -> np.ndarray:
+        out = np.array(accs[0], copy=True)
+        for b in accs[1:]:
+            out[0] = np.fmin(out[0], b[0])
+            out[1] = np.fmax(out[1], b[1])
+        return out
+
+    def extract(self, acc: np.ndarray) -> dict[str, np.ndarray]:
+        return {"min": acc[0].copy(), "max": acc[1].copy()}
+
+
+# ---------------------------------------------------------------------------------------------- vocabularies
+class ValueCounts(Analyzer):
+    """How often each distinct value occurs, per column (missing values counted apart).
+
+    State: one dict per column, ``{"values": [sorted distinct values], "counts": int64 array (or float64 with
+    ``weight``), "missing": count}``.  Values sort in their natural order (strings by code point).
+    """
+
+    def __init__(self, columns: Sequence[str], *, weight: str | None = None) -> None:
+        self.columns, self.weight = tuple(columns), weight
+
+    def create(self) -> list[list[Any]]:
+        return [[Counter(), 0] for _ in self.columns]
+
+    def add(self, acc: list[list[Any]], batch: pa.RecordBatch) -> list[list[Any]]:
+        if batch.num_rows == 0:
+            return acc
+        w = _weights(batch, self.weight)
+        for slot, c in zip(acc, self.columns):
+            arr = batch.column(c)
+            miss = missing_mask(arr) if (arr.null_count or pa.types.is_floating(arr.type)) else None
+            if w is None:
+                vc = pc.value_counts(arr)
+                values, counts = vc.field("values").to_pylist(), vc.field("counts").to_pylist()
+                counter = slot[0]
+                for v, k in zip(values, counts):
+                    if v is None or v != v:  # null or NaN
+                        slot[1] += k
+                    else:
+                        counter[v] += k
+            else:
+                keep = ~miss if miss is not None else np.ones(len(arr), bool)
+                t = pa.table({"v": arr.filter(pa.array(keep)), "w": pa.array(w[keep])})
+                g = t.group_by("v").aggregate([("w", "sum")])
+                for v, k in zip(g.column("v").to_pylist(), g.column("w_sum").to_pylist()):
+                    slot[0][v] += k
+                if miss is not None:
+                    slot[1] += float(w[miss].sum())
+        return acc
+
+    def merge(self, accs: Sequence[list[list[Any]]]) -> list[list[Any]]:
+        out = [[Counter(), 0] for _ in self.columns]
+        for acc in accs:
+            for o, a in zip(out, acc):
+                o[0].update(a[0])
+                o[1] += a[1]
+        return out
+
+    def extract(self, acc: list[list[Any]]) -> list[dict[str, Any]]:
+        states = []
+        for counter, missing in acc:
+            values = sorted(counter)
+            dtype = np.float64 if self.weight else np.int64
+            states.append({"values": values, "counts": np.array([counter[v] for v in values], dtype=dtype),
+                           "missing": missing})
+        return states
+
+
+# ---------------------------------------------------------------------------------------------- quantiles
+_METHODS = ("linear", "lower", "higher", "midpoint", "nearest", "inverted_cdf", "averaged_inverted_cdf",
+            "closest_observation", "interpolated_inverted_cdf", "hazen", "weibull", "median_unbiased",
+            "normal_unbiased")
+_ALPHA_BETA = {"interpolated_inverted_cdf": (0, 1), "hazen": (0.5, 0.5), "weibull": (0, 0),
+               "median_unbiased": (1 / 3.0, 1 / 3.0), "normal_unbiased": (3 / 8.0, 3 / 8.0)}
+
+
+def quantile_plan(n: int, q: float, method: str = "linear") -> tuple[int, int, float]:
+    """The order statistics ``(i, j)`` (0-based) and weight ``g`` that :func:`numpy.quantile` combines.
+
+    The quantile is ``lerp(x[i], x[j], g)`` over the sorted values, with numpy's own ``lerp``.
+    """
+    qa = np.float64(q)
+    if method in ("inverted_cdf", "closest_observation"):
+        v = n * qa - 1 - (0.5 if method == "closest_observation" else 0.0)
+        prev = np.floor(v)
+        gamma = v - prev
+        cond = (gamma == 0) if method == "inverted_cdf" else ((gamma == 0) & (prev % 2 == 1))
+        idx = int(max(0, prev if cond else prev + 1))
+        idx = min(idx, n - 1)
+        return idx, idx, 0.0
+    if method in ("lower", "higher", "nearest"):
+        fn = {"lower": np.floor, "higher": np.ceil, "nearest": np.around}[method]
+        idx = int(fn((n - 1) * qa))
+        return idx, idx, 0.0
+    if method == "linear":
+        v = (n - 1) * qa
+    elif method == "averaged_inverted_cdf":
+        v = n * qa - 1
+    elif method == "midpoint":
+        v = 0.5 * (np.floor((n - 1) * qa) + np.ceil((n - 1) * qa))
+    elif method in _ALPHA_BETA:
+        a, b = _ALPHA_BETA[method]
+        v = n * qa + (a + qa * (1 - a - b)) - 1
+    else:
+        raise ValueError(f"unknown quantile method {method!r}; choose one of {', '.join(_METHODS)}")
+    if v >= n - 1:
+        return n - 1, n - 1, 0.0
+    if v < 0:
+        return 0, 0, 0.0
+    prev = np.floor(v)
+    gamma = v - prev
+    if method == "averaged_inverted_cdf":
+        gamma = 0.5 if gamma == 0 else 1.0
+    elif method == "midpoint":
+        gamma = 0.0 if v % 1 == 0 else 0.5
+    return int(prev), int(prev) + 1, float(gamma)
+
+
+def _lerp(a: float, b: float, t: float) -> float:
+    """numpy's ``_lerp`` (monotone, exact at the ends), so results match :func:`numpy.quantile` to the bit."""
+    a, b, t = np.float64(a), np.float64(b), np.float64(t)
+    diff = b - a
+    return float(b - diff * (1 - t) if t >= 0.5 else a + diff * t)
+
+
+class _KLL:
+    """A picklable wrapper around ``datasketches.kll_doubles_sketch``."""
+
+    def __init__(self, k: int) -> None:
+        from datasketches import kll_doubles_sketch
+
+        self.sketch = kll_doubles_sketch(k)
+
+    def __getstate__(self) -> bytes:
+        return self.sketch.serialize()
+
+    def __setstate__(self, data: bytes) -> None:
+        from datasketches import kll_doubles_sketch
+
+        self.sketch = kll_doubles_sketch.deserialize(data)
+
+
+class Quantiles(Analyzer):
+    """Quantiles of numeric columns, exact by default (two passes), or from a KLL sketch with ``approx=True``.
+
+    State: ``{"quantiles": float64 array of shape (n_columns, n_quantiles), "count": int64 array}``; NaN for a
+    column without values.  ``method`` is any of :func:`numpy.quantile`'s methods.
+    """
+
+    def __init__(self, columns: Sequence[str], quantiles: Sequence[float], *, method: str = "linear",
+                 approx: bool = False, k: int = 400) -> None:
+        self.columns, self.quantiles, self.method, self.approx, self.k = (
+            tuple(columns), tuple(float(q) for q in quantiles), method, approx, k)
+        if method not in _METHODS:
+            raise ValueError(f"unknown quantile method {method!r}; choose one of {', '.join(_METHODS)}")
+
+    def create(self) -> list[_KLL]:
+        return [_KLL(self.k) for _ in self.columns]
+
+    def add(self, acc: list[_KLL], batch: pa.RecordBatch) -> list[_KLL]:
+        for sk, c in zip(acc, self.columns):
+            x = float_values(batch.column(c))
+            x = x[~np.isnan(x)]
+            if len(x):
+                sk.sketch.update(x)
+        return acc
+
+    def merge(self, accs: Sequence[list[_KLL]]) -> list[_KLL]:
+        out = self.create()
+        for acc in accs:
+            for o, a in zip(out, acc):
+                if a.sketch.n:
+                    o.sketch.merge(a.sketch)
+        return out
+
+    def extract(self, acc: list[_KLL]) -> dict[str, Any]:
+        counts = np.array([sk.sketch.n for sk in acc], dtype=np.int64)
+        if self.approx:
+            qs = np.array([sk.sketch.get_quantiles(list(self.quantiles)) if sk.sketch.n else
+                           [np.nan] * len(self.quantiles) for sk in acc], dtype=np.float64)
+            return {"quantiles": qs.reshape(len(self.columns), len(self.quantiles)), "count": counts}
+        from datasketches import kll_doubles_sketch
+
+        eps = 2 * kll_doubles_sketch.get_normalized_rank_error(self.k, False)
+        brackets = []
+        for sk in acc:
+            n = sk.sketch.n
+            col = []
+            for q in self.quantiles:
+                if n == 0:
+                    col.append((0, 0, 0.0, -np.inf, np.inf))
+                    continue
+                i, j, g = quantile_plan(n, q, self.method)
+                lo = -np.inf if i / n - eps <= 0 else sk.sketch.get_quantile(i / n - eps)
+                hi = np.inf if (j + 1) / n + eps >= 1 else sk.sketch.get_quantile((j + 1) / n + eps)
+                col.append((i, j, g, float(lo), float(hi)))
+            brackets.append(col)
+        return {"count": counts, "brackets": brackets}
+
+    def then(self, state: dict[str, Any]) -> Analyzer | None:
+        if self.approx:
+            return None
+        return _QuantileSelect(self.columns, state["count"].tolist(), state["brackets"])
+
+
+class _QuantileSelect(Analyzer):
+    """Second pass of exact quantiles: count values below each bracket and keep those inside it."""
+
+    def __init__(self, columns: Sequence[str], counts: list[int], brackets: list[list[tuple]]) -> None:
+        self.columns, self.counts, self.brackets = tuple(columns), counts, brackets
+
+    def create(self) -> list[list[list[Any]]]:
+        return [[[0, []] for _ in col] for col in self.brackets]
+
+    def add(self, acc: list, batch: pa.RecordBatch) -> list:
+        for slots, col, c in zip(acc, self.brackets, self.columns):
+            x = float_values(batch.column(c))
+            for slot, (_, _, _, lo, hi) in zip(slots, col):
+                slot[0] += int(np.count_nonzero(x < lo))
+                inside = x[(x >= lo) & (x <= hi)]
+                if len(inside):
+                    slot[1].append(inside)
+        return acc
+
+    def merge(self, accs: Sequence[list]) -> list:
+        out = self.create()
+        for acc in accs:
+            for oslots, aslots in zip(out, acc):
+                for o, a in zip(oslots, aslots):
+                    o[0] += a[0]
+                    o[1].extend(a[1])
+        return out
+
+    def extract(self, acc: list) -> dict[str, Any]:
+        result = np.full((len(self.columns), len(self.brackets[0]) if self.brackets else 0), np.nan)
+        retry: list[list[tuple]] = []
+        missed = False
+        for ci, (slots, col, n) in enumerate(zip(acc, self.brackets, self.counts)):
+            new_col = []
+            for qi, ((below, parts), (i, j, g, lo, hi)) in enumerate(zip(slots, col)):
+                new_col.append((i, j, g, lo, hi))
+                if n == 0:
+                    continue
+                vals = np.sort(np.concatenate(parts)) if parts else np.zeros(0)
+                if below <= i and j < below + len(vals):
+                    result[ci, qi] = _lerp(vals[i - below], vals[j - below], g)
+                else:  # the sketch's probabilistic bound failed: widen the bracket on the side that missed
+                    missed = True
+                    new_col[-1] = (i, j, g, -np.inf if below > i else lo, np.inf if j >= below + len(vals) else hi)
+            retry.append(new_col)
+        state: dict[str, Any] = {"quantiles": result, "count": np.array(self.counts, dtype=np.int64)}
+        if missed:
+            state["retry"] = retry
+        return state
+
+    def then(self, state: dict[str, Any]) -> Analyzer | None:
+        return _QuantileSelect(self.columns, self.counts, state["retry"]) if "retry" in state else None

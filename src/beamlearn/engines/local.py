@@ -1,0 +1,229 @@
+"""The in-process engine: runs a fit plan and a fitted pipeline over an iterable of batches in this process.
+
+It moves batches and combines accumulators; it knows nothing about any particular step.  Bad rows follow the
+``errors=`` policy shared with the Beam engine: ``"raise"`` names the source, row and column of the first bad
+value; a dead-letter sink receives every bad row with its reason and the run goes on, so the rows read always
+equal the good rows plus the dead letters.  A step that raises :class:`~beamlearn.errors.DataError` on a batch is
+bisected to find the guilty rows.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from beamlearn import io
+from beamlearn.batches import DEFAULT_BATCH_SIZE, batch_origin, capture_schema, conform, is_file_input
+from beamlearn.errors import BeamlearnError, DataError, SchemaError
+from beamlearn.pipeline import FitPlan, FittedPipeline, Pipeline
+
+__all__ = ["LocalEngine", "compile_row", "find_bad_rows", "data_fingerprint"]
+
+
+class LocalEngine:
+    """Run fits and transforms in this process, batch by batch, in constant memory."""
+
+    def __init__(self, *, batch_size: int = DEFAULT_BATCH_SIZE, errors: Any = "raise",
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.batch_size, self.errors, self.progress = batch_size, errors, progress
+
+    # -------------------------------------------------------------------- reading
+    def _conformed(self, data: Any, schema: pa.Schema, required: list[str], dead: io.DeadLetters | None,
+                   report: bool) -> Iterator[tuple[pa.RecordBatch, np.ndarray | None]]:
+        """Batches conformed to ``schema``, bad rows routed to ``dead``, with the original row indices of the
+        kept rows (None when nothing was dropped)."""
+        for raw in io.read(data, batch_size=self.batch_size, schema=schema, dead=dead if report else
+                           (io.DeadLetters() if dead is not None else None)):
+            batch, bad = conform(raw, schema, required=required, collect=dead is not None)
+            kept = None
+            if len(bad):
+                if report:
+                    dead.add_rows(batch, bad.indices, bad.columns, bad.reasons)  # type: ignore[union-attr]
+                keep = np.ones(batch.num_rows, bool)
+                keep[bad.indices] = False
+                kept = np.flatnonzero(keep)
+                batch = batch.filter(pa.array(keep))
+            if report and self.progress is not None:
+                self.progress(raw.num_rows)
+            yield batch, kept
+
+    def _guard(self, fn: Callable[[pa.RecordBatch], Any], batch: pa.RecordBatch, kept: np.ndarray | None,
+               dead: io.DeadLetters | None, report: bool) -> tuple[Any, pa.RecordBatch]:
+        """``fn(batch)``; if it raises DataError, find the guilty rows, raise or dead-letter them, and rerun on
+        the rest.  Returns the result and the batch it was computed on."""
+        try:
+            return fn(batch), batch
+        except DataError:
+            pass
+        bad = find_bad_rows(fn, batch)
+        source, offset = batch_origin(batch)
+        idx = np.array([i for i, _ in bad], dtype=np.int64)
+        orig = idx if kept is None else kept[idx]
+        if dead is None:
+            i, exc = bad[0]
+            raise DataError(exc.reason, column=exc.column, source=exc.source or source,
+                            row=offset + int(orig[0]), value=exc.value) from exc
+        if report:
+            rows = batch.take(pa.array(idx)).to_pylist()
+            for k, (_, exc) in enumerate(bad):
+                dead.add(source=source, row=offset + int(orig[k]), column=exc.column, reason=exc.reason,
+                         record=rows[k])
+        keep = np.ones(batch.num_rows, bool)
+        keep[idx] = False
+        rest = batch.filter(pa.array(keep))
+        return fn(rest), rest
+
+    # -------------------------------------------------------------------- fit
+    def fit(self, pipeline: Pipeline, data: Any, *, schema: pa.Schema | None = None,
+            lineage: dict[str, Any] | None = None) -> FittedPipeline:
+        """Fit ``pipeline`` on ``data`` in as many passes as its plan needs."""
+        t0 = time.perf_counter()
+        one_shot = isinstance(data, Iterator)
+        dead = io.dead_letter_sink(self.errors)
+        if schema is None:
+            first = next(iter(io.read(data if not one_shot else data, batch_size=self.batch_size,
+                                      dead=io.DeadLetters() if dead is not None else None)), None)
+            if first is None:
+                raise DataError("no data to fit on")
+            schema = capture_schema(first)
+            if one_shot:
+                import itertools
+
+                data = itertools.chain([first], data)
+        plan = FitPlan(pipeline.steps, schema)
+        required = [c for s in pipeline.steps for c in s.input_columns() if c in schema.names]
+        rows = 0
+        try:
+            while not plan.done():
+                if one_shot and plan.passes >= 1:
+                    raise BeamlearnError("this pipeline needs more than one pass over the data, but the data is a "
+                                         "one-shot iterator: pass a table, files, or a function returning an "
+                                         "iterable of batches")
+                report = plan.passes == 0
+                pass_ = plan.next_pass()
+                accs = [a.create() for a in pass_.analyzers]
+                for batch, kept in self._conformed(data, schema, required, dead, report):
+                    views, batch = self._guard(pass_.views, batch, kept, dead, report)
+                    if report:
+                        rows += batch.num_rows
+                    for j, (a, view) in enumerate(zip(pass_.analyzers, views)):
+                        accs[j] = a.add(accs[j], view)
+                plan.complete(pass_, [a.extract(a.merge([acc])) for a, acc in zip(pass_.analyzers, accs)])
+        finally:
+            if dead is not None and dead.path:
+                dead.close()
+        info = dict(lineage or {})
+        info.update({"rows": rows, "dead_letters": dead.count if dead is not None else 0,
+                     "passes": plan.passes, "fit_seconds": round(time.perf_counter() - t0, 6),
+                     "data": data_fingerprint(data), "profile": plan.profile, "engine": "local"})
+        return FittedPipeline(pipeline.steps, plan.states, schema, name=pipeline.name, lineage=info)
+
+    # -------------------------------------------------------------------- transform
+    def transform(self, fitted: FittedPipeline, data: Any) -> Iterator[pa.RecordBatch]:
+        """Transformed batches of ``data``; bad rows raise or go to the dead letters."""
+        dead = io.dead_letter_sink(self.errors)
+        try:
+            for batch, kept in self._conformed(data, fitted.input_schema, fitted.required_columns, dead, True):
+                out, _ = self._guard(fitted.transform_batch, batch, kept, dead, True)
+                yield out
+        finally:
+            if dead is not None and dead.path:
+                dead.close()
+
+
+def find_bad_rows(fn: Callable[[pa.RecordBatch], Any], batch: pa.RecordBatch) -> list[tuple[int, DataError]]:
+    """The rows of ``batch`` on which ``fn`` raises DataError, found by bisection (O(bad · log n) calls)."""
+    bad: list[tuple[int, DataError]] = []
+    stack = [(0, batch.num_rows)]
+    while stack:
+        lo, hi = stack.pop()
+        try:
+            fn(batch.slice(lo, hi - lo))
+        except DataError as exc:
+            if hi - lo == 1:
+                bad.append((lo, exc))
+            else:
+                mid = (lo + hi) // 2
+                stack += [(mid, hi), (lo, mid)]
+    return sorted(bad, key=lambda t: t[0])
+
+
+def data_fingerprint(data: Any) -> dict[str, Any]:
+    """What the training data was: file names and sizes, or the kind of in-memory object."""
+    if is_file_input(data):
+        try:
+            files = io.expand_paths(data)
+        except BeamlearnError:
+            files = []
+        return {"files": [{"name": os.path.basename(f), "path": os.path.abspath(f), "bytes": os.path.getsize(f)}
+                          for f in files]}
+    return {"in_memory": type(data).__name__}
+
+
+# ---------------------------------------------------------------------------------------------- one record
+def _validator(name: str, typ: pa.DataType) -> Callable[[Any], Any]:
+    if pa.types.is_floating(typ):
+        def check(v: Any) -> Any:
+            t = type(v)
+            if t is float or v is None:
+                return v
+            if t is int or (isinstance(v, (int, float, np.number)) and not isinstance(v, bool)):
+                return float(v)
+            raise DataError(f"expected a number, got {t.__name__} {v!r}", column=name, value=v)
+    elif pa.types.is_integer(typ):
+        def check(v: Any) -> Any:
+            t = type(v)
+            if t is int or v is None:
+                return v
+            if isinstance(v, (float, np.floating)) and float(v).is_integer():
+                return int(v)
+            if isinstance(v, float) and v != v:
+                return None
+            if isinstance(v, np.integer):
+                return int(v)
+            raise DataError(f"expected an integer, got {t.__name__} {v!r}", column=name, value=v)
+    elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        def check(v: Any) -> Any:
+            if type(v) is str or v is None:
+                return v
+            raise DataError(f"expected a string, got {type(v).__name__} {v!r}", column=name, value=v)
+    elif pa.types.is_boolean(typ):
+        def check(v: Any) -> Any:
+            if type(v) is bool or v is None:
+                return v
+            raise DataError(f"expected a boolean, got {type(v).__name__} {v!r}", column=name, value=v)
+    else:
+        def check(v: Any) -> Any:
+            return v
+    return check
+
+
+def compile_row(fitted: FittedPipeline) -> Callable[[dict], dict]:
+    """Compile the single-record path of ``fitted``: validation, each step's row function, and a dense dict
+    in ``output_schema`` order."""
+    checks = [(c, _validator(c, fitted.input_schema.field(c).type)) for c in fitted.required_columns]
+    fns = [s.row_function(st, schema) for s, st, schema in zip(fitted.steps, fitted.states, fitted.step_schemas)]
+    template = dict.fromkeys(fitted.output_schema.names)
+
+    def transform_one(record: dict) -> dict:
+        if not isinstance(record, dict):
+            raise DataError(f"a record must be a dict, got {type(record).__name__}")
+        row = dict(record)
+        for c, check in checks:
+            try:
+                v = row[c]
+            except KeyError:
+                raise SchemaError("required column is missing from the record", column=c) from None
+            row[c] = check(v)
+        for f in fns:
+            row = f(row)
+        out = template.copy()
+        out.update(row)
+        return out
+
+    return transform_one

@@ -1,0 +1,395 @@
+"""Sources and sinks: CSV, Parquet and JSON lines, globs, bounded-size batches, dead letters.
+
+Reading never holds more than one batch per file in memory.  The first file (or an explicit ``schema=``) fixes
+the column types; later batches and files are cast to them.  CSV is read as text and cast with vectorized
+validity checks, because Arrow's CSV reader rejects a whole block on one bad value and does not say which row:
+here every bad value is reported with its file, row and column, or routed to dead letters.
+
+Dead letters are JSON lines, one per rejected row: ``{"source", "row", "line", "column", "reason", "record"}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io as _io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.json as pjson
+import pyarrow.parquet as pq
+
+from beamlearn.batches import (DEFAULT_BATCH_SIZE, capture_schema, column_kind, conform, is_file_input,
+                               tag_batch, to_batches)
+from beamlearn.errors import BeamlearnError, DataError, SchemaError
+
+__all__ = ["read", "read_batches", "expand_paths", "write_batches", "DeadLetters", "dead_letter_sink",
+           "table_to_numpy", "file_format"]
+
+_FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
+            ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+def file_format(path: str) -> str:
+    """``"csv"``, ``"parquet"`` or ``"jsonl"`` from a file name (a ``.gz`` suffix is allowed for text)."""
+    base = path[:-3] if path.endswith(".gz") else path
+    ext = os.path.splitext(base)[1].lower()
+    if ext not in _FORMATS:
+        raise DataError(f"cannot tell the format of {path!r} from its extension; use one of "
+                        + ", ".join(sorted(_FORMATS)))
+    return _FORMATS[ext]
+
+
+def expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """Expand globs and directories into a sorted list of files; an error if nothing matches."""
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    out: list[str] = []
+    for p in map(os.fspath, items):
+        if any(ch in p for ch in "*?["):
+            found = sorted(glob.glob(p, recursive=True))
+            if not found:
+                raise DataError(f"no file matches {p!r}")
+            out += [f for f in found if os.path.isfile(f)]
+        elif os.path.isdir(p):
+            out += sorted(os.path.join(p, f) for f in os.listdir(p)
+                          if os.path.splitext(f)[1].lower() in _FORMATS and not f.startswith((".", "_")))
+        elif os.path.isfile(p):
+            out.append(p)
+        else:
+            raise DataError(f"no such file: {p!r}")
+    if not out:
+        raise DataError(f"no data files found in {items!r}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- dead letters
+class DeadLetters:
+    """Where rejected rows go, with their reason: a JSON-lines file, or memory when ``path`` is None."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path, self.count, self.records = path, 0, []  # type: ignore[var-annotated]
+        self._fh = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115
+
+    def add(self, *, source: str | None, row: int | None, column: str | None, reason: str,
+            record: dict[str, Any] | None, line: int | None = None) -> None:
+        rec = {"source": source, "row": row, "line": line, "column": column, "reason": reason,
+               "record": _json_safe(record)}
+        self.count += 1
+        if self._fh is not None:
+            self._fh.write(json.dumps(rec) + "\n")
+        else:
+            self.records.append(rec)
+
+    def add_rows(self, batch: pa.RecordBatch, indices: np.ndarray, columns: list[str | None],
+                 reasons: list[str]) -> None:
+        """Send rows ``indices`` of ``batch`` (tagged with its source and offset) to the dead letters."""
+        from beamlearn.batches import batch_origin
+
+        source, offset = batch_origin(batch)
+        rows = batch.take(pa.array(indices, type=pa.int64())).to_pylist() if len(indices) else []
+        csv_like = bool(source) and source.lower().endswith((".csv", ".csv.gz", ".tsv"))
+        for i, rec, col, why in zip(indices.tolist(), rows, columns, reasons):
+            self.add(source=source, row=offset + i, line=offset + i + 2 if csv_like else None, column=col,
+                     reason=why, record=rec)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def dead_letter_sink(errors: Any) -> DeadLetters | None:
+    """``None`` for ``errors="raise"``; a :class:`DeadLetters` for a path or an existing sink."""
+    if errors is None or errors == "raise":
+        return None
+    if isinstance(errors, DeadLetters):
+        return errors
+    if isinstance(errors, (str, os.PathLike)):
+        return DeadLetters(os.fspath(errors))
+    raise BeamlearnError(f"errors= must be 'raise', a file path or a DeadLetters, got {errors!r}")
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, float) and v != v:
+        return None
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)
+
+
+# ---------------------------------------------------------------------------------------------- readers
+def read(data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Schema | None = None,
+         dead: DeadLetters | None = None) -> Iterator[pa.RecordBatch]:
+    """Batches from anything beamlearn accepts: in-memory data (see :func:`beamlearn.batches.to_batches`),
+    file paths and globs, or a function returning either."""
+    if callable(data) and not isinstance(data, type):
+        data = data()
+    if is_file_input(data):
+        return read_batches(data, batch_size=batch_size, schema=schema, dead=dead)
+    return to_batches(data, batch_size=batch_size, schema=schema)
+
+
+def read_batches(paths: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Schema | None = None,
+                 dead: DeadLetters | None = None) -> Iterator[pa.RecordBatch]:
+    """Read files as batches of at most ``batch_size`` rows, cast to one schema.
+
+    The schema is ``schema`` if given, else the first file's.  Values that cannot be cast raise
+    :class:`DataError` naming file, row and column — or, with a ``dead`` sink, go there and the row is dropped.
+    """
+    for path in expand_paths(paths):
+        fmt = file_format(path)
+        reader = {"csv": _read_csv, "parquet": _read_parquet, "jsonl": _read_jsonl}[fmt]
+        offset = 0
+        for raw in reader(path, batch_size, schema, dead):
+            raw = tag_batch(raw, path, offset)
+            offset += raw.num_rows
+            if schema is None:
+                schema = capture_schema(raw)
+            batch, bad = conform(raw, schema, required=(), collect=dead is not None)
+            if len(bad):
+                dead.add_rows(raw, bad.indices, bad.columns, bad.reasons)  # type: ignore[union-attr]
+                keep = np.ones(batch.num_rows, bool)
+                keep[bad.indices] = False
+                batch = batch.filter(pa.array(keep))
+            yield _complete(batch, schema)
+
+
+def _complete(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Add the schema's columns a file lacks as nulls (a later file may omit an optional column)."""
+    missing = [f for f in schema if f.name not in batch.schema.names]
+    if not missing:
+        return batch
+    arrays = list(batch.columns) + [pa.nulls(batch.num_rows, f.type) for f in missing]
+    names = batch.schema.names + [f.name for f in missing]
+    return pa.RecordBatch.from_arrays(arrays, names=names).replace_schema_metadata(batch.schema.metadata)
+
+
+def _rechunk(batches: Iterable[pa.RecordBatch], batch_size: int) -> Iterator[pa.RecordBatch]:
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for b in batches:
+        pending.append(b)
+        rows += b.num_rows
+        while rows >= batch_size:
+            t = pa.Table.from_batches(pending).combine_chunks()
+            yield t.slice(0, batch_size).to_batches()[0] if batch_size else t.to_batches()[0]
+            rest = t.slice(batch_size)
+            pending = rest.to_batches() if rest.num_rows else []
+            rows = rest.num_rows
+    if rows or not pending:
+        if pending:
+            t = pa.Table.from_batches(pending).combine_chunks()
+            yield from t.to_batches()
+
+
+def _read_parquet(path: str, batch_size: int, schema: pa.Schema | None,
+                  dead: DeadLetters | None) -> Iterator[pa.RecordBatch]:
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"not a readable Parquet file ({exc})", source=path) from None
+    empty = True
+    for b in pf.iter_batches(batch_size=batch_size):
+        empty = False
+        yield b
+    if empty:
+        yield pa.RecordBatch.from_pylist([], schema=pf.schema_arrow)
+
+
+def _csv_header(path: str) -> list[str]:
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", newline="") as fh:  # type: ignore[operator]
+        first = fh.readline()
+        sample = first + fh.read(65536)
+    delim = "\t" if path.lower().replace(".gz", "").endswith(".tsv") else ","
+    header = next(csv.reader(_io.StringIO(first), delimiter=delim), None)
+    if not header:
+        raise DataError("empty CSV file (no header line)", source=path)
+    del sample
+    return header
+
+
+def _read_csv(path: str, batch_size: int, schema: pa.Schema | None,
+              dead: DeadLetters | None) -> Iterator[pa.RecordBatch]:
+    header = _csv_header(path)
+    delim = "\t" if path.lower().replace(".gz", "").endswith(".tsv") else ","
+
+    def bad_row(row: Any) -> str:
+        line = row.number
+        reason = f"expected {row.expected_columns} fields, got {row.actual_columns}"
+        if dead is None:
+            raise DataError(reason + f": {row.text[:200]!r}", source=path, line=line,
+                            row=None if line is None else line - 2)
+        dead.add(source=path, row=None if line is None else line - 2, line=line, column=None, reason=reason,
+                 record={"_raw": row.text})
+        return "skip"
+
+    if schema is None:  # infer types the way Arrow does, from the first block, then read as text and cast
+        try:
+            sample = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 20),
+                                   parse_options=pcsv.ParseOptions(delimiter=delim, invalid_row_handler=lambda r:
+                                                                   "skip"))
+            inferred = sample.schema
+            sample.close()
+        except (pa.ArrowInvalid, StopIteration, OSError) as exc:
+            raise DataError(f"cannot read CSV ({exc})", source=path) from None
+        schema = capture_schema(pa.RecordBatch.from_pylist([], schema=inferred))
+    types = {n: pa.string() for n in header}
+    try:
+        reader = pcsv.open_csv(
+            path, read_options=pcsv.ReadOptions(block_size=1 << 22),
+            parse_options=pcsv.ParseOptions(delimiter=delim, invalid_row_handler=bad_row),
+            convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=True))
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"cannot read CSV ({exc})", source=path) from None
+    first = True
+    for b in _rechunk(_guarded(reader, path), batch_size):
+        if first and schema is not None:
+            # the first batch decides the inferred types: cast now so errors name the rows
+            first = False
+        yield _cast_text(b, schema)
+
+
+def _guarded(reader: Any, path: str) -> Iterator[pa.RecordBatch]:
+    while True:
+        try:
+            b = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"cannot parse CSV ({exc})", source=path) from None
+        yield b
+
+
+def _cast_text(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Text columns whose target type is numeric or boolean get their surrounding blanks trimmed; the cast
+    itself (with bad-row detection) happens in :func:`beamlearn.batches.conform`."""
+    arrays = []
+    for f, a in zip(batch.schema, batch.columns):
+        if f.name in schema.names and column_kind(schema.field(f.name).type) in ("numeric", "boolean"):
+            a = pc.utf8_trim_whitespace(a)
+            a = pc.if_else(pc.equal(a, ""), pa.nulls(len(a), pa.string()), a)
+        arrays.append(a)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _read_jsonl(path: str, batch_size: int, schema: pa.Schema | None,
+                dead: DeadLetters | None) -> Iterator[pa.RecordBatch]:
+    import gzip
+
+    from beamlearn.batches import _from_rows
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as fh:  # type: ignore[operator]
+        offset = 0
+        while True:
+            lines = fh.readlines(1 << 22)
+            if not lines:
+                break
+            chunk = b"".join(lines)
+            try:
+                opts = pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") \
+                    if schema is not None else pjson.ParseOptions()
+                table = pjson.read_json(_io.BytesIO(chunk), parse_options=opts)
+                yield from table.to_batches(max_chunksize=batch_size)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                rows: list[dict] = []
+                for i, line in enumerate(lines):
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = json.loads(line)
+                        if not isinstance(rec, dict):
+                            raise ValueError("a JSON line must hold an object")
+                    except ValueError as exc:
+                        if dead is None:
+                            raise DataError(f"invalid JSON ({exc})", source=path, row=offset + i,
+                                            line=offset + i + 1) from None
+                        dead.add(source=path, row=offset + i, line=offset + i + 1, column=None,
+                                 reason=f"invalid JSON ({exc})", record={"_raw": line.decode(errors="replace")})
+                        continue
+                    rows.append(rec)
+                text_schema = pa.schema([pa.field(n, pa.string()) for n in (schema.names if schema else [])])
+                for r in rows:  # values of the wrong JSON type become text and are cast (with row numbers)
+                    for k, v in r.items():
+                        if schema is not None and k in schema.names and v is not None and not isinstance(v, str):
+                            r[k] = json.dumps(v) if isinstance(v, (dict, list, bool)) else str(v)
+                yield from (b for b in [_from_rows(rows, text_schema if schema else None)])
+            offset += len(lines)
+
+
+# ---------------------------------------------------------------------------------------------- writers
+def write_batches(batches: Iterable[pa.RecordBatch], path: str, *, schema: pa.Schema | None = None) -> int:
+    """Write batches to ``path`` (format from the extension), atomically; returns the rows written."""
+    fmt = file_format(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".beamlearn-", suffix=os.path.basename(path), dir=directory)
+    os.close(fd)
+    rows = 0
+    writer: Any = None
+    try:
+        with open(tmp, "wb") as sink:
+            for b in batches:
+                b = b.replace_schema_metadata(None)
+                if writer is None:
+                    writer = _open_writer(fmt, sink, b.schema, path)
+                writer(b)
+                rows += b.num_rows
+            if writer is None and schema is not None:
+                writer = _open_writer(fmt, sink, schema.remove_metadata(), path)
+            if writer is not None:
+                writer(None)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return rows
+
+
+def _open_writer(fmt: str, sink: Any, schema: pa.Schema, path: str) -> Callable[[pa.RecordBatch | None], None]:
+    if fmt == "parquet":
+        w = pq.ParquetWriter(sink, schema)
+        return lambda b: w.write_batch(b) if b is not None else w.close()
+    if fmt == "csv":
+        nested = [f.name for f in schema if pa.types.is_nested(f.type)]
+        if nested:
+            raise SchemaError("CSV cannot hold list columns (e.g. FeatureHasher output); write Parquet or JSONL",
+                              column=nested[0], source=path)
+        w2 = pcsv.CSVWriter(sink, schema)
+        return lambda b: w2.write_batch(b) if b is not None else w2.close()
+
+    def write_json(b: pa.RecordBatch | None) -> None:
+        if b is not None and b.num_rows:
+            text = b.to_pandas().to_json(orient="records", lines=True, date_format="iso")
+            sink.write(text.encode() + (b"" if text.endswith("\n") else b"\n"))
+
+    return write_json
+
+
+def table_to_numpy(table: pa.Table) -> np.ndarray:
+    """A 2-D float64 array of all columns (NaN for missing); every column must be numeric or boolean."""
+    bad = [f.name for f in table.schema if column_kind(f.type) not in ("numeric", "boolean")]
+    if bad:
+        raise SchemaError("output='numpy' needs numeric columns; drop or encode this one first", column=bad[0])
+    if table.num_columns == 0:
+        return np.zeros((table.num_rows, 0))
+    out = np.empty((table.num_rows, table.num_columns), dtype=np.float64, order="F")
+    for j, col in enumerate(table.columns):
+        out[:, j] = pc.cast(col, pa.float64()).to_numpy().astype(np.float64) if col.null_count == 0 else \
+            pc.cast(col, pa.float64()).fill_null(np.nan).to_numpy()
+    return out

@@ -1,0 +1,296 @@
+"""Pipeline (an unfitted plan of steps) and FittedPipeline (immutable steps + fitted states).
+
+Fitting is planned in passes.  In each pass every analyzer whose input columns are ready is run, all of them
+fused into one read of the data; a step that reads the output of a step not yet fitted waits for a later pass,
+and an analyzer that needs another pass (exact quantiles, iterative estimators) asks for it through
+:meth:`~beamlearn.analyzers.Analyzer.then`.  :class:`FitPlan` is that planner; engines drive it and know nothing
+about any particular step.
+
+Examples
+--------
+>>> import beamlearn as bl
+>>> fitted = bl.Pipeline([bl.SimpleImputer(["x"]), bl.StandardScaler(["x"])]).fit({"x": [1.0, None, 3.0]})
+>>> fitted.transform({"x": [1.0, None]}).column("x").to_pylist()
+[-1.224744871391589, 0.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from beamlearn.analyzers import Analyzer, MinMax, Moments, RowCount
+from beamlearn.batches import DEFAULT_BATCH_SIZE, column_kind, empty_batch
+from beamlearn.errors import BeamlearnError, SchemaError, SpecError
+from beamlearn.steps.base import Step
+
+__all__ = ["Pipeline", "FittedPipeline", "FitPlan", "Pass"]
+
+PROFILE = -1  # pseudo step index of the training profile computed alongside the first pass
+
+
+class Pipeline:
+    """An ordered list of steps; :meth:`fit` turns it into a :class:`FittedPipeline`.
+
+    Parameters
+    ----------
+    steps:
+        The steps, applied in order.  Each replaces its input columns by its outputs; other columns pass through.
+    name:
+        An optional name, recorded in artifacts.
+    """
+
+    def __init__(self, steps: Sequence[Step], *, name: str | None = None) -> None:
+        self.steps, self.name = list(steps), name
+        for s in self.steps:
+            if not isinstance(s, Step):
+                raise SpecError(f"a pipeline step must be a beamlearn Step, got {type(s).__name__}")
+
+    def __repr__(self) -> str:
+        return "Pipeline([" + ", ".join(map(repr, self.steps)) + "])"
+
+    def fit(self, data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Schema | None = None,
+            errors: Any = "raise", progress: Callable[[int], None] | None = None,
+            lineage: dict[str, Any] | None = None) -> FittedPipeline:
+        """Fit every step in as few passes over ``data`` as its statistics need (in this process).
+
+        ``data`` is anything :func:`beamlearn.io.read` accepts: a table, a DataFrame, dict rows, file paths or
+        globs, or a function returning an iterable of RecordBatches.  ``errors`` is ``"raise"`` (default) or a
+        dead-letter destination (a path, or a :class:`~beamlearn.io.DeadLetters`): rows that cannot be cast are
+        then routed there with their reason, and excluded from every statistic.
+        """
+        from beamlearn.engines.local import LocalEngine
+
+        return LocalEngine(batch_size=batch_size, errors=errors, progress=progress).fit(
+            self, data, schema=schema, lineage=lineage)
+
+
+# ---------------------------------------------------------------------------------------------- planning
+@dataclass
+class Pass:
+    """One read of the data: the analyzers to run and how to compute the batch each one sees."""
+
+    analyzers: list[Analyzer]                    # deduplicated, in a stable order
+    positions: list[int]                         # the step index whose input each analyzer reads
+    apply_steps: list[int]                       # steps (fitted or stateless) applied on the way
+    owners: list[list[tuple[int, str]]]          # (step index, analyzer name) served by each analyzer
+    steps: list[Step] = field(repr=False, default_factory=list)
+    states: list[Any] = field(repr=False, default_factory=list)
+
+    def views(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        """The batch each analyzer reads: ``batch`` taken through the applicable steps before its position."""
+        wanted = sorted(set(self.positions))
+        at: dict[int, pa.RecordBatch] = {}
+        view, k = batch, 0
+        applicable = set(self.apply_steps)
+        for pos in wanted:
+            while k < pos:
+                if k in applicable:
+                    view = self.steps[k].apply(view, self.states[k])
+                k += 1
+            at[pos] = view
+        return [at[p] for p in self.positions]
+
+
+class FitPlan:
+    """Plans passes over the data until every step of a pipeline has its state."""
+
+    def __init__(self, steps: Sequence[Step], input_schema: pa.Schema, *, profile: bool = True) -> None:
+        self.steps, self.input_schema = list(steps), input_schema
+        self.states: list[dict[str, Any] | None] = []
+        self.pending: dict[int, dict[str, Analyzer]] = {}
+        self.partial: dict[int, dict[str, Any]] = {}
+        for i, s in enumerate(self.steps):
+            an = s.analyzers()
+            self.states.append(None if an else {})
+            if an:
+                self.pending[i] = dict(an)
+        self.checked: set[int] = set()
+        self.passes = 0
+        numeric = [f.name for f in input_schema if column_kind(f.type) == "numeric"]
+        self.profile: dict[str, Any] = {}
+        if profile:
+            self.pending[PROFILE] = {"count": RowCount(input_schema.names), "moments": Moments(numeric),
+                                     "range": MinMax(numeric)}
+
+    def done(self) -> bool:
+        return not self.pending
+
+    def next_pass(self) -> Pass:
+        """The analyzers that can run now, fused into one pass."""
+        view = self.input_schema
+        skipped = False
+        applied: list[int] = []
+        touched: dict[int, set[str]] = {}
+        items: dict[tuple, int] = {}
+        analyzers: list[Analyzer] = []
+        positions: list[int] = []
+        owners: list[list[tuple[int, str]]] = []
+
+        def add(i: int, pos: int) -> None:
+            for name, a in self.pending[i].items():
+                cols = set(a.columns)
+                sig = tuple(k for k in applied if touched[k] & cols)
+                key = (a.key(), sig)
+                if key in items:
+                    owners[items[key]].append((i, name))
+                else:
+                    items[key] = len(analyzers)
+                    analyzers.append(a)
+                    positions.append(pos)
+                    owners.append([(i, name)])
+
+        if PROFILE in self.pending:
+            add(PROFILE, 0)
+        for i, step in enumerate(self.steps):
+            inputs = step.input_columns()
+            missing = [c for c in inputs if c not in view.names]
+            if missing:
+                if skipped:  # produced by a step not fitted yet: wait
+                    view = pa.schema([f for f in view if f.name not in inputs])
+                    continue
+                step.check(view)  # raises the clear missing-column error
+                raise SchemaError("column not found", column=missing[0])
+            if i not in self.checked:
+                step.check(view)
+                self.checked.add(i)
+            if self.states[i] is None:
+                if i in self.pending:
+                    add(i, i)
+                view = pa.schema([f for f in view if f.name not in inputs])
+                skipped = True
+                continue
+            after = step.apply(empty_batch(view), self.states[i]).schema
+            touched[i] = set(inputs) | (set(after.names) - set(view.names))
+            applied.append(i)
+            view = after
+        if not analyzers:
+            raise BeamlearnError("internal planning error: no analyzer is ready but steps are unfitted: "
+                                 + ", ".join(repr(self.steps[i]) for i in self.pending if i >= 0))
+        self.passes += 1
+        return Pass(analyzers, positions, applied, owners, self.steps, self.states)
+
+    def complete(self, pass_: Pass, states: Sequence[Any]) -> None:
+        """Record the extracted state of each analyzer of ``pass_``; steps whose analyzers all finished are
+        fitted, and analyzers that ask for another pass are scheduled."""
+        for a, state, owners in zip(pass_.analyzers, states, pass_.owners):
+            nxt = a.then(state)
+            for i, name in owners:
+                if nxt is not None:
+                    self.pending[i][name] = nxt
+                else:
+                    self.partial.setdefault(i, {})[name] = state
+                    del self.pending[i][name]
+        for i in [i for i, p in self.pending.items() if not p]:
+            del self.pending[i]
+            if i == PROFILE:
+                self.profile = self.partial.pop(i)
+            else:
+                self.states[i] = self.partial.pop(i)
+
+
+# ---------------------------------------------------------------------------------------------- fitted
+class FittedPipeline:
+    """An immutable fitted pipeline: steps, their states, and the schemas around them.
+
+    Built by :meth:`Pipeline.fit` or :func:`beamlearn.load`.
+    """
+
+    def __init__(self, steps: Sequence[Step], states: Sequence[dict[str, Any]], input_schema: pa.Schema,
+                 *, name: str | None = None, lineage: dict[str, Any] | None = None) -> None:
+        self._steps, self._states = tuple(steps), tuple(states)
+        self.input_schema, self.name, self.lineage = input_schema, name, dict(lineage or {})
+        self.required_columns = self._required()
+        self.step_schemas: list[pa.Schema] = []
+        batch = empty_batch(input_schema)
+        for s, st in zip(self._steps, self._states):
+            self.step_schemas.append(batch.schema)
+            batch = s.apply(batch, st)
+        self.output_schema: pa.Schema = batch.schema
+        self._row_fn: Callable[[dict], dict] | None = None
+
+    def _required(self) -> list[str]:
+        """Original input columns that some step reads before any step replaces them."""
+        original = set(self.input_schema.names)
+        required: list[str] = []
+        for s in self._steps:
+            for c in s.input_columns():
+                if c in original and c not in required:
+                    required.append(c)
+            original -= set(s.input_columns())
+        return required
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return self._steps
+
+    @property
+    def states(self) -> tuple[dict[str, Any], ...]:
+        return self._states
+
+    def __repr__(self) -> str:
+        return f"FittedPipeline({len(self._steps)} steps, {len(self.output_schema)} output columns)"
+
+    # -------------------------------------------------------------------- batch transform
+    def transform_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Apply every step to one batch already conformed to the input schema."""
+        for s, st in zip(self._steps, self._states):
+            batch = s.apply(batch, st)
+        return batch
+
+    def iter_batches(self, data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, errors: Any = "raise",
+                     progress: Callable[[int], None] | None = None) -> Iterator[pa.RecordBatch]:
+        """Transformed batches, one per input batch: constant memory, for feeding other trainers."""
+        from beamlearn.engines.local import LocalEngine
+
+        return LocalEngine(batch_size=batch_size, errors=errors, progress=progress).transform(self, data)
+
+    def transform(self, data: Any, *, output: str = "arrow", batch_size: int = DEFAULT_BATCH_SIZE,
+                  errors: Any = "raise", out: str | None = None,
+                  progress: Callable[[int], None] | None = None) -> Any:
+        """Transform ``data``: a pyarrow Table (``output="arrow"``), a pandas DataFrame (``"pandas"``), a 2-D
+        float64 numpy array of the output columns (``"numpy"``), or files written to ``out`` (CSV, Parquet or
+        JSON lines by extension), returning the number of rows written."""
+        from beamlearn import io
+
+        batches = self.iter_batches(data, batch_size=batch_size, errors=errors, progress=progress)
+        if out is not None:
+            return io.write_batches(batches, out, schema=self.output_schema)
+        collected = list(batches)
+        table = pa.Table.from_batches(collected) if collected else self.output_schema.empty_table()
+        if output == "arrow":
+            return table
+        if output == "pandas":
+            return table.to_pandas()
+        if output == "numpy":
+            return io.table_to_numpy(table)
+        raise SpecError(f"output={output!r} is not one of 'arrow', 'pandas', 'numpy'")
+
+    # -------------------------------------------------------------------- single records
+    def transform_one(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Transform one record (a dict) into a dense dict in ``output_schema`` order.
+
+        The serving path: no pandas, no schema inference, the input validated (a missing required column or a
+        value of the wrong type raises :class:`~beamlearn.errors.DataError` naming the column).
+        """
+        fn = self._row_fn
+        if fn is None:
+            from beamlearn.engines.local import compile_row
+
+            fn = self._row_fn = compile_row(self)
+        return fn(record)
+
+    # -------------------------------------------------------------------- persistence and description
+    def save(self, path: str) -> str:
+        """Write the artifact (one zip file; see :mod:`beamlearn.artifact`) atomically; returns the path."""
+        from beamlearn.artifact import save
+
+        return save(self, path)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Each step's type, parameters and a readable summary of its fitted state."""
+        return [{"step": type(s).__name__, "params": s.get_params(), "fitted": s.describe(st)}
+                for s, st in zip(self._steps, self._states)]

@@ -1,0 +1,3 @@
+"""(being written) discretize steps."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""(being written) encode steps."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""(being written) expr steps."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""(being written) impute steps."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""(being written) text steps."""
+
+__all__: list[str] = []

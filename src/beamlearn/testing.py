@@ -1,0 +1,73 @@
+"""Helpers for testing pipelines and custom steps: random tables and the serving-consistency check.
+
+Examples
+--------
+>>> import beamlearn as bl
+>>> from beamlearn.testing import random_table, assert_serving_consistent
+>>> t = random_table(200, n_numeric=2, n_string=1, seed=1)
+>>> f = bl.Pipeline([bl.StandardScaler(["num0", "num1"])]).fit(t)
+>>> assert_serving_consistent(f, t)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["random_table", "assert_serving_consistent", "assert_rows_equal"]
+
+
+def random_table(n_rows: int, *, n_numeric: int = 3, n_string: int = 2, n_categories: int = 5,
+                 null_fraction: float = 0.1, nan_fraction: float = 0.05, seed: int = 0) -> pa.Table:
+    """A table with numeric columns ``num0..`` (float64 with nulls and NaN) and string columns ``cat0..``
+    (``n_categories`` values with skewed frequencies, and nulls)."""
+    rng = np.random.default_rng(seed)
+    cols: dict[str, Any] = {}
+    for i in range(n_numeric):
+        x = rng.normal(loc=rng.uniform(-5, 5), scale=rng.uniform(0.5, 3), size=n_rows)
+        x[rng.random(n_rows) < nan_fraction] = np.nan
+        mask = rng.random(n_rows) < null_fraction
+        cols[f"num{i}"] = pa.array(x, mask=mask, type=pa.float64())
+    for i in range(n_string):
+        p = rng.dirichlet(np.ones(n_categories) * 0.7)
+        v = rng.choice([f"v{k}" for k in range(n_categories)], size=n_rows, p=p)
+        mask = rng.random(n_rows) < null_fraction
+        cols[f"cat{i}"] = pa.array(v.tolist(), mask=mask, type=pa.string())
+    return pa.table(cols)
+
+
+def _same_value(a: Any, b: Any, rtol: float, atol: float) -> bool:
+    if a is None or b is None:
+        na = a is None or (isinstance(a, float) and math.isnan(a))
+        nb = b is None or (isinstance(b, float) and math.isnan(b))
+        return na and nb
+    if isinstance(a, float) or isinstance(b, float):
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return math.isclose(a, b, rel_tol=rtol, abs_tol=atol)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_value(x, y, rtol, atol) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k], rtol, atol) for k in a)
+    return a == b
+
+
+def assert_rows_equal(got: dict, want: dict, *, rtol: float = 0.0, atol: float = 0.0, where: str = "") -> None:
+    """Assert two output records are equal: same keys in the same order, values equal (None == NaN)."""
+    assert list(got) == list(want), f"{where}columns differ:\n{list(got)}\n{list(want)}"
+    for k in want:
+        assert _same_value(got[k], want[k], rtol, atol), f"{where}column {k!r}: {got[k]!r} != {want[k]!r}"
+
+
+def assert_serving_consistent(fitted: Any, data: Any, *, rtol: float = 0.0, atol: float = 0.0) -> None:
+    """Assert ``fitted.transform_one(row)`` equals the matching row of ``fitted.transform(data)`` for every
+    row of ``data`` (exactly, by default: both paths must make the same floating-point operations)."""
+    table = data if isinstance(data, pa.Table) else pa.Table.from_batches(list(
+        __import__("beamlearn").io.read(data)))
+    out = fitted.transform(table)
+    for i, (rec, want) in enumerate(zip(table.to_pylist(), out.to_pylist())):
+        got = fitted.transform_one(rec)
+        assert_rows_equal(got, want, rtol=rtol, atol=atol, where=f"row {i}: ")

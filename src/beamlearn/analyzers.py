@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beamlearn.batches import float_values, missing_mask
+from beamlearn.batches import float_values, missing_mask, raw_values
 
 __all__ = ["Analyzer", "RowCount", "Moments", "MinMax", "ValueCounts", "Quantiles", "run_analyzer",
            "quantile_plan"]
@@ -126,8 +126,11 @@ class RowCount(Analyzer):
         acc[0] += batch.num_rows
         for i, c in enumerate(self.columns, 1):
             arr = batch.column(c)
-            acc[i] += int(pc.sum(arr.is_null(nan_is_null=True)).as_py() or 0) if pa.types.is_floating(
-                arr.type) else arr.null_count
+            if pa.types.is_floating(arr.type):
+                _, ok = raw_values(arr)
+                acc[i] += 0 if ok is None else len(arr) - int(np.count_nonzero(ok))
+            else:
+                acc[i] += arr.null_count
         return acc
 
     def merge(self, accs: Sequence[list[int]]) -> list[int]:
@@ -157,23 +160,22 @@ class Moments(Analyzer):
         w = _weights(batch, self.weight)
         part = np.zeros_like(acc)
         for i, c in enumerate(self.columns):
-            x = float_values(batch.column(c))
-            ok = ~np.isnan(x)
+            x, ok = raw_values(batch.column(c))
             if w is None:
-                n = float(np.count_nonzero(ok))
+                xs = x if ok is None else x[ok]
+                n = float(len(xs))
                 if n:
-                    xs = x if n == len(x) else x[ok]
                     mean = xs.sum() / n
                     d = xs - mean
-                    part[:, i] = n, mean, np.dot(d, d)
+                    part[:, i] = n, mean, np.einsum("i,i->", d, d)
             else:
-                ww = np.where(ok, w, 0.0)
+                ww = w if ok is None else np.where(ok, w, 0.0)
                 n = float(ww.sum())
                 if n:
-                    xs = np.where(ok, x, 0.0)
-                    mean = np.dot(ww, xs) / n
+                    xs = x if ok is None else np.where(ok, x, 0.0)
+                    mean = np.einsum("i,i->", ww, xs) / n
                     d = xs - mean
-                    part[:, i] = n, mean, np.dot(ww * d, d)
+                    part[:, i] = n, mean, np.einsum("i,i,i->", ww, d, d)
         return self.merge([acc, part])
 
     def merge(self, accs: Sequence[np.ndarray]) -> np.ndarray:
@@ -207,13 +209,10 @@ class MinMax(Analyzer):
     def add(self, acc: np.ndarray, batch: pa.RecordBatch) -> np.ndarray:
         part = np.full_like(acc, np.nan)
         for i, c in enumerate(self.columns):
-            arr = batch.column(c)
-            if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
-                arr = pc.cast(arr, pa.float64())
-            mm = pc.min_max(arr)  # skips nulls; NaN is skipped by Arrow's float min/max as well
-            lo, hi = mm["min"].as_py(), mm["max"].as_py()
-            if lo is not None:
-                part[:, i] = lo, hi
+            x, ok = raw_values(batch.column(c))
+            xs = x if ok is None else x[ok]
+            if len(xs):
+                part[:, i] = xs.min(), xs.max()
         return self.merge([acc, part])
 
     def merge(self, accs: Sequence[np.ndarray]) -> np.ndarray:

@@ -193,6 +193,45 @@ def from_float(x: np.ndarray) -> pa.Array:
     return pa.array(x, type=pa.float64(), from_pandas=True)
 
 
+def raw_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(x, valid)``: the column's values as float64 numpy (zero-copy for float64 columns; the slots of nulls
+    hold arbitrary numbers) and a boolean mask of non-missing values (not null, not NaN), or ``None`` when every
+    value is present.  The fast path of every numeric analyzer and transform."""
+    if arr.type != pa.float64():
+        if column_kind(arr.type) not in ("numeric", "boolean") and not pa.types.is_null(arr.type):
+            raise SchemaError(f"expected a numeric column, got {arr.type}")
+        arr = pc.cast(arr, pa.float64())
+    n = len(arr)
+    buf = arr.buffers()[1]
+    x = np.frombuffer(buf, dtype=np.float64, count=n, offset=arr.offset * 8) if buf is not None else np.zeros(n)
+    valid = None
+    if arr.null_count:
+        bits = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
+        valid = np.unpackbits(bits, bitorder="little", count=arr.offset + n)[arr.offset:].astype(bool)
+    nan = np.isnan(x)
+    if valid is None:
+        if nan.any():
+            valid = ~nan
+    else:
+        valid &= ~nan
+    return x, valid
+
+
+def with_validity(values: np.ndarray, like: pa.Array) -> pa.Array:
+    """A float64 array of ``values`` that is null exactly where ``like`` is null (no NaN scan, no copy).
+
+    NaN values stay NaN (still missing for every beamlearn step)."""
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    if like.null_count == 0:
+        return pa.Array.from_buffers(pa.float64(), len(values), [None, pa.py_buffer(values)], null_count=0)
+    if like.offset % 8:  # realign the bitmap (is_valid returns a fresh array at offset 0)
+        validity = like.is_valid().buffers()[1]
+    else:
+        validity = like.buffers()[0].slice(like.offset // 8)
+    return pa.Array.from_buffers(pa.float64(), len(values), [validity, pa.py_buffer(values)],
+                                 null_count=like.null_count)
+
+
 # ---------------------------------------------------------------------------------------------- schema
 def schema_to_json(schema: pa.Schema) -> list[dict[str, Any]]:
     """A human-readable description of ``schema``: name, Arrow type and nullability of each field."""

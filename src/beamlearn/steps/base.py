@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from beamlearn.analyzers import Analyzer
-from beamlearn.batches import column_kind, float_values, from_float
+from beamlearn.batches import column_kind, raw_values, with_validity
 from beamlearn.errors import ArtifactError, SchemaError, SpecError
 
 __all__ = ["Step", "register_step", "registered_steps", "step_class", "replace_columns", "map_columns",
@@ -216,11 +216,16 @@ def replace_columns(batch: pa.RecordBatch, inputs: Sequence[str],
 
 def map_columns(batch: pa.RecordBatch, columns: Sequence[str],
                 fn: Callable[[np.ndarray, int], np.ndarray]) -> pa.RecordBatch:
-    """Apply ``fn(values, i)`` to each numeric column (float64, NaN for missing); outputs are float64 with
-    missing values kept missing, under the same names and in the same places."""
+    """Apply ``fn(values, i)`` to each numeric column ``columns[i]``, under the same name and in the same place.
+
+    ``values`` is a read-only float64 view of the column (zero-copy; the slots of nulls hold arbitrary numbers,
+    NaN stays NaN).  The output is float64 and null exactly where the input was null, so missing values stay
+    missing and ``fn`` needs no masking: it must be elementwise.
+    """
     arrays = list(batch.columns)
     names = batch.schema.names
     for i, c in enumerate(columns):
         j = names.index(c)
-        arrays[j] = from_float(np.asarray(fn(float_values(arrays[j]), i), dtype=np.float64))
+        x, _ = raw_values(arrays[j])
+        arrays[j] = with_validity(np.asarray(fn(x, i), dtype=np.float64), arrays[j])
     return pa.RecordBatch.from_arrays(arrays, names=names)

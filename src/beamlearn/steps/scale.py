@@ -23,7 +23,7 @@ _EPS = np.finfo(np.float64).eps
 
 def affine_row_function(columns: Sequence[str], offset: np.ndarray, scale: np.ndarray,
                         divide: bool = True) -> RowFn:
-    """Row function computing ``(x - offset) / scale`` (or ``* scale``) per column; missing stays None.
+    """Row function computing ``(x - offset) / scale`` (or ``* scale``) per column; None stays None, NaN NaN.
 
     The arithmetic is the same IEEE operations as the vectorized path, so both give identical floats.
     """
@@ -33,13 +33,13 @@ def affine_row_function(columns: Sequence[str], offset: np.ndarray, scale: np.nd
         def fn(row: dict) -> dict:
             for c, o, s in spec:
                 v = row[c]
-                row[c] = None if v is None or v != v else (v - o) / s
+                row[c] = None if v is None else (v - o) / s
             return row
     else:
         def fn(row: dict) -> dict:
             for c, o, s in spec:
                 v = row[c]
-                row[c] = None if v is None or v != v else (v - o) * s
+                row[c] = None if v is None else (v - o) * s
             return row
     return fn
 
@@ -95,7 +95,11 @@ class StandardScaler(Step):
 
     def apply(self, batch: pa.RecordBatch, state: dict[str, Any]) -> pa.RecordBatch:
         offset, scale = self._offset_scale(state)
-        return map_columns(batch, self.input_columns(), lambda x, i: (x - offset[i]) / scale[i])
+        def scaled(x: np.ndarray, i: int) -> np.ndarray:
+            y = np.subtract(x, offset[i])
+            return np.divide(y, scale[i], out=y)
+
+        return map_columns(batch, self.input_columns(), scaled)
 
     def row_function(self, state: dict[str, Any], schema: pa.Schema) -> RowFn:
         offset, scale = self._offset_scale(state)

@@ -1,0 +1,420 @@
+"""YAML pipeline specs: a readable, validated description of a pipeline that the CLI fits.
+
+A spec names the pipeline, lists its steps with their parameters (scikit-learn's names, plus ``columns``), and
+may fix the types of some input columns and the batch size::
+
+    name: flights-prep
+    batch_size: 65536            # optional; the CLI's --batch-size wins
+    schema:                      # optional; types of these columns (the others are inferred from the data)
+      dep_delay: double
+      tailnum: string
+    steps:
+      - step: SimpleImputer
+        columns: [dep_delay, arr_delay]
+        strategy: median
+      - step: OneHotEncoder
+        columns: [carrier, origin]
+        handle_unknown: ignore
+
+Specs are read with ``yaml.safe_load`` only (no Python objects, no code).  Every mistake raises
+:class:`~beamlearn.errors.SpecError` naming the source, the line, the step (``steps[1]``, 0-based) and the key:
+unknown step types and parameters get a "did you mean" suggestion, values are checked against the type hints of
+the step's ``__init__``, and YAML syntax errors give their line and column.
+
+:func:`spec_hash` is the SHA-256 of the *canonical* spec (its parsed content as sorted, compact JSON), so
+comments, whitespace, key order and quoting do not change it; fitting from a spec records it in the lineage.
+
+Examples
+--------
+>>> spec = read_spec('''
+... name: demo
+... steps:
+...   - step: StandardScaler
+...     columns: [x]
+... ''')
+>>> spec.pipeline
+Pipeline([StandardScaler(columns=['x'])])
+>>> spec.fit({"x": [1.0, 2.0, 3.0]}).lineage["spec_name"]
+'demo'
+>>> load_spec("steps: [{step: StandardScalar, columns: [x]}]")
+Traceback (most recent call last):
+...
+beamlearn.errors.SpecError: <spec>, line 1: steps[0]: unknown step type 'StandardScalar'; did you mean 'StandardScaler'? ...
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import yaml
+
+from beamlearn.batches import DEFAULT_BATCH_SIZE, capture_schema
+from beamlearn.errors import BeamlearnError, SpecError
+from beamlearn.pipeline import FittedPipeline, Pipeline
+from beamlearn.steps.base import Step, registered_steps
+
+__all__ = ["Spec", "read_spec", "load_spec", "spec_hash", "parse_type", "merge_schema"]
+
+SpecSource = typing.Union[str, "os.PathLike[str]", Mapping[str, Any]]
+TOP_LEVEL_KEYS = ("name", "description", "batch_size", "schema", "steps")
+
+_SIMPLE_TYPES: dict[str, Callable[[], pa.DataType]] = {
+    "bool": pa.bool_, "boolean": pa.bool_, "int8": pa.int8, "int16": pa.int16, "int32": pa.int32,
+    "int64": pa.int64, "uint8": pa.uint8, "uint16": pa.uint16, "uint32": pa.uint32, "uint64": pa.uint64,
+    "float16": pa.float16, "halffloat": pa.float16, "float32": pa.float32, "float": pa.float32,
+    "float64": pa.float64, "double": pa.float64, "string": pa.string, "str": pa.string, "utf8": pa.string,
+    "large_string": pa.large_string, "binary": pa.binary, "date32": pa.date32, "date64": pa.date64,
+    "date32[day]": pa.date32, "date64[ms]": pa.date64, "null": pa.null,
+}
+_UNITS = ("s", "ms", "us", "ns")
+
+
+@dataclass
+class Spec:
+    """A validated spec: the pipeline it describes and the run settings around it.
+
+    Attributes
+    ----------
+    pipeline:
+        The unfitted :class:`~beamlearn.Pipeline` (named after the spec).
+    name:
+        The spec's ``name`` (or None).
+    schema:
+        The column types the spec fixes (a possibly partial :class:`pyarrow.Schema`), or None.
+    batch_size:
+        The spec's ``batch_size``, or None.
+    sha256:
+        :func:`spec_hash` of the spec.
+    source:
+        Where the spec was read from (a path, or ``"<spec>"``).
+    """
+
+    pipeline: Pipeline
+    name: str | None = None
+    schema: pa.Schema | None = None
+    batch_size: int | None = None
+    sha256: str = ""
+    source: str = "<spec>"
+    content: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def lineage(self) -> dict[str, Any]:
+        """What fitting records about the spec: ``{"spec_sha256", "spec_name"}``."""
+        return {"spec_sha256": self.sha256, "spec_name": self.name}
+
+    def resolve_schema(self, data: Any) -> pa.Schema | None:
+        """The full input schema for ``data``: its own (first batch) types, with the spec's ``schema`` applied.
+
+        None when the spec fixes no types (the engine then takes the first batch's types itself).
+        """
+        if self.schema is None:
+            return None
+        from beamlearn import io
+
+        first = next(iter(io.read(data, batch_size=self.batch_size or DEFAULT_BATCH_SIZE,
+                                  dead=io.DeadLetters())), None)
+        if first is None:
+            raise SpecError(f"{self.source}: schema: there is no data to apply the schema to")
+        return merge_schema(capture_schema(first), self.schema, source=self.source)
+
+    def fit(self, data: Any, *, batch_size: int | None = None, errors: Any = "raise",
+            progress: Callable[[int], None] | None = None) -> FittedPipeline:
+        """Fit the pipeline in this process with the spec's schema and batch size, recording the spec's hash
+        and name in the lineage.  ``batch_size`` overrides the spec's."""
+        size = batch_size or self.batch_size or DEFAULT_BATCH_SIZE
+        return self.pipeline.fit(data, batch_size=size, schema=self.resolve_schema(data), errors=errors,
+                                 progress=progress, lineage=self.lineage())
+
+
+# ---------------------------------------------------------------------------------------------- public API
+def read_spec(spec: SpecSource) -> Spec:
+    """Read and validate a spec: a file path, YAML text, or an already parsed mapping.
+
+    A ``str`` is a path when it has no newline and either names an existing file or ends in ``.yaml``,
+    ``.yml`` or ``.json``; otherwise it is YAML text.
+    """
+    content, source, nodes = _load(spec)
+    return _validate(content, source, nodes)
+
+
+def load_spec(spec: SpecSource) -> Pipeline:
+    """The :class:`~beamlearn.Pipeline` a spec describes (see :func:`read_spec` for the full result).
+
+    Examples
+    --------
+    >>> load_spec("steps: [{step: StandardScaler, columns: x, with_mean: false}]")
+    Pipeline([StandardScaler(columns='x', with_mean=False)])
+    """
+    return read_spec(spec).pipeline
+
+
+def spec_hash(spec: SpecSource) -> str:
+    """SHA-256 (hex) of the canonical form of a spec: its parsed content as sorted, compact JSON.
+
+    Examples
+    --------
+    >>> spec_hash("steps: [{step: StandardScaler, columns: [x]}]") == spec_hash('''
+    ... # the same spec, written differently
+    ... steps:
+    ...   - columns: ["x"]
+    ...     step: StandardScaler
+    ... ''')
+    True
+    """
+    content, _, _ = _load(spec)
+    return _canonical_hash(content)
+
+
+def parse_type(name: str) -> pa.DataType:
+    """An Arrow type from its name: ``int64``, ``double``, ``string``, ``bool``, ``date32``,
+    ``timestamp[s]``, ``timestamp[ms, tz=UTC]``, ``duration[s]``, ``decimal128(10, 2)``...
+
+    Examples
+    --------
+    >>> parse_type("timestamp[ms, tz=UTC]")
+    TimestampType(timestamp[ms, tz=UTC])
+    """
+    text = str(name).strip()
+    key = text.lower()
+    if key in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[key]()
+    m = re.fullmatch(r"(timestamp|duration|time32|time64)\[(\w+)(?:,\s*tz=([^\]]+))?\]", text)
+    if m and m.group(2) in _UNITS:
+        kind, unit, tz = m.groups()
+        if kind == "timestamp":
+            return pa.timestamp(unit, tz=tz.strip() if tz else None)
+        if tz is None:
+            try:
+                return {"duration": pa.duration, "time32": pa.time32, "time64": pa.time64}[kind](unit)
+            except (ValueError, pa.ArrowInvalid):
+                pass
+    m = re.fullmatch(r"decimal(128|256)?\(\s*(\d+)\s*,\s*(-?\d+)\s*\)", key)
+    if m:
+        return (pa.decimal256 if m.group(1) == "256" else pa.decimal128)(int(m.group(2)), int(m.group(3)))
+    raise SpecError(f"unknown Arrow type {text!r}{_did_you_mean(key, list(_SIMPLE_TYPES) + ['timestamp[s]'])} "
+                    "(e.g. int64, double, string, bool, timestamp[s])")
+
+
+def merge_schema(inferred: pa.Schema, fixed: pa.Schema, *, source: str = "<spec>") -> pa.Schema:
+    """``inferred`` with the types of ``fixed`` applied; a fixed column missing from the data is an error."""
+    missing = [n for n in fixed.names if n not in inferred.names]
+    if missing:
+        raise SpecError(f"{source}: schema: column {missing[0]!r} is not in the data"
+                        f"{_did_you_mean(missing[0], inferred.names)}")
+    return pa.schema([fixed.field(f.name) if f.name in fixed.names else f for f in inferred])
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def _is_path(spec: str) -> bool:
+    return "\n" not in spec and (os.path.isfile(spec) or spec.strip().lower().endswith((".yaml", ".yml", ".json")))
+
+
+def _load(spec: SpecSource) -> tuple[Any, str, yaml.Node | None]:
+    """(parsed content, source name, composed YAML node tree for line numbers)."""
+    if isinstance(spec, Mapping):
+        return dict(spec), "<spec>", None
+    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and _is_path(spec)):
+        path = os.fspath(spec)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except FileNotFoundError:
+            raise SpecError(f"no such spec file: {path!r}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(f"{path}: cannot read the spec ({getattr(exc, 'strerror', None) or exc})") from None
+        source = path
+    elif isinstance(spec, str):
+        text, source = spec, "<spec>"
+    else:
+        raise SpecError(f"a spec must be a path, YAML text or a mapping, got {type(spec).__name__}")
+    try:
+        nodes = yaml.compose(text, Loader=yaml.SafeLoader)
+        content = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise SpecError(f"{source}{where}: invalid YAML: {what}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{source}: invalid YAML: {exc}") from None
+    return content, source, nodes
+
+
+def _canonical_hash(content: Any) -> str:
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _line(nodes: yaml.Node | None, *path: Any) -> int | None:
+    """The 1-based line of the node at ``path`` (keys and indices) in the composed tree, or of its nearest
+    existing ancestor."""
+    node, line = nodes, None
+    for key in path:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(key)]
+            if not match:
+                return line
+            line = match[0][0].start_mark.line + 1
+            node = match[0][1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return line
+    return node.start_mark.line + 1 if node is not None else line
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    choices = list(choices)
+    lowered = {c.lower(): c for c in choices}
+    if word.lower() in lowered and lowered[word.lower()] != word:
+        return f"; did you mean {lowered[word.lower()]!r}?"
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6) or [
+        lowered[c] for c in difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)]
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def _validate(content: Any, source: str, nodes: yaml.Node | None) -> Spec:
+    def fail(message: str, *path: Any) -> SpecError:
+        line = _line(nodes, *path)
+        return SpecError(f"{source}{f', line {line}' if line else ''}: {message}")
+
+    if not isinstance(content, dict):
+        raise fail("a spec must be a mapping with a 'steps' list, got "
+                   + ("an empty document" if content is None else type(content).__name__))
+    for key in content:
+        if key not in TOP_LEVEL_KEYS:
+            raise fail(f"unknown top-level key {key!r}{_did_you_mean(str(key), TOP_LEVEL_KEYS)} "
+                       f"(allowed: {', '.join(TOP_LEVEL_KEYS)})", key)
+    name = content.get("name")
+    if name is not None and not isinstance(name, str):
+        raise fail(f"name: expected a string, got {type(name).__name__} {name!r}", "name")
+    batch_size = content.get("batch_size")
+    if batch_size is not None and (type(batch_size) is not int or batch_size <= 0):
+        raise fail(f"batch_size: expected a positive integer, got {batch_size!r}", "batch_size")
+    schema = _validate_schema(content.get("schema"), fail)
+    steps_spec = content.get("steps")
+    if not isinstance(steps_spec, list) or not steps_spec:
+        raise fail("'steps' must be a non-empty list of steps", *(["steps"] if "steps" in content else []))
+    registry = registered_steps()
+    steps = [_validate_step(i, entry, registry, fail) for i, entry in enumerate(steps_spec)]
+    try:
+        pipeline = Pipeline(steps, name=name)
+    except BeamlearnError as exc:
+        raise fail(str(exc), "steps") from None
+    return Spec(pipeline, name=name, schema=schema, batch_size=batch_size, sha256=_canonical_hash(content),
+                source=source, content=content)
+
+
+def _validate_schema(schema: Any, fail: Callable[..., SpecError]) -> pa.Schema | None:
+    if schema is None:
+        return None
+    if not isinstance(schema, dict) or not schema:
+        raise fail("schema: expected a mapping of column name -> Arrow type name", "schema")
+    fields = []
+    for col, typ in schema.items():
+        if not isinstance(typ, str):
+            raise fail(f"schema: column {col!r}: expected an Arrow type name, got {typ!r}", "schema", col)
+        try:
+            fields.append(pa.field(str(col), parse_type(typ)))
+        except SpecError as exc:
+            raise fail(f"schema: column {col!r}: {exc}", "schema", col) from None
+    return pa.schema(fields)
+
+
+def _validate_step(i: int, entry: Any, registry: dict[str, type[Step]], fail: Callable[..., SpecError]) -> Step:
+    where = f"steps[{i}]"
+    if not isinstance(entry, dict):
+        raise fail(f"{where}: expected a mapping with a 'step' key, got {type(entry).__name__} {entry!r}",
+                   "steps", i)
+    kind = entry.get("step")
+    if kind is None:
+        raise fail(f"{where}: missing the 'step' key (the step type, e.g. StandardScaler)", "steps", i)
+    if not isinstance(kind, str) or kind not in registry:
+        raise fail(f"{where}: unknown step type {kind!r}{_did_you_mean(str(kind), registry)} (known: "
+                   f"{', '.join(sorted(registry))})", "steps", i, "step")
+    cls = registry[kind]
+    where = f"{where} ({kind})"
+    params = {k: v for k, v in entry.items() if k != "step"}
+    names = cls.param_names()
+    for key in params:
+        if key not in names:
+            raise fail(f"{where}: unknown parameter {key!r}{_did_you_mean(str(key), names)} "
+                       f"(parameters: {', '.join(names)})", "steps", i, key)
+    hints, shown = _hints(cls)
+    import inspect
+
+    signature = inspect.signature(cls.__init__).parameters
+    for key in names:
+        if key not in params and signature[key].default is inspect.Parameter.empty:
+            raise fail(f"{where}: missing required key {key!r}", "steps", i)
+    for key, value in params.items():
+        problem = _type_problem(hints.get(key), value)
+        if problem is not None:
+            raise fail(f"{where}: {key}: expected {shown.get(key, 'another type')}, got "
+                       f"{type(value).__name__} {value!r}{problem}", "steps", i, key)
+    try:
+        return cls(**params)
+    except (TypeError, ValueError, BeamlearnError) as exc:
+        raise fail(f"{where}: {exc}", "steps", i) from None
+
+
+def _hints(cls: type) -> tuple[dict[str, Any], dict[str, str]]:
+    """The resolved type hints of ``cls.__init__`` and their source spelling (for messages)."""
+    raw = getattr(cls.__init__, "__annotations__", {})
+    shown = {k: (v if isinstance(v, str) else getattr(v, "__name__", str(v))) for k, v in raw.items()}
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - unresolvable hints (names behind TYPE_CHECKING): validate what resolves
+        hints = {}
+        module = __import__(cls.__module__, fromlist=["_"])
+        for k, v in raw.items():
+            try:
+                hints[k] = eval(v, vars(module)) if isinstance(v, str) else v  # noqa: S307 - our own source
+            except Exception:  # noqa: BLE001
+                continue
+    hints.pop("return", None)
+    return hints, shown
+
+
+def _type_problem(hint: Any, value: Any) -> str | None:
+    """None if ``value`` fits ``hint`` (or the hint cannot be checked), else an extra hint for the message
+    (possibly empty)."""
+    if hint is None or hint is Any:
+        return None
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        adapter = TypeAdapter(hint)
+    except Exception:  # noqa: BLE001 - hints pydantic cannot express (callables, arrays): not checked here
+        return None
+    try:
+        text = json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):  # YAML dates and the like: check in Python mode
+        try:
+            adapter.validate_python(value, strict=True)
+            return None
+        except ValidationError as exc:
+            return _pydantic_reason(exc)
+    try:
+        adapter.validate_json(text, strict=True)  # JSON mode: lists fit tuples, ints fit floats, no coercion
+        return None
+    except ValidationError as exc:
+        return _pydantic_reason(exc)
+
+
+def _pydantic_reason(exc: Any) -> str:
+    msgs = {e.get("msg", "") for e in exc.errors()}
+    literal = [m for m in msgs if m.startswith("Input should be") and "'" in m]
+    return f" ({literal[0][0].lower()}{literal[0][1:]})" if literal else ""

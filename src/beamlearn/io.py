@@ -74,18 +74,23 @@ class DeadLetters:
     """Where rejected rows go, with their reason: a JSON-lines file, or memory when ``path`` is None."""
 
     def __init__(self, path: str | None = None) -> None:
+        import threading
+
         self.path, self.count, self.records = path, 0, []  # type: ignore[var-annotated]
+        self._lock = threading.Lock()
         self._fh = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115
 
     def add(self, *, source: str | None, row: int | None, column: str | None, reason: str,
             record: dict[str, Any] | None, line: int | None = None) -> None:
         rec = {"source": source, "row": row, "line": line, "column": column, "reason": reason,
                "record": _json_safe(record)}
-        self.count += 1
-        if self._fh is not None:
-            self._fh.write(json.dumps(rec) + "\n")
-        else:
-            self.records.append(rec)
+        line = json.dumps(rec) + "\n" if self._fh is not None else ""
+        with self._lock:  # engines may transform batches on several threads
+            self.count += 1
+            if self._fh is not None:
+                self._fh.write(line)
+            else:
+                self.records.append(rec)
 
     def add_rows(self, batch: pa.RecordBatch, indices: np.ndarray, columns: list[str | None],
                  reasons: list[str]) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -22,15 +24,16 @@ from beamlearn.batches import DEFAULT_BATCH_SIZE, batch_origin, capture_schema, 
 from beamlearn.errors import BeamlearnError, DataError, SchemaError
 from beamlearn.pipeline import FitPlan, FittedPipeline, Pipeline
 
-__all__ = ["LocalEngine", "compile_row", "find_bad_rows", "data_fingerprint"]
+__all__ = ["LocalEngine", "compile_row", "find_bad_rows", "data_fingerprint", "ordered_map"]
 
 
 class LocalEngine:
     """Run fits and transforms in this process, batch by batch, in constant memory."""
 
     def __init__(self, *, batch_size: int = DEFAULT_BATCH_SIZE, errors: Any = "raise",
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, workers: int | None = None) -> None:
         self.batch_size, self.errors, self.progress = batch_size, errors, progress
+        self.workers = workers if workers is not None else min(2, os.cpu_count() or 1)
 
     # -------------------------------------------------------------------- reading
     def _conformed(self, data: Any, schema: pa.Schema, required: list[str], dead: io.DeadLetters | None,
@@ -107,12 +110,21 @@ class LocalEngine:
                 report = plan.passes == 0
                 pass_ = plan.next_pass()
                 accs = [a.create() for a in pass_.analyzers]
+                pool = ThreadPoolExecutor(self.workers) if self.workers > 1 and len(accs) > 1 else None
                 for batch, kept in self._conformed(data, schema, required, dead, report):
                     views, batch = self._guard(pass_.views, batch, kept, dead, report)
                     if report:
                         rows += batch.num_rows
-                    for j, (a, view) in enumerate(zip(pass_.analyzers, views)):
-                        accs[j] = a.add(accs[j], view)
+                    if pool is None:
+                        for j, (a, view) in enumerate(zip(pass_.analyzers, views)):
+                            accs[j] = a.add(accs[j], view)
+                    else:  # analyzers are independent: add concurrently (numpy and Arrow release the GIL);
+                        # each accumulator still sees the batches in order, so results are deterministic
+                        futures = [pool.submit(a.add, accs[j], view)
+                                   for j, (a, view) in enumerate(zip(pass_.analyzers, views))]
+                        accs = [f.result() for f in futures]
+                if pool is not None:
+                    pool.shutdown()
                 plan.complete(pass_, [a.extract(a.merge([acc])) for a, acc in zip(pass_.analyzers, accs)])
         finally:
             if dead is not None and dead.path:
@@ -127,13 +139,31 @@ class LocalEngine:
     def transform(self, fitted: FittedPipeline, data: Any) -> Iterator[pa.RecordBatch]:
         """Transformed batches of ``data``; bad rows raise or go to the dead letters."""
         dead = io.dead_letter_sink(self.errors)
+
+        def one(item: tuple[pa.RecordBatch, np.ndarray | None]) -> pa.RecordBatch:
+            return self._guard(fitted.transform_batch, item[0], item[1], dead, True)[0]
+
         try:
-            for batch, kept in self._conformed(data, fitted.input_schema, fitted.required_columns, dead, True):
-                out, _ = self._guard(fitted.transform_batch, batch, kept, dead, True)
-                yield out
+            batches = self._conformed(data, fitted.input_schema, fitted.required_columns, dead, True)
+            yield from ordered_map(one, batches, self.workers)
         finally:
             if dead is not None and dead.path:
                 dead.close()
+
+
+def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, ahead: int = 2) -> Iterator[Any]:
+    """``map(fn, items)`` on ``workers`` threads, in order, holding at most ``workers + ahead`` items at once."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= workers + ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def find_bad_rows(fn: Callable[[pa.RecordBatch], Any], batch: pa.RecordBatch) -> list[tuple[int, DataError]]:

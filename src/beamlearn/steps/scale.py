@@ -330,6 +330,9 @@ class RobustScaler(_AffineScaler):
                 or not 0 <= qr[0] <= qr[1] <= 100):
             raise SpecError(f"RobustScaler: quantile_range={qr!r} must be a pair (q_min, q_max) of percentages "
                             "with 0 <= q_min <= q_max <= 100")
+        if self.unit_variance and self.with_scaling and not 0 < qr[0] < qr[1] < 100:
+            raise SpecError(f"RobustScaler: unit_variance=True needs 0 < q_min < q_max < 100 (got quantile_range="
+                            f"{tuple(qr)!r}): the normal quantile range would be infinite or zero")
         super().check(schema)
 
     def _quantiles(self) -> list[float]:

@@ -239,9 +239,11 @@ def _load(spec: SpecSource) -> tuple[Any, str, yaml.Node | None]:
         nodes = yaml.compose(text, Loader=yaml.SafeLoader)
         content = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        mark, ctx = exc.problem_mark or exc.context_mark, exc.context_mark
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        what = exc.problem or exc.context or "syntax error"
+        if exc.problem and exc.context:
+            what += f" ({exc.context}" + (f" at line {ctx.line + 1}" if ctx is not None else "") + ")"
         raise SpecError(f"{source}{where}: invalid YAML: {what}") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: invalid YAML: {exc}") from None

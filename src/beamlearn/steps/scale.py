@@ -324,6 +324,11 @@ class RobustScaler(_AffineScaler):
         self.quantile_range, self.unit_variance, self.approx = quantile_range, unit_variance, approx
 
     def check(self, schema: pa.Schema) -> None:
+        self._quantiles()  # validates quantile_range
+        super().check(schema)
+
+    def _quantiles(self) -> list[float]:
+        """The quantiles to fit (median, q_min, q_max as fractions); SpecError for a bad ``quantile_range``."""
         qr = self.quantile_range
         if (not isinstance(qr, (tuple, list)) or len(qr) != 2
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in qr)
@@ -333,9 +338,6 @@ class RobustScaler(_AffineScaler):
         if self.unit_variance and self.with_scaling and not 0 < qr[0] < qr[1] < 100:
             raise SpecError(f"RobustScaler: unit_variance=True needs 0 < q_min < q_max < 100 (got quantile_range="
                             f"{tuple(qr)!r}): the normal quantile range would be infinite or zero")
-        super().check(schema)
-
-    def _quantiles(self) -> list[float]:
         qs = [0.5] if self.with_centering else []
         if self.with_scaling:
             qs += [float(self.quantile_range[0]) / 100, float(self.quantile_range[1]) / 100]

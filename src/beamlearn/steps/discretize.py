@@ -27,9 +27,10 @@ import numpy as np
 import pyarrow as pa
 
 from beamlearn.analyzers import Analyzer, MinMax, Quantiles
-from beamlearn.batches import raw_values, with_validity
+from beamlearn.batches import raw_values
 from beamlearn.errors import DataWarning, SpecError
 from beamlearn.steps.base import RowFn, Step, register_step, replace_columns
+from beamlearn.steps.encode import one_hot_columns, one_hot_row
 
 __all__ = ["KBinsDiscretizer"]
 
@@ -116,11 +117,6 @@ class _BinEdges(Analyzer):
             edges.append(e)
             n_bins.append(len(e) - 1)
         return {"edges": edges, "n_bins": np.array(n_bins, dtype=np.int64)}
-
-
-def _one_hot(codes: np.ndarray, n: int) -> list[np.ndarray]:
-    """uint8 indicator columns of integer ``codes`` in ``[0, n)``; any other code (missing: -1) is all zeros."""
-    return [(codes == j).view(np.uint8) for j in range(n)]
 
 
 @register_step
@@ -214,19 +210,16 @@ class KBinsDiscretizer(Step):
             codes = np.searchsorted(np.asarray(edges, dtype=np.float64)[1:-1], x, side="right")
             if self.encode == "ordinal":
                 out = codes.astype(np.float64)
-                if valid is not None:
-                    out[~valid] = np.nan
-                outputs.append((c, with_validity(out, arr)))
+                outputs.append((c, pa.array(out, mask=None if valid is None else ~valid, type=pa.float64())))
                 continue
             if valid is not None:
                 codes[~valid] = -1
-            outputs += [(name, pa.array(col, type=pa.uint8()))
-                        for name, col in zip(self._names(c, int(n)), _one_hot(codes, int(n)))]
+            outputs += one_hot_columns(codes, int(n), self._names(c, int(n)))
         return replace_columns(batch, self.input_columns(), outputs)
 
     def row_function(self, state: dict[str, Any], schema: pa.Schema) -> RowFn:
         bins = state["bins"]
-        spec = [(c, [float(e) for e in edges[1:-1]], self._names(c, int(n)))
+        spec = [(c, [float(e) for e in edges[1:-1]], one_hot_row(self._names(c, int(n))))
                 for c, edges, n in zip(self.input_columns(), bins["edges"], bins["n_bins"])]
         if self.encode == "ordinal":
             def ordinal(row: dict) -> dict:
@@ -237,12 +230,9 @@ class KBinsDiscretizer(Step):
             return ordinal
 
         def onehot(row: dict) -> dict:
-            for c, inner, names in spec:
+            for c, inner, set_bin in spec:
                 v = row.pop(c)
-                for name in names:
-                    row[name] = 0
-                if v is not None and v == v:
-                    row[names[bisect_right(inner, float(v))]] = 1
+                set_bin(row, -1 if v is None or v != v else bisect_right(inner, float(v)))
             return row
         return onehot
 

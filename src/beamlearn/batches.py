@@ -62,13 +62,29 @@ def _split(batch: pa.RecordBatch, batch_size: int, source: str, offset: int) -> 
         yield tag_batch(batch.slice(start, batch_size), source, offset + start)
 
 
-def _from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema | None) -> pa.RecordBatch:
-    """Build a batch from dict rows, naming the row and column of a value that does not fit its column."""
+def _column(values: Any, name: str, source: str) -> pa.Array:
+    """``pa.array(values)``, or a :class:`DataError` naming the column and the first value of another kind."""
+    try:
+        return pa.array(np.asarray(values) if isinstance(values, np.ndarray) else values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
+        values = list(values)
+        bad = _first_bad_row(values, None)
+        raise DataError(f"value {values[bad]!r} does not fit the column ({exc})", column=name, source=source,
+                        row=bad, value=values[bad]) from None
+
+
+def _from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema | None, *, offset: int = 0,
+               source: str | None = None) -> pa.RecordBatch:
+    """Build a batch from dict rows, naming the row and column of a value that does not fit its column.
+
+    With ``schema``, a value that does not fit its fitted type is kept (as text if need be) for :func:`conform`
+    to reject with its row, or to route to dead letters.  ``offset`` is the index of the first row in its source.
+    """
     names: list[str] = list(schema.names) if schema is not None else []
     seen = set(names)
     for i, r in enumerate(rows):
         if not isinstance(r, Mapping):
-            raise DataError(f"expected a dict row, got {type(r).__name__}", row=i)
+            raise DataError(f"expected a dict row, got {type(r).__name__}", source=source, row=offset + i)
         for k in r:
             if k not in seen:
                 seen.add(k)
@@ -79,10 +95,16 @@ def _from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema | None) -> p
         typ = schema.field(name).type if schema is not None and name in schema.names else None
         try:
             arrays.append(pa.array(values, type=typ, from_pandas=True))
+            continue
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
-            bad = _first_bad_row(values, typ)
-            raise DataError(f"value {values[bad]!r} does not fit the column ({exc})", column=name, row=bad,
-                            value=values[bad]) from None
+            if typ is None:
+                bad = _first_bad_row(values, typ)
+                raise DataError(f"value {values[bad]!r} does not fit the column ({exc})", column=name,
+                                source=source, row=offset + bad, value=values[bad]) from None
+        try:  # leave the bad values to conform(), which names their rows (or routes them to dead letters)
+            arrays.append(pa.array(values, from_pandas=True))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+            arrays.append(pa.array([None if v is None else str(v) for v in values], type=pa.string()))
     return pa.RecordBatch.from_arrays(arrays, names=names) if names else pa.RecordBatch.from_pylist([])
 
 
@@ -132,22 +154,30 @@ def to_batches(
     except ImportError:  # pragma: no cover - pandas is a dependency
         pd = None
     if pd is not None and isinstance(data, pd.DataFrame):
-        table = pa.Table.from_pandas(data, preserve_index=False)
+        try:
+            table = pa.Table.from_pandas(data, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            table = pa.table({str(k): _column(list(data[k]), str(k), source) for k in data.columns})
         yield from to_batches(table, batch_size=batch_size, source=source)
         return
     if isinstance(data, Mapping):
-        arrays = {k: v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(np.asarray(v) if
-                  isinstance(v, np.ndarray) else v, from_pandas=True) for k, v in data.items()}
+        arrays = {k: v if isinstance(v, (pa.Array, pa.ChunkedArray)) else _column(v, k, source)
+                  for k, v in data.items()}
+        lengths = {k: len(v) for k, v in arrays.items()}
+        if len(set(lengths.values())) > 1:
+            raise DataError("the columns of a dict of arrays must have the same length, got "
+                            + ", ".join(f"{k}: {n}" for k, n in lengths.items()), source=source)
         yield from to_batches(pa.table(arrays), batch_size=batch_size, source=source)
         return
     if isinstance(data, list) and (not data or isinstance(data[0], Mapping)):
-        for start in range(0, max(len(data), 1), batch_size):
-            try:
-                b = _from_rows(data[start:start + batch_size], schema)
-            except DataError as exc:
-                raise DataError(exc.reason, column=exc.column, source=source,
-                                row=(exc.row or 0) + start) from None
-            yield tag_batch(b, source, start)
+        if schema is not None:  # a column no row has is missing (an error if required), not all-null
+            present = {k for r in data if isinstance(r, Mapping) for k in r}
+            schema = pa.schema([f for f in schema if f.name in present])
+            for start in range(0, max(len(data), 1), batch_size):
+                yield tag_batch(_from_rows(data[start:start + batch_size], schema, offset=start, source=source),
+                                source, start)
+        else:  # infer the types from every row at once, so that every batch has the same schema
+            yield from _split(_from_rows(data, None, source=source), batch_size, source, 0)
         return
     if isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
         offset = 0
@@ -158,7 +188,10 @@ def to_batches(
             if src is None:
                 item, off = tag_batch(item, source, offset), offset
             offset = off + item.num_rows
-            yield item
+            if item.num_rows > batch_size:  # batch_size bounds every batch, whatever the producer yields
+                yield from _split(item, batch_size, src or source, off)
+            else:
+                yield item
         return
     raise DataError(f"cannot read data of type {type(data).__name__}: pass a pyarrow Table or RecordBatch, a "
                     "pandas DataFrame, a dict of arrays, a list of dict rows, or file paths")
@@ -313,7 +346,10 @@ def _cast(arr: pa.Array, typ: pa.DataType) -> tuple[pa.Array, np.ndarray | None]
     if not bad.any():  # the cast itself is impossible (e.g. list -> double): every non-null value is bad
         bad = ~arr.is_null().to_numpy(zero_copy_only=False)
     cleaned = pc.if_else(pa.array(bad), pa.nulls(len(arr), arr.type), arr)
-    return pc.cast(cleaned, typ), bad
+    try:
+        return pc.cast(cleaned, typ), bad
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):  # no cast at all (list -> double)
+        return pa.nulls(len(arr), typ), bad
 
 
 def conform(

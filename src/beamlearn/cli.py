@@ -158,12 +158,15 @@ def _dead_sink(errors: str | None) -> Any:
     return io.DeadLetters(errors) if errors else "raise"
 
 
-def _beam() -> Any:
+def _beam(entry: str) -> Callable[..., Any]:
+    """``beamlearn.engines.beam.<entry>``, imported only when the Beam engine is asked for."""
     try:
         from beamlearn.engines import beam
     except ImportError as exc:
         raise EngineError(f"the Beam engine is not available ({exc})") from None
-    return beam
+    if not hasattr(beam, entry):
+        raise EngineError(f"this beamlearn's Beam engine has no {entry}(); use --engine local")
+    return getattr(beam, entry)
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -212,7 +215,7 @@ def fit(ctx: typer.Context,
         from beamlearn.batches import DEFAULT_BATCH_SIZE
 
         schema = parsed.resolve_schema(data) if parsed.schema is not None else None
-        fitted = _beam().run_fit(parsed.pipeline, list(data), beam_args=beam_args,
+        fitted = _beam("run_fit")(parsed.pipeline, list(data), beam_args=beam_args,
                                  batch_size=size or DEFAULT_BATCH_SIZE, errors=errors, schema=schema,
                                  lineage=parsed.lineage())
     else:
@@ -248,7 +251,7 @@ def transform(ctx: typer.Context,
     size = batch_size or DEFAULT_BATCH_SIZE
     t0 = time.perf_counter()
     if engine is Engine.beam:
-        result = _beam().run_transform(fitted, list(data), out, beam_args=beam_args, batch_size=size,
+        result = _beam("run_transform")(fitted, list(data), out, beam_args=beam_args, batch_size=size,
                                        errors=errors)
         written, dead_count = int(result.get("rows", 0)), int(result.get("dead_letters", 0))
     else:

@@ -118,8 +118,14 @@ class FeatureHasher(Step):
         key = rows * nf + index
         order = np.argsort(key, kind="stable")
         key, rows, index, value = key[order], rows[order], index[order], value[order]
-        first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.intp)
-        sums = np.add.reduceat(value, first) if len(key) else value
+        start = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, bool)
+        first = np.flatnonzero(start)
+        group = np.cumsum(start) - 1
+        rank = np.arange(len(key)) - first[group]
+        sums = value[first]  # then add the duplicates one rank at a time: ((v0 + v1) + v2), as the row path does
+        for r in range(1, int(rank.max()) + 1 if len(key) else 1):
+            sel = rank == r
+            sums[group[sel]] += value[sel]
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(np.bincount(rows[first], minlength=n), out=offsets[1:])
         entries = pa.StructArray.from_arrays([pa.array(index[first].astype(np.int32)), pa.array(sums)],

@@ -175,12 +175,12 @@ def test_beam_engine_receives_unknown_options(files, capsys, monkeypatch):
     fake = types.ModuleType("beamlearn.engines.beam")
 
     def run_fit(pipeline, paths, *, beam_args, batch_size, errors, schema=None, lineage=None):
-        calls["fit"] = dict(paths=paths, beam_args=beam_args, batch_size=batch_size, errors=errors,
-                            schema=schema, lineage=lineage)
+        calls["fit"] = {"paths": paths, "beam_args": beam_args, "batch_size": batch_size, "errors": errors,
+                        "schema": schema, "lineage": lineage}
         return pipeline.fit(paths, lineage=lineage)
 
     def run_transform(fitted, paths, out, *, beam_args, batch_size, errors):
-        calls["transform"] = dict(paths=paths, out=out, beam_args=beam_args, batch_size=batch_size)
+        calls["transform"] = {"paths": paths, "out": out, "beam_args": beam_args, "batch_size": batch_size}
         return {"rows": 4, "dead_letters": 0}
 
     fake.run_fit, fake.run_transform = run_fit, run_transform

@@ -158,6 +158,14 @@ def test_fit_applies_partial_schema_and_records_lineage():
 
 def test_every_registered_step_is_reachable_from_a_spec():
     for name, cls in bl.registered_steps().items():
-        with pytest.raises(SpecError, match=r"did you mean '%s'" % name):
+        with pytest.raises(SpecError, match=f"did you mean '{name}'"):
             read_spec({"steps": [{"step": name + "x", "columns": ["c"]}]})
         assert cls.param_names(), name
+
+
+def test_fit_with_schema_from_a_one_shot_iterator():
+    spec = read_spec("schema: {x: double}\nsteps: [{step: StandardScaler, columns: x}]")
+    batches = pa.table({"x": [1, 2, 3, 4]}).to_batches(max_chunksize=2)
+    fitted = spec.fit(iter(batches))
+    assert fitted.input_schema.field("x").type == pa.float64()
+    assert fitted.lineage["rows"] == 4

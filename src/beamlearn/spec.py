@@ -46,11 +46,12 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
 import json
 import os
 import re
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +63,7 @@ from beamlearn.errors import BeamlearnError, SpecError
 from beamlearn.pipeline import FittedPipeline, Pipeline
 from beamlearn.steps.base import Step, registered_steps
 
-__all__ = ["Spec", "read_spec", "load_spec", "spec_hash", "parse_type", "merge_schema"]
+__all__ = ["Spec", "load_spec", "merge_schema", "parse_type", "read_spec", "spec_hash"]
 
 SpecSource = typing.Union[str, "os.PathLike[str]", Mapping[str, Any]]
 TOP_LEVEL_KEYS = ("name", "description", "batch_size", "schema", "steps")
@@ -115,23 +116,32 @@ class Spec:
 
         None when the spec fixes no types (the engine then takes the first batch's types itself).
         """
+        return self._resolve(data)[0]
+
+    def _resolve(self, data: Any) -> tuple[pa.Schema | None, Any]:
+        """(the full input schema, the data to read): a one-shot iterator is peeked at and put back together."""
         if self.schema is None:
-            return None
+            return None, data
         from beamlearn import io
 
-        first = next(iter(io.read(data, batch_size=self.batch_size or DEFAULT_BATCH_SIZE,
-                                  dead=io.DeadLetters())), None)
+        if isinstance(data, Iterator):
+            first = next(data, None)
+            data = itertools.chain([] if first is None else [first], data)
+        else:
+            first = next(iter(io.read(data, batch_size=self.batch_size or DEFAULT_BATCH_SIZE,
+                                      dead=io.DeadLetters())), None)
         if first is None:
             raise SpecError(f"{self.source}: schema: there is no data to apply the schema to")
-        return merge_schema(capture_schema(first), self.schema, source=self.source)
+        return merge_schema(capture_schema(first), self.schema, source=self.source), data
 
     def fit(self, data: Any, *, batch_size: int | None = None, errors: Any = "raise",
             progress: Callable[[int], None] | None = None) -> FittedPipeline:
         """Fit the pipeline in this process with the spec's schema and batch size, recording the spec's hash
         and name in the lineage.  ``batch_size`` overrides the spec's."""
         size = batch_size or self.batch_size or DEFAULT_BATCH_SIZE
-        return self.pipeline.fit(data, batch_size=size, schema=self.resolve_schema(data), errors=errors,
-                                 progress=progress, lineage=self.lineage())
+        schema, data = self._resolve(data)
+        return self.pipeline.fit(data, batch_size=size, schema=schema, errors=errors, progress=progress,
+                                 lineage=self.lineage())
 
 
 # ---------------------------------------------------------------------------------------------- public API
@@ -383,8 +393,8 @@ def _hints(cls: type) -> tuple[dict[str, Any], dict[str, str]]:
         module = __import__(cls.__module__, fromlist=["_"])
         for k, v in raw.items():
             try:
-                hints[k] = eval(v, vars(module)) if isinstance(v, str) else v  # noqa: S307 - our own source
-            except Exception:  # noqa: BLE001
+                hints[k] = eval(v, vars(module)) if isinstance(v, str) else v  # the step's own source
+            except Exception:  # noqa: BLE001, S112 - this hint stays unchecked
                 continue
     hints.pop("return", None)
     return hints, shown

@@ -3,6 +3,7 @@ the bracket-miss retry, approximate quantiles in rank space, and pickling of eve
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from collections import Counter
 
@@ -71,7 +72,7 @@ def splits(draw, max_rows=60):
     n = t.num_rows
     cuts = sorted(draw(st.lists(st.integers(0, n), max_size=6)))  # repeated cuts make empty batches
     bounds = [0, *cuts, n]
-    batches = [b for lo, hi in zip(bounds, bounds[1:]) for b in t.slice(lo, hi - lo).combine_chunks().to_batches()
+    batches = [b for lo, hi in itertools.pairwise(bounds) for b in t.slice(lo, hi - lo).combine_chunks().to_batches()
                or [pa.RecordBatch.from_pylist([], schema=t.schema)]]
     n_groups = draw(st.integers(1, 4))
     groups = [draw(st.integers(0, n_groups - 1)) for _ in batches]
@@ -196,8 +197,8 @@ def test_value_counts_match_counter(t):
     st_ = run_analyzer(ValueCounts(["s", "i", "f"]), whole(t))
     for state, col in zip(st_, ["s", "i", "f"]):
         vals = t.column(col).to_pylist()
-        miss = [v for v in vals if v is None or v != v]
-        c = Counter(v for v in vals if v is not None and v == v)
+        miss = [v for v in vals if v is None or v != v]  # noqa: PLR0124
+        c = Counter(v for v in vals if v is not None and v == v)  # noqa: PLR0124
         assert state["values"] == sorted(c)
         assert state["counts"].tolist() == [c[v] for v in sorted(c)]
         assert state["counts"].dtype == np.int64

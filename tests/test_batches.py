@@ -59,7 +59,7 @@ def test_every_input_kind_gives_the_same_table(kind, batch_size):
 
 def test_empty_inputs_keep_their_schema():
     for data in (REF.slice(0, 0), REF.schema.empty_table(), pa.RecordBatch.from_pylist([], schema=SCHEMA)):
-        bs, t = collect(data)
+        _bs, t = collect(data)
         assert t.num_rows == 0 and t.schema == SCHEMA
 
 
@@ -93,7 +93,7 @@ def test_list_of_dicts_mixed_types_row_counts_across_batches():
 def test_list_of_dicts_later_batch_gets_first_batch_types():
     """The first batch fixes the types: a later slice of ints in a float column is not a new schema."""
     rows = [{"x": 1.5}, {"x": 2.5}, {"x": 3}, {"x": 4}]
-    bs, t = collect(rows, batch_size=2)
+    _bs, t = collect(rows, batch_size=2)
     assert t.schema.field("x").type == pa.float64()
 
 
@@ -166,7 +166,7 @@ def test_raw_values_masks_nulls_and_nan_on_sliced_arrays():
         want = ~B.missing_mask(sl)
         got = np.ones(len(sl), bool) if ok is None else ok
         assert got.tolist() == want.tolist(), off
-        assert x[got].tolist() == [v for v in sl.to_pylist() if v is not None and v == v]
+        assert x[got].tolist() == [v for v in sl.to_pylist() if v is not None and v == v]  # noqa: PLR0124
 
 
 def test_from_float_turns_nan_into_null():
@@ -224,7 +224,7 @@ def test_conform_impossible_cast_is_a_data_error():
     b = pa.record_batch({"c": pa.array([[1.0], [2.0]])})
     with pytest.raises(BeamlearnError):
         B.conform(b, pa.schema([("c", pa.float64())]), required=[])
-    out, bad = B.conform(b, pa.schema([("c", pa.float64())]), required=[], collect=True)
+    _out, bad = B.conform(b, pa.schema([("c", pa.float64())]), required=[], collect=True)
     assert bad.indices.tolist() == [0, 1]
 
 

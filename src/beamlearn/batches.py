@@ -22,12 +22,12 @@ import pyarrow.compute as pc
 from beamlearn.errors import DataError, SchemaError
 
 DEFAULT_BATCH_SIZE = 65_536
-_SOURCE_KEY, _OFFSET_KEY = b"beamlearn.source", b"beamlearn.offset"
+_SOURCE_KEY, _OFFSET_KEY, _ROWS_KEY = b"beamlearn.source", b"beamlearn.offset", b"beamlearn.rows"
 
 __all__ = [
     "DEFAULT_BATCH_SIZE", "BadRows", "to_batches", "is_file_input", "tag_batch", "batch_origin",
     "float_values", "missing_mask", "from_float", "conform", "schema_to_json", "schema_from_bytes",
-    "schema_to_bytes", "empty_batch",
+    "schema_to_bytes", "empty_batch", "tag_rows", "batch_rows", "is_csv_source",
 ]
 
 
@@ -44,6 +44,30 @@ def batch_origin(batch: pa.RecordBatch) -> tuple[str | None, int]:
     meta = batch.schema.metadata or {}
     src = meta.get(_SOURCE_KEY)
     return (src.decode() if src is not None else None), int(meta.get(_OFFSET_KEY, b"0"))
+
+
+def tag_rows(batch: pa.RecordBatch, rows: np.ndarray) -> pa.RecordBatch:
+    """Record the row index (in its source) of every row of ``batch``, for batches whose rows are not
+    contiguous in their source because bad rows were dropped; see :func:`batch_rows`."""
+    meta = dict(batch.schema.metadata or {})
+    meta[_ROWS_KEY] = np.ascontiguousarray(rows, dtype="<i8").tobytes()
+    return batch.replace_schema_metadata(meta)
+
+
+def batch_rows(batch: pa.RecordBatch) -> np.ndarray:
+    """The row index in its source of every row of ``batch``: from :func:`tag_rows`, else ``offset + i``."""
+    meta = batch.schema.metadata or {}
+    raw = meta.get(_ROWS_KEY)
+    if raw is not None:
+        rows = np.frombuffer(raw, dtype="<i8")
+        if len(rows) == batch.num_rows:
+            return rows
+    return batch_origin(batch)[1] + np.arange(batch.num_rows, dtype=np.int64)
+
+
+def is_csv_source(source: str | None) -> bool:
+    """True for CSV/TSV file names, whose rows have line numbers (``row + 2``: one header line)."""
+    return bool(source) and source.lower().endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz"))  # type: ignore
 
 
 # ---------------------------------------------------------------------------------------------- conversion
@@ -362,7 +386,7 @@ def conform(
     then returned (the first reason per row) and their values nulled in the returned batch, for the caller to
     route to dead letters.
     """
-    source, offset = batch_origin(batch)
+    source, _ = batch_origin(batch)
     names = set(batch.schema.names)
     for col in required:
         if col not in names:
@@ -379,10 +403,9 @@ def conform(
                 val = arr[int(idx[0])].as_py()
                 reason = f"cannot cast {val!r} from {arr.type} to {typ}"
                 if not collect:
-                    line = offset + int(idx[0]) + 2 if source and source.lower().endswith(
-                        (".csv", ".csv.gz")) else None
-                    raise DataError(reason, column=field.name, source=source, row=offset + int(idx[0]),
-                                    value=val, line=line)
+                    row = int(batch_rows(batch)[idx[0]])
+                    raise DataError(reason, column=field.name, source=source, row=row, value=val,
+                                    line=row + 2 if is_csv_source(source) else None)
                 values = arr.take(pa.array(idx)).to_pylist()
                 for i, v in zip(idx.tolist(), values):
                     bad_rows.setdefault(i, (field.name, f"cannot cast {v!r} from {arr.type} to {typ}"))

@@ -26,8 +26,8 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
-from beamlearn.batches import (DEFAULT_BATCH_SIZE, capture_schema, column_kind, conform, is_file_input,
-                               tag_batch, to_batches)
+from beamlearn.batches import (DEFAULT_BATCH_SIZE, batch_origin, batch_rows, capture_schema, column_kind,
+                               conform, is_file_input, tag_batch, tag_rows, to_batches)
 from beamlearn.errors import BeamlearnError, DataError, SchemaError
 
 __all__ = ["read", "read_batches", "expand_paths", "write_batches", "DeadLetters", "dead_letter_sink",
@@ -95,14 +95,14 @@ class DeadLetters:
     def add_rows(self, batch: pa.RecordBatch, indices: np.ndarray, columns: list[str | None],
                  reasons: list[str]) -> None:
         """Send rows ``indices`` of ``batch`` (tagged with its source and offset) to the dead letters."""
-        from beamlearn.batches import batch_origin
+        from beamlearn.batches import batch_origin, batch_rows, is_csv_source
 
-        source, offset = batch_origin(batch)
+        source, _ = batch_origin(batch)
         rows = batch.take(pa.array(indices, type=pa.int64())).to_pylist() if len(indices) else []
-        csv_like = bool(source) and source.lower().endswith((".csv", ".csv.gz", ".tsv"))
-        for i, rec, col, why in zip(indices.tolist(), rows, columns, reasons):
-            self.add(source=source, row=offset + i, line=offset + i + 2 if csv_like else None, column=col,
-                     reason=why, record=rec)
+        where = batch_rows(batch)[np.asarray(indices, dtype=np.int64)].tolist() if len(indices) else []
+        csv_like = is_csv_source(source)
+        for r, rec, col, why in zip(where, rows, columns, reasons):
+            self.add(source=source, row=r, line=r + 2 if csv_like else None, column=col, reason=why, record=rec)
 
     def close(self) -> None:
         if self._fh is not None:
@@ -135,38 +135,43 @@ def _json_safe(v: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------- readers
 def read(data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Schema | None = None,
-         dead: DeadLetters | None = None) -> Iterator[pa.RecordBatch]:
+         dead: DeadLetters | None = None, required: Iterable[str] = ()) -> Iterator[pa.RecordBatch]:
     """Batches from anything beamlearn accepts: in-memory data (see :func:`beamlearn.batches.to_batches`),
-    file paths and globs, or a function returning either."""
+    file paths and globs, or a function returning either.  ``required`` columns must be in every file."""
     if callable(data) and not isinstance(data, type):
         data = data()
     if is_file_input(data):
-        return read_batches(data, batch_size=batch_size, schema=schema, dead=dead)
+        return read_batches(data, batch_size=batch_size, schema=schema, dead=dead, required=required)
     return to_batches(data, batch_size=batch_size, schema=schema)
 
 
 def read_batches(paths: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Schema | None = None,
-                 dead: DeadLetters | None = None) -> Iterator[pa.RecordBatch]:
+                 dead: DeadLetters | None = None, required: Iterable[str] = ()) -> Iterator[pa.RecordBatch]:
     """Read files as batches of at most ``batch_size`` rows, cast to one schema.
 
     The schema is ``schema`` if given, else the first file's.  Values that cannot be cast raise
     :class:`DataError` naming file, row and column — or, with a ``dead`` sink, go there and the row is dropped.
+    A file lacking a ``required`` column raises :class:`SchemaError`; other columns a file lacks become nulls.
     """
+    required = list(required)
     for path in expand_paths(paths):
         fmt = file_format(path)
         reader = {"csv": _read_csv, "parquet": _read_parquet, "jsonl": _read_jsonl}[fmt]
+        if schema is None and fmt == "csv":  # CSV is read as text: fix the inferred types before casting
+            schema = _csv_schema(path)
         offset = 0
         for raw in reader(path, batch_size, schema, dead):
-            raw = tag_batch(raw, path, offset)
+            if batch_origin(raw)[0] != path:  # readers that skip bad lines tag their batches themselves
+                raw = tag_batch(raw, path, offset)
             offset += raw.num_rows
             if schema is None:
                 schema = capture_schema(raw)
-            batch, bad = conform(raw, schema, required=(), collect=dead is not None)
+            batch, bad = conform(raw, schema, required=required, collect=dead is not None)
             if len(bad):
                 dead.add_rows(raw, bad.indices, bad.columns, bad.reasons)  # type: ignore[union-attr]
                 keep = np.ones(batch.num_rows, bool)
                 keep[bad.indices] = False
-                batch = batch.filter(pa.array(keep))
+                batch = tag_rows(batch.filter(pa.array(keep)), batch_rows(raw)[keep])
             yield _complete(batch, schema)
 
 
@@ -227,55 +232,77 @@ def _csv_header(path: str) -> list[str]:
     return header
 
 
+def _csv_schema(path: str) -> pa.Schema:
+    """The column types Arrow infers from the first block of a CSV file."""
+    delim = "\t" if path.lower().replace(".gz", "").endswith(".tsv") else ","
+    try:
+        sample = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 20),
+                               parse_options=pcsv.ParseOptions(delimiter=delim, invalid_row_handler=lambda r:
+                                                               "skip"))
+        inferred = sample.schema
+        sample.close()
+    except (pa.ArrowInvalid, StopIteration, OSError) as exc:
+        raise DataError(f"cannot read CSV ({exc})", source=path) from None
+    return capture_schema(pa.RecordBatch.from_pylist([], schema=inferred))
+
+
 def _read_csv(path: str, batch_size: int, schema: pa.Schema | None,
               dead: DeadLetters | None) -> Iterator[pa.RecordBatch]:
     header = _csv_header(path)
     delim = "\t" if path.lower().replace(".gz", "").endswith(".tsv") else ","
+    skipped: list[int] = []         # data rows (0-based) of the malformed lines sent to dead letters
+    failure: list[DataError] = []   # raised outside Arrow's callback, so that it keeps its line number
 
     def bad_row(row: Any) -> str:
-        line = row.number
+        line = row.number  # known because the reader runs single-threaded
         reason = f"expected {row.expected_columns} fields, got {row.actual_columns}"
+        data_row = None if line is None else line - 2
         if dead is None:
-            raise DataError(reason + f": {row.text[:200]!r}", source=path, line=line,
-                            row=None if line is None else line - 2)
-        dead.add(source=path, row=None if line is None else line - 2, line=line, column=None, reason=reason,
-                 record={"_raw": row.text})
+            failure.append(DataError(reason + f": {row.text[:200]!r}", source=path, line=line, row=data_row))
+            return "skip"
+        dead.add(source=path, row=data_row, line=line, column=None, reason=reason, record={"_raw": row.text})
+        if data_row is not None:
+            skipped.append(data_row)
         return "skip"
 
     if schema is None:  # infer types the way Arrow does, from the first block, then read as text and cast
-        try:
-            sample = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 20),
-                                   parse_options=pcsv.ParseOptions(delimiter=delim, invalid_row_handler=lambda r:
-                                                                   "skip"))
-            inferred = sample.schema
-            sample.close()
-        except (pa.ArrowInvalid, StopIteration, OSError) as exc:
-            raise DataError(f"cannot read CSV ({exc})", source=path) from None
-        schema = capture_schema(pa.RecordBatch.from_pylist([], schema=inferred))
+        schema = _csv_schema(path)
     types = {n: pa.string() for n in header}
     try:
         reader = pcsv.open_csv(
-            path, read_options=pcsv.ReadOptions(block_size=1 << 22),
+            path, read_options=pcsv.ReadOptions(block_size=1 << 22, use_threads=False),
             parse_options=pcsv.ParseOptions(delimiter=delim, invalid_row_handler=bad_row),
             convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=True))
     except pa.ArrowInvalid as exc:
+        if failure:
+            raise failure[0] from None
         raise DataError(f"cannot read CSV ({exc})", source=path) from None
-    first = True
-    for b in _rechunk(_guarded(reader, path), batch_size):
-        if first and schema is not None:
-            # the first batch decides the inferred types: cast now so errors name the rows
-            first = False
-        yield _cast_text(b, schema)
+    emitted = 0
+    for b in _rechunk(_guarded(reader, path, failure), batch_size):
+        b = tag_batch(_cast_text(b, schema), path, emitted)
+        if skipped:  # map the rows that remain to their rows in the file
+            s = np.asarray(skipped, dtype=np.int64)
+            s = np.sort(s) - np.arange(len(s))
+            e = emitted + np.arange(b.num_rows, dtype=np.int64)
+            b = tag_rows(b, e + np.searchsorted(s, e, side="right"))
+        emitted += b.num_rows
+        yield b
+    if failure:
+        raise failure[0]
 
 
-def _guarded(reader: Any, path: str) -> Iterator[pa.RecordBatch]:
+def _guarded(reader: Any, path: str, failure: list[DataError] | None = None) -> Iterator[pa.RecordBatch]:
     while True:
         try:
             b = reader.read_next_batch()
         except StopIteration:
             return
         except pa.ArrowInvalid as exc:
+            if failure:
+                raise failure[0] from None
             raise DataError(f"cannot parse CSV ({exc})", source=path) from None
+        if failure:
+            raise failure[0]
         yield b
 
 
@@ -293,6 +320,7 @@ def _cast_text(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 def _read_jsonl(path: str, batch_size: int, schema: pa.Schema | None,
                 dead: DeadLetters | None) -> Iterator[pa.RecordBatch]:
+    """JSON lines in chunks of whole lines.  A row's index is its 0-based line number (blank lines count)."""
     import gzip
 
     from beamlearn.batches import _from_rows
@@ -304,36 +332,60 @@ def _read_jsonl(path: str, batch_size: int, schema: pa.Schema | None,
             lines = fh.readlines(1 << 22)
             if not lines:
                 break
-            chunk = b"".join(lines)
             try:
-                opts = pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") \
-                    if schema is not None else pjson.ParseOptions()
-                table = pjson.read_json(_io.BytesIO(chunk), parse_options=opts)
-                yield from table.to_batches(max_chunksize=batch_size)
+                table = None if any(not line.strip() for line in lines) else pjson.read_json(
+                    _io.BytesIO(b"".join(lines)))
             except (pa.ArrowInvalid, pa.ArrowTypeError):
-                rows: list[dict] = []
-                for i, line in enumerate(lines):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                        if not isinstance(rec, dict):
-                            raise ValueError("a JSON line must hold an object")
-                    except ValueError as exc:
-                        if dead is None:
-                            raise DataError(f"invalid JSON ({exc})", source=path, row=offset + i,
-                                            line=offset + i + 1) from None
-                        dead.add(source=path, row=offset + i, line=offset + i + 1, column=None,
-                                 reason=f"invalid JSON ({exc})", record={"_raw": line.decode(errors="replace")})
-                        continue
-                    rows.append(rec)
-                text_schema = pa.schema([pa.field(n, pa.string()) for n in (schema.names if schema else [])])
-                for r in rows:  # values of the wrong JSON type become text and are cast (with row numbers)
-                    for k, v in r.items():
-                        if schema is not None and k in schema.names and v is not None and not isinstance(v, str):
-                            r[k] = json.dumps(v) if isinstance(v, (dict, list, bool)) else str(v)
-                yield from (b for b in [_from_rows(rows, text_schema if schema else None)])
+                table = None
+            if table is not None and table.num_rows == len(lines):
+                for start, b in zip(range(0, len(lines), batch_size), table.to_batches(max_chunksize=batch_size)):
+                    yield tag_batch(b, path, offset + start)
+            else:
+                yield from _jsonl_slow(lines, offset, path, batch_size, schema, dead, _from_rows)
             offset += len(lines)
+
+
+def _jsonl_slow(lines: list[bytes], offset: int, path: str, batch_size: int, schema: pa.Schema | None,
+                dead: DeadLetters | None, from_rows: Callable[..., pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Line by line, naming (or dead-lettering) invalid lines and values of the wrong kind."""
+    rows: list[dict] = []
+    where: list[int] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError("a JSON line must hold an object")
+        except ValueError as exc:
+            if dead is None:
+                raise DataError(f"invalid JSON ({exc})", source=path, row=offset + i, line=offset + i + 1) from None
+            dead.add(source=path, row=offset + i, line=offset + i + 1, column=None,
+                     reason=f"invalid JSON ({exc})", record={"_raw": line.decode(errors="replace")})
+            continue
+        rows.append(rec)
+        where.append(offset + i)
+    if schema is not None:  # values of the wrong JSON type become text and are cast (with row numbers)
+        for r in rows:
+            for k, v in r.items():
+                if k in schema.names and v is not None and not isinstance(v, str):
+                    r[k] = json.dumps(v) if isinstance(v, (dict, list, bool)) else str(v)
+    while True:
+        try:
+            batch = from_rows(rows, None)
+            break
+        except DataError as exc:  # a value of another kind than its column's first (no schema yet)
+            k = exc.row if exc.row is not None else 0
+            if dead is None:
+                raise DataError(exc.reason, column=exc.column, source=path, row=where[k], line=where[k] + 1,
+                                value=exc.value) from None
+            dead.add(source=path, row=where[k], line=where[k] + 1, column=exc.column, reason=exc.reason,
+                     record=rows[k])
+            del rows[k], where[k]
+    rows_at = np.asarray(where, dtype=np.int64)
+    for start in range(0, max(batch.num_rows, 1), batch_size):
+        b = tag_batch(batch.slice(start, batch_size), path, int(rows_at[start]) if len(rows_at) else offset)
+        yield tag_rows(b, rows_at[start:start + batch_size])
 
 
 # ---------------------------------------------------------------------------------------------- writers
@@ -379,9 +431,11 @@ def _open_writer(fmt: str, sink: Any, schema: pa.Schema, path: str) -> Callable[
         return lambda b: w2.write_batch(b) if b is not None else w2.close()
 
     def write_json(b: pa.RecordBatch | None) -> None:
-        if b is not None and b.num_rows:
-            text = b.to_pandas().to_json(orient="records", lines=True, date_format="iso")
-            sink.write(text.encode() + (b"" if text.endswith("\n") else b"\n"))
+        if b is not None and b.num_rows:  # exact floats (shortest repr), ints stay ints, NaN becomes null
+            cols = [pc.if_else(pc.is_nan(a), pa.nulls(len(a), a.type), a) if pa.types.is_floating(a.type) else a
+                    for a in b.columns]
+            rows = pa.RecordBatch.from_arrays(cols, names=b.schema.names).to_pylist()
+            sink.write("".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in rows).encode())
 
     return write_json
 

@@ -184,11 +184,11 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """Fit, apply and inspect beamlearn pipelines."""
 
 
-DataOpt = Annotated[list[str], typer.Option("--data", "-d", help="Input files, globs or directories (CSV, "
+DataOpt = Annotated[list[str], typer.Option("--data", "-d", metavar="PATH...", help="Input files, globs or directories (CSV, "
                                             "Parquet, JSON lines); several may follow one --data.")]
-BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Rows per batch (default: the "
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, metavar="ROWS", help="Rows per batch (default: the "
                                               "spec's batch_size, else 65536).")]
-ErrorsOpt = Annotated[str | None, typer.Option("--errors", help="Write rows that cannot be read to this "
+ErrorsOpt = Annotated[str | None, typer.Option("--errors", metavar="PATH", help="Write rows that cannot be read to this "
                                                "JSON-lines file (with the reason) and go on, instead of stopping.")]
 EngineOpt = Annotated[Engine, typer.Option("--engine", help="local (this process) or beam (Apache Beam; "
                                            "unknown --options are Beam pipeline options).")]
@@ -198,8 +198,8 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar a
 @app.command(context_settings=_BEAM_OK)
 @_user_errors
 def fit(ctx: typer.Context,
-        spec: Annotated[str, typer.Argument(help="The pipeline spec (YAML).", show_default=False)],
-        data: DataOpt, out: Annotated[str, typer.Option("--out", "-o", help="Where to write the fitted model.")],
+        spec: Annotated[str, typer.Argument(help="The pipeline spec (YAML).", show_default=False, metavar="SPEC")],
+        data: DataOpt, out: Annotated[str, typer.Option("--out", "-o", metavar="MODEL", help="Where to write the fitted model.")],
         batch_size: BatchOpt = None, errors: ErrorsOpt = None, engine: EngineOpt = Engine.local,
         quiet: QuietOpt = False) -> None:
     """Fit the pipeline of SPEC on the data and save the fitted model to --out."""
@@ -234,9 +234,11 @@ def fit(ctx: typer.Context,
 @app.command(context_settings=_BEAM_OK)
 @_user_errors
 def transform(ctx: typer.Context,
-              model: Annotated[str, typer.Argument(help="A fitted model (from beamlearn fit).", show_default=False)],
+              model: Annotated[str, typer.Argument(help="A fitted model (from beamlearn fit).", show_default=False,
+                                                    metavar="MODEL")],
               data: DataOpt,
-              out: Annotated[str, typer.Option("--out", "-o", help="Output file: .csv, .parquet or .jsonl.")],
+              out: Annotated[str, typer.Option("--out", "-o", metavar="PATH",
+                                                                help="Output file: .csv, .parquet or .jsonl.")],
               batch_size: BatchOpt = None, errors: ErrorsOpt = None, engine: EngineOpt = Engine.local,
               quiet: QuietOpt = False) -> None:
     """Transform the data with a fitted MODEL and write the result to --out."""
@@ -268,7 +270,7 @@ def transform(ctx: typer.Context,
 
 @app.command()
 @_user_errors
-def inspect(model: Annotated[str, typer.Argument(help="A fitted model.", show_default=False)],
+def inspect(model: Annotated[str, typer.Argument(help="A fitted model.", show_default=False, metavar="MODEL")],
             as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False) -> None:
     """Show what a fitted MODEL learned: per-step statistics, schemas and lineage."""
     summary = _plain(model_summary(model))

@@ -220,12 +220,12 @@ class SimpleImputer(Step):
         def fn(row: dict) -> dict:
             for c, name in indicators:
                 v = row[c]
-                row[name] = 1 if v is None or v != v else 0
+                row[name] = 1 if v is None or v != v else 0  # noqa: PLR0124 - NaN test
             for c in dropped:
                 del row[c]
             for c, fill in numeric:
                 v = row[c]
-                row[c] = fill if v is None or v != v else float(v)
+                row[c] = fill if v is None or v != v else float(v)  # noqa: PLR0124
             for c, fill in strings:
                 if row[c] is None:
                     row[c] = fill

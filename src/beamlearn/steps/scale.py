@@ -19,7 +19,7 @@ from beamlearn.analyzers import Analyzer, MinMax, Moments, Quantiles
 from beamlearn.errors import SpecError
 from beamlearn.steps.base import RowFn, Step, map_columns, register_step
 
-__all__ = ["StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler", "affine_row_function"]
+__all__ = ["MaxAbsScaler", "MinMaxScaler", "RobustScaler", "StandardScaler", "affine_row_function"]
 
 _EPS = np.finfo(np.float64).eps
 
@@ -62,7 +62,7 @@ def affine_row_function(columns: Sequence[str], offset: np.ndarray, scale: np.nd
             v = row[c]
             if v is not None:
                 y = ((v - o) / s if divide else (v - o) * s) + m
-                row[c] = min(max(y, lo), hi) if y == y else y
+                row[c] = min(max(y, lo), hi) if y == y else y  # noqa: PLR0124 - NaN test
         return row
 
     return fn_general
@@ -130,7 +130,8 @@ class StandardScaler(_AffineScaler):
     with_mean:
         Subtract the mean (else the offset is 0).
     with_std:
-        Divide by the population standard deviation (else the scale is 1).  A constant column gets scale 1.
+        Divide by the population standard deviation (else the scale is 1).  A constant column gets scale 1;
+        a column without any value at fit maps everything to NaN (as scikit-learn).
 
     Attributes
     ----------
@@ -155,13 +156,14 @@ class StandardScaler(_AffineScaler):
     def _offset_scale(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         m = state["moments"]
         n, mean, var = (np.asarray(m[k], dtype=np.float64) for k in ("count", "mean", "var"))
-        offset = np.nan_to_num(mean, nan=0.0) if self.with_mean else np.zeros_like(mean)
+        offset = mean if self.with_mean else np.zeros_like(mean)  # NaN for a column without values, as sklearn
         if not self.with_std:
             return offset, np.ones_like(mean)
         var = np.nan_to_num(var, nan=0.0)
         scale = np.sqrt(var)
         constant = var <= n * _EPS * var + (n * np.nan_to_num(mean) * _EPS) ** 2
         scale[constant | (scale < 10 * _EPS)] = 1.0
+        scale[n == 0] = np.nan
         return offset, scale
 
     def affine(self, state: dict[str, Any]) -> Affine:

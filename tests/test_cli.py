@@ -210,3 +210,14 @@ def test_spread_data():
     assert _spread_data(["fit", "s", "--data=a", "b", "--x", "c"]) == ["fit", "s", "--data=a", "--data", "b",
                                                                      "--x", "c"]
     assert _spread_data(["inspect", "m", "--json"]) == ["inspect", "m", "--json"]
+
+
+def test_console_script_exit_code_and_one_line(files):
+    import os
+    import subprocess
+
+    script = os.path.join(os.path.dirname(sys.executable), "beamlearn")
+    cmd = [script] if os.path.exists(script) else [sys.executable, "-m", "beamlearn.cli"]
+    proc = subprocess.run([*cmd, "fit", "spec.yaml", "--data", "nope.csv", "--out", "m.blm"],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert_one_line_error(proc.returncode, proc.stderr, "no such file: 'nope.csv'")

@@ -279,6 +279,8 @@ def _read_csv(path: str, batch_size: int, schema: pa.Schema | None,
         raise DataError(f"cannot read CSV ({exc})", source=path) from None
     emitted = 0
     for b in _rechunk(_guarded(reader, path, failure), batch_size):
+        if failure and failure[0].row is not None and failure[0].row - emitted < b.num_rows:
+            b = b.slice(0, max(failure[0].row - emitted, 0))  # the rows before the malformed line come first
         b = tag_batch(_cast_text(b, schema), path, emitted)
         if skipped:  # map the rows that remain to their rows in the file
             s = np.asarray(skipped, dtype=np.int64)
@@ -287,6 +289,8 @@ def _read_csv(path: str, batch_size: int, schema: pa.Schema | None,
             b = tag_rows(b, e + np.searchsorted(s, e, side="right"))
         emitted += b.num_rows
         yield b
+        if failure and failure[0].row is not None and emitted >= failure[0].row:
+            raise failure[0]
     if failure:
         raise failure[0]
 
@@ -301,7 +305,7 @@ def _guarded(reader: Any, path: str, failure: list[DataError] | None = None) -> 
             if failure:
                 raise failure[0] from None
             raise DataError(f"cannot parse CSV ({exc})", source=path) from None
-        if failure:
+        if failure and failure[0].row is None:
             raise failure[0]
         yield b
 

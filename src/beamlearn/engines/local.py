@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 
 from beamlearn import io
-from beamlearn.batches import DEFAULT_BATCH_SIZE, batch_origin, capture_schema, conform, is_file_input
+from beamlearn.batches import (DEFAULT_BATCH_SIZE, batch_origin, batch_rows, capture_schema, conform,
+                               is_csv_source, is_file_input, tag_rows)
 from beamlearn.errors import BeamlearnError, DataError, SchemaError
 from beamlearn.pipeline import FitPlan, FittedPipeline, Pipeline
 
@@ -41,7 +42,7 @@ class LocalEngine:
         """Batches conformed to ``schema``, bad rows routed to ``dead``, with the original row indices of the
         kept rows (None when nothing was dropped)."""
         for raw in io.read(data, batch_size=self.batch_size, schema=schema, dead=dead if report else
-                           (io.DeadLetters() if dead is not None else None)):
+                           (io.DeadLetters() if dead is not None else None), required=required):
             batch, bad = conform(raw, schema, required=required, collect=dead is not None)
             kept = None
             if len(bad):
@@ -49,8 +50,7 @@ class LocalEngine:
                     dead.add_rows(batch, bad.indices, bad.columns, bad.reasons)  # type: ignore[union-attr]
                 keep = np.ones(batch.num_rows, bool)
                 keep[bad.indices] = False
-                kept = np.flatnonzero(keep)
-                batch = batch.filter(pa.array(keep))
+                batch = tag_rows(batch.filter(pa.array(keep)), batch_rows(batch)[keep])  # rows in the source
             if report and self.progress is not None:
                 self.progress(raw.num_rows)
             yield batch, kept
@@ -64,18 +64,22 @@ class LocalEngine:
         except DataError:
             pass
         bad = find_bad_rows(fn, batch)
-        source, offset = batch_origin(batch)
+        if not bad:  # the failure needs the whole batch: no single row to blame
+            fn(batch)
+        source, _ = batch_origin(batch)
         idx = np.array([i for i, _ in bad], dtype=np.int64)
-        orig = idx if kept is None else kept[idx]
+        orig = batch_rows(batch)[idx]  # conformed batches carry the source rows of the rows they kept
+        line = 2 if is_csv_source(source) else None
         if dead is None:
             i, exc = bad[0]
-            raise DataError(exc.reason, column=exc.column, source=exc.source or source,
-                            row=offset + int(orig[0]), value=exc.value) from exc
+            raise type(exc)(exc.reason, column=exc.column, source=exc.source or source,
+                            row=int(orig[0]), value=exc.value,
+                            line=None if line is None else int(orig[0]) + line) from exc
         if report:
             rows = batch.take(pa.array(idx)).to_pylist()
             for k, (_, exc) in enumerate(bad):
-                dead.add(source=source, row=offset + int(orig[k]), column=exc.column, reason=exc.reason,
-                         record=rows[k])
+                dead.add(source=source, row=int(orig[k]), column=exc.column, reason=exc.reason,
+                         record=rows[k], line=None if line is None else int(orig[k]) + line)
         keep = np.ones(batch.num_rows, bool)
         keep[idx] = False
         rest = batch.filter(pa.array(keep))

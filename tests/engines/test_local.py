@@ -1,0 +1,132 @@
+"""The local engine: a step raising DataError on some rows is bisected; errors='raise' names the right row (and
+file and line), dead letters get exactly the guilty rows, the rest is transformed, and fits exclude them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+import beamlearn as bl
+from beamlearn.engines.local import LocalEngine, find_bad_rows, ordered_map
+from beamlearn.errors import DataError
+from beamlearn.steps.base import Step, register_step
+
+BAD = (13.0, 37.0, 38.0, 99.0)
+
+
+@register_step
+class H7Refuse(Step):
+    """Test step: a DataError when any value of its column is one of ``bad``; otherwise the identity."""
+
+    def __init__(self, columns, *, bad=BAD):
+        self.columns, self.bad = columns, bad
+
+    def apply(self, batch, state):
+        (c,) = self.input_columns()
+        hit = pc.is_in(batch.column(c), pa.array(list(self.bad), pa.float64())).fill_null(False)
+        if pc.any(hit).as_py():
+            first = pc.index(hit, True).as_py()
+            v = batch.column(c)[first].as_py()
+            raise DataError(f"value {v!r} is refused", column=c, value=v)
+        return batch
+
+
+def table(n=120):
+    return pa.table({"x": pa.array(np.arange(n, dtype=float)), "y": pa.array(np.arange(n) % 7, pa.float64())})
+
+
+@pytest.mark.parametrize("batch_size", [7, 50, 1000])
+def test_raise_names_the_first_guilty_row(batch_size):
+    f = bl.Pipeline([H7Refuse(["x"])]).fit(table())
+    with pytest.raises(DataError) as ei:
+        f.transform(table(), batch_size=batch_size)
+    assert (ei.value.row, ei.value.column, ei.value.value) == (13, "x", 13.0)
+
+
+@pytest.mark.parametrize("batch_size", [7, 1000])
+def test_dead_letters_get_exactly_the_guilty_rows(batch_size):
+    f = bl.Pipeline([H7Refuse(["x"])]).fit(table())
+    dead = bl.DeadLetters()
+    out = f.transform(table(), batch_size=batch_size, errors=dead)
+    assert sorted(r["row"] for r in dead.records) == [13, 37, 38, 99]
+    assert all(r["column"] == "x" and "refused" in r["reason"] for r in dead.records)
+    assert out.num_rows + dead.count == 120
+    assert out.column("x").to_pylist() == [float(i) for i in range(120) if i not in (13, 37, 38, 99)]
+
+
+def test_fit_excludes_dead_rows_from_statistics():
+    t = table()
+    dead = bl.DeadLetters()
+    f = bl.Pipeline([H7Refuse(["x"]), bl.StandardScaler(["x"])]).fit(t, batch_size=16, errors=dead)
+    good = np.array([i for i in range(120) if i not in (13, 37, 38, 99)], dtype=float)
+    assert f.states[1]["moments"]["mean"][0] == pytest.approx(good.mean(), rel=1e-12)
+    assert f.lineage["rows"] + f.lineage["dead_letters"] == 120
+    assert sorted(r["row"] for r in dead.records) == [13, 37, 38, 99]
+
+
+def _csv(tmp_path):
+    p = tmp_path / "d.csv"
+    lines = ["x,y"]
+    for i in range(60):
+        lines.append("oops,1" if i == 5 else "1,2,3" if i == 20 else f"{float(i)},{i % 7}")
+    p.write_text("\n".join(lines) + "\n")
+    return str(p)
+
+
+def test_file_rows_stay_right_after_dropped_rows(tmp_path):
+    """Bad casts and malformed lines dropped before a refused row must not shift its row or line number."""
+    path = _csv(tmp_path)
+    f = bl.Pipeline([H7Refuse(["x"])]).fit(table())
+    dead = bl.DeadLetters()
+    out = f.transform(path, batch_size=25, errors=dead)
+    got = {r["row"]: r for r in dead.records}
+    assert sorted(got) == [5, 13, 20, 37, 38]
+    assert got[37]["line"] == 39 and got[37]["source"] == path and got[5]["column"] == "x"
+    assert out.num_rows + dead.count == 60
+    with pytest.raises(DataError) as ei:
+        f.transform(path, batch_size=25)
+    assert (ei.value.row, ei.value.line, ei.value.source) == (5, 7, path)
+
+
+def test_raise_on_a_file_names_file_row_and_line(tmp_path):
+    p = tmp_path / "ok.csv"
+    p.write_text("x,y\n" + "".join(f"{float(i)},1\n" for i in range(50)))
+    f = bl.Pipeline([H7Refuse(["x"])]).fit(table())
+    with pytest.raises(DataError) as ei:
+        f.transform(str(p), batch_size=8)
+    assert (ei.value.source, ei.value.row, ei.value.line) == (str(p), 13, 15)
+
+
+def test_dead_letter_file_policy(tmp_path):
+    out = tmp_path / "dead.jsonl"
+    f = bl.Pipeline([H7Refuse(["x"])]).fit(table())
+    f.transform(table(), errors=str(out))
+    assert len(out.read_text().splitlines()) == 4
+
+
+def test_find_bad_rows_bisects():
+    b = table().to_batches()[0]
+    step = H7Refuse(["x"])
+    bad = find_bad_rows(lambda batch: step.apply(batch, {}), b)
+    assert [i for i, _ in bad] == [13, 37, 38, 99]
+
+
+def test_whole_batch_failure_is_reraised():
+    calls = []
+
+    def fn(batch):
+        calls.append(batch.num_rows)
+        if batch.num_rows > 3:
+            raise DataError("needs few rows")
+        return batch
+
+    eng = LocalEngine()
+    with pytest.raises(DataError, match="needs few rows"):
+        eng._guard(fn, table(8).to_batches()[0], None, None, True)
+
+
+def test_ordered_map_keeps_order():
+    assert list(ordered_map(lambda x: x * 2, range(20), workers=2)) == [x * 2 for x in range(20)]
+    assert list(ordered_map(lambda x: x * 2, range(5), workers=1)) == [0, 2, 4, 6, 8]

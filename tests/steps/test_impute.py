@@ -262,3 +262,13 @@ def test_column_kind_errors_name_the_column(kw, column):
     with pytest.raises(SchemaError, match=f"'{column}'") as exc:
         bl.Pipeline([bl.SimpleImputer(["x", "city"], **kw)]).fit({"x": [1.0, None], "city": ["a", None]})
     assert exc.value.column == column
+
+
+def test_other_numeric_types_come_out_float64():
+    data = pa.table({"f32": pa.array([1.5, None, float("nan"), 3.5], type=pa.float32()),
+                     "i8": pa.array([1, None, 3, 3], type=pa.int8()), "b": pa.array([True, None, False, True])})
+    fitted = bl.Pipeline([bl.SimpleImputer(["f32", "i8", "b"], strategy="most_frequent")]).fit(data)
+    assert all(f.type == pa.float64() for f in fitted.output_schema)
+    assert fitted.transform(data).to_pydict() == {"f32": [1.5, 1.5, 1.5, 3.5], "i8": [1.0, 3.0, 3.0, 3.0],
+                                                  "b": [1.0, 1.0, 0.0, 1.0]}
+    assert_serving_consistent(fitted, data)

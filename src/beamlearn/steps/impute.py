@@ -212,7 +212,8 @@ class SimpleImputer(Step):
 
     def row_function(self, state: dict[str, Any], schema: pa.Schema) -> RowFn:
         plan = self._plan(state, schema)
-        numeric = [(c, v) for c, v, s in plan.fills if not s]
+        numeric = [(c, v) for c, v, s in plan.fills if not s and schema.field(c).type == pa.float64()]
+        converted = [(c, v) for c, v, s in plan.fills if not s and schema.field(c).type != pa.float64()]
         strings = [(c, v) for c, v, s in plan.fills if s]
         indicators = [(c, f"missingindicator_{c}") for c in plan.indicators]
         dropped = plan.dropped
@@ -225,7 +226,11 @@ class SimpleImputer(Step):
                 del row[c]
             for c, fill in numeric:
                 v = row[c]
-                row[c] = fill if v is None or v != v else float(v)  # noqa: PLR0124
+                if v is None or v != v:  # noqa: PLR0124 - NaN test
+                    row[c] = fill
+            for c, fill in converted:  # other numeric and boolean columns come out float64
+                v = row[c]
+                row[c] = fill if v is None or v != v else float(v)  # noqa: PLR0124 - NaN test
             for c, fill in strings:
                 if row[c] is None:
                     row[c] = fill

@@ -55,6 +55,15 @@ def affine_row_function(columns: Sequence[str], offset: np.ndarray, scale: np.nd
         return fn
     shifts = np.zeros(len(offset)) if shift is None else shift
     full = [(c, float(o), float(s), float(m)) for c, o, s, m in zip(columns, offset, scale, shifts)]
+    if clip is None and not divide:  # MinMaxScaler's x * scale + min
+        def fn_shift(row: dict) -> dict:
+            for c, o, s, m in full:
+                v = row[c]
+                if v is not None:
+                    row[c] = (v - o) * s + m
+            return row
+
+        return fn_shift
     lo, hi = (float(clip[0]), float(clip[1])) if clip is not None else (-np.inf, np.inf)
 
     def fn_general(row: dict) -> dict:
@@ -62,7 +71,7 @@ def affine_row_function(columns: Sequence[str], offset: np.ndarray, scale: np.nd
             v = row[c]
             if v is not None:
                 y = ((v - o) / s if divide else (v - o) * s) + m
-                row[c] = min(max(y, lo), hi) if y == y else y  # noqa: PLR0124 - NaN test
+                row[c] = lo if y < lo else hi if y > hi else y  # NaN compares false: stays NaN, as np.clip
         return row
 
     return fn_general

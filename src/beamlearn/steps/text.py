@@ -94,9 +94,9 @@ class FeatureHasher(Step):
     def apply(self, batch: pa.RecordBatch, state: dict[str, Any]) -> pa.RecordBatch:
         cols = self.input_columns()
         n, k, nf = batch.num_rows, len(cols), int(self.n_features)
-        index = np.zeros((k, n), dtype=np.int64)
-        value = np.zeros((k, n), dtype=np.float64)
-        keep = np.zeros((k, n), dtype=bool)
+        index = np.zeros((n, k), dtype=np.int64)
+        value = np.zeros((n, k), dtype=np.float64)
+        keep = np.zeros((n, k), dtype=bool)
         for j, c in enumerate(cols):
             arr = batch.column(c)
             if column_kind(arr.type) == "string" or pa.types.is_dictionary(arr.type):
@@ -105,30 +105,35 @@ class FeatureHasher(Step):
                                         self.alternate_sign)
                 codes = enc.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.intp)
                 if len(idx):
-                    index[j], value[j] = idx[codes], sign[codes]
-                keep[j] = enc.indices.is_valid().to_numpy(zero_copy_only=False)
+                    index[:, j], value[:, j] = idx[codes], sign[codes]
+                keep[:, j] = enc.indices.is_valid().to_numpy(zero_copy_only=False)
             else:
                 x, valid = raw_values(arr)
                 idx, sign = _index_sign(_murmur([c]), nf, self.alternate_sign)
-                index[j], value[j] = idx[0], x * sign[0]
-                keep[j] = x != 0 if valid is None else valid & (x != 0)
-        # entries in row-major order (row, then column): sort by (row, index), stable, and sum duplicates
-        rows = np.broadcast_to(np.arange(n, dtype=np.int64), (k, n)).T[keep.T]
-        index, value = index.T[keep.T], value.T[keep.T]
-        key = rows * nf + index
-        order = np.argsort(key, kind="stable")
-        key, rows, index, value = key[order], rows[order], index[order], value[order]
-        start = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, bool)
-        first = np.flatnonzero(start)
-        group = np.cumsum(start) - 1
-        rank = np.arange(len(key)) - first[group]
-        sums = value[first]  # then add the duplicates one rank at a time: ((v0 + v1) + v2), as the row path does
-        for r in range(1, int(rank.max()) + 1 if len(key) else 1):
-            sel = rank == r
-            sums[group[sel]] += value[sel]
+                index[:, j], value[:, j] = idx[0], x * sign[0]
+                keep[:, j] = x != 0 if valid is None else valid & (x != 0)
+        # order each row's entries by index, ties in column order: sort the codes index * k + column per row
+        code = index * k + np.arange(k)
+        code[~keep] = nf * k  # missing entries sort last
+        if k > 1:
+            code.sort(axis=1)
+        at = np.flatnonzero(code.ravel() < nf * k)
+        rows, code = at // k, code.ravel()[at]
+        index, value = code // k, value.ravel()[rows * k + code % k]
+        start = np.ones(len(at), dtype=bool)
+        start[1:] = (index[1:] != index[:-1]) | (rows[1:] != rows[:-1])
+        if not start.all():  # sum duplicates one rank at a time: ((v0 + v1) + v2), as the row path does
+            first = np.flatnonzero(start)
+            group = np.cumsum(start) - 1
+            rank = np.arange(len(at)) - first[group]
+            sums = value[first]
+            for r in range(1, int(rank.max()) + 1):
+                sel = rank == r
+                sums[group[sel]] += value[sel]
+            rows, index, value = rows[first], index[first], sums
         offsets = np.zeros(n + 1, dtype=np.int32)
-        np.cumsum(np.bincount(rows[first], minlength=n), out=offsets[1:])
-        entries = pa.StructArray.from_arrays([pa.array(index[first].astype(np.int32)), pa.array(sums)],
+        np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
+        entries = pa.StructArray.from_arrays([pa.array(index.astype(np.int32)), pa.array(value)],
                                              fields=list(_ENTRY))
         out = pa.ListArray.from_arrays(pa.array(offsets), entries, type=SPARSE_TYPE)
         return replace_columns(batch, cols, [(self.output, out)])

@@ -96,7 +96,10 @@ def decode_state(obj: Any, members: dict[str, bytes]) -> Any:
         if len(obj) == 1:
             (k, v), = obj.items()
             if k == "__ndarray__":
-                return np.load(_io.BytesIO(_member(members, v)), allow_pickle=False)
+                try:
+                    return np.load(_io.BytesIO(_member(members, v)), allow_pickle=False)
+                except (ValueError, OSError, EOFError) as exc:  # object arrays (pickles) included
+                    raise ArtifactError(f"member {v!r} is not a plain numeric .npy array ({exc})") from None
             if k == "__strarray__":
                 return np.array(v)
             if k == "__objarray__":
@@ -233,11 +236,16 @@ def from_bytes(data: bytes) -> Any:
         except (TypeError, ValueError, BeamlearnError) as exc:
             raise ArtifactError(f"step {i} ({entry['type']}) has invalid parameters: {exc}") from None
         states.append(decode_state(entry.get("state", {}), members))
-    input_schema = schema_from_bytes(_member(members, "schema/input.arrow"))
+    if int(_TRAILER.match(data[-_TRAILER_LEN:]).group(1)) != version:  # type: ignore[union-attr]
+        raise ArtifactError(f"artifact format version {version!r} disagrees with the file's trailer")
+    try:
+        input_schema = schema_from_bytes(_member(members, "schema/input.arrow"))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, OSError) as exc:
+        raise ArtifactError(f"schema/input.arrow is not an Arrow schema ({exc})") from None
     lineage = decode_state(manifest.get("lineage", {}), members)
     try:
         return FittedPipeline(steps, states, input_schema, name=manifest.get("name"), lineage=lineage)
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, BeamlearnError) as exc:
         raise ArtifactError(f"the fitted states do not match their steps ({type(exc).__name__}: {exc})") from None
 
 
@@ -255,6 +263,9 @@ def _verified_members(data: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
     m = _TRAILER.match(trailer)
     if m is None or int.from_bytes(data[-_TRAILER_LEN - 2:-_TRAILER_LEN], "little") != _TRAILER_LEN:
         raise ArtifactError("not a beamlearn artifact, or its integrity trailer is damaged")
+    if not 1 <= int(m.group(1)) <= FORMAT_VERSION:
+        raise ArtifactError(f"artifact format version {int(m.group(1))} cannot be read by this beamlearn (reads up "
+                            f"to {FORMAT_VERSION}), or its integrity trailer is damaged")
     head = data[:-_TRAILER_LEN - 2]
     if not hmac.compare_digest(hashlib.sha256(head).hexdigest().encode(), m.group(2)):
         raise ArtifactError("checksum mismatch: the file is corrupted or was modified")

@@ -1,4 +1,4 @@
-"""SimpleImputer: parity with scikit-learn, merge invariance, serving consistency, artifacts, passes and errors."""
+"""SimpleImputer: sklearn parity, merge invariance, serving consistency, artifacts, passes and errors."""
 
 from __future__ import annotations
 
@@ -79,7 +79,8 @@ fractions = st.sampled_from([0.0, 0.2, 0.6])
 @given(seeds, st.integers(1, 30), st.lists(st.sampled_from(NUM_KINDS), min_size=1, max_size=4), fractions,
        st.sampled_from([0.0, 0.2]), st.sampled_from(["mean", "median", "most_frequent", "constant"]),
        st.booleans(), st.booleans(), st.sampled_from([None, -7, 2.5]))
-def test_numeric_matches_sklearn(seed, n, kinds, null_frac, nan_frac, strategy, add_indicator, keep_empty, fill):
+def test_numeric_matches_sklearn(seed, n, kinds, null_frac, nan_frac, strategy, add_indicator, keep_empty,
+                                 fill):
     t, x = numeric_table(seed, n, kinds, null_frac, nan_frac)
     t2, x2 = numeric_table(seed + 1, 12, kinds, 0.3, 0.1)
     kw = {"strategy": strategy, "add_indicator": add_indicator, "keep_empty_features": keep_empty,
@@ -169,7 +170,8 @@ def test_null_typed_column_kept_with_zero_or_fill_value():
                                           keep_empty_features=True)]).fit(data)
     assert const.transform(data).column("a").to_pylist() == ["none"] * 3
     dropped = bl.Pipeline([bl.SimpleImputer(["a", "b"])]).fit(data)
-    assert dropped.output_schema.names == ["b"] and dropped.transform_one({"a": None, "b": None}) == {"b": 1.5}
+    assert dropped.output_schema.names == ["b"]
+    assert dropped.transform_one({"a": None, "b": None}) == {"b": 1.5}
 
 
 # ---------------------------------------------------------------------------------------------- merge
@@ -193,7 +195,8 @@ def test_batching_does_not_change_the_state(strategy):
 
 # ---------------------------------------------------------------------------------------------- serving
 @pytest.mark.parametrize("kw", [{}, {"strategy": "median", "add_indicator": True},
-                                {"strategy": "most_frequent", "add_indicator": True, "keep_empty_features": True},
+                                {"strategy": "most_frequent", "add_indicator": True,
+                                 "keep_empty_features": True},
                                 {"strategy": "constant", "keep_empty_features": True}])
 def test_transform_one_equals_transform_with_unseen_and_missing(kw):
     t, _ = numeric_table(9, 60, ["normal", "int_column", "all_missing"], 0.2, 0.1)
@@ -206,7 +209,8 @@ def test_transform_one_equals_transform_with_unseen_and_missing(kw):
         steps.append(bl.SimpleImputer(s.column_names, **kw))
     fitted = bl.Pipeline(steps).fit(t)
     assert_serving_consistent(fitted, t)
-    unseen = {"n0": [float("nan"), None, 1e9], "n1": pa.array([None, 99, -5]), "n2": [None, 1.0, float("nan")],
+    unseen = {"n0": [float("nan"), None, 1e9], "n1": pa.array([None, 99, -5]),
+              "n2": [None, 1.0, float("nan")],
               "label": ["z", None, "p"]}
     if len(steps) == 2:
         unseen.update({"s0": ["never-seen", None, "a"], "s1": [None, "new", None]})
@@ -266,7 +270,8 @@ def test_column_kind_errors_name_the_column(kw, column):
 
 def test_other_numeric_types_come_out_float64():
     data = pa.table({"f32": pa.array([1.5, None, float("nan"), 3.5], type=pa.float32()),
-                     "i8": pa.array([1, None, 3, 3], type=pa.int8()), "b": pa.array([True, None, False, True])})
+                     "i8": pa.array([1, None, 3, 3], type=pa.int8()),
+                     "b": pa.array([True, None, False, True])})
     fitted = bl.Pipeline([bl.SimpleImputer(["f32", "i8", "b"], strategy="most_frequent")]).fit(data)
     assert all(f.type == pa.float64() for f in fitted.output_schema)
     assert fitted.transform(data).to_pydict() == {"f32": [1.5, 1.5, 1.5, 3.5], "i8": [1.0, 3.0, 3.0, 3.0],

@@ -22,7 +22,8 @@ KINDS = ("normal", "small_int", "constant", "all_missing", "wide")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def make_table(seed: int, n: int, kinds: list[str], null_frac: float, nan_frac: float) -> tuple[pa.Table, np.ndarray]:
+def make_table(seed: int, n: int, kinds: list[str], null_frac: float,
+               nan_frac: float) -> tuple[pa.Table, np.ndarray]:
     """A table of numeric columns of the given kinds (nulls and NaN), and the same data as a float matrix
     with NaN for every missing value (what scikit-learn sees)."""
     rng = np.random.default_rng(seed)
@@ -140,7 +141,8 @@ def test_bundled_datasets_with_knocked_out_values(loader):
     names = [f"f{i}" for i in range(x.shape[1])]
     table = pa.table({n: pa.array(x[:, i], from_pandas=True) for i, n in enumerate(names)})  # NaN -> null
     for ours, theirs in [(bl.StandardScaler(names), skp.StandardScaler()),
-                         (bl.MinMaxScaler(names, feature_range=(-1, 2)), skp.MinMaxScaler(feature_range=(-1, 2))),
+                         (bl.MinMaxScaler(names, feature_range=(-1, 2)),
+                          skp.MinMaxScaler(feature_range=(-1, 2))),
                          (bl.MaxAbsScaler(names), skp.MaxAbsScaler()),
                          (bl.RobustScaler(names, quantile_range=(10, 80), unit_variance=True),
                           skp.RobustScaler(quantile_range=(10, 80), unit_variance=True))]:
@@ -158,7 +160,7 @@ def test_batching_does_not_change_the_state(step):
     for name, st1 in one.items():
         for key, v1 in st1.items():
             v1, v7 = np.asarray(v1, dtype=float), np.asarray(many[name][key], dtype=float)
-            if name == "moments" and key != "count":  # a constant column's variance is rounding noise (~1e-32)
+            if name == "moments" and key != "count":  # a constant column's variance is noise (~1e-32)
                 np.testing.assert_allclose(v7, v1, rtol=1e-12, atol=1e-24 if key == "var" else 0)
             else:  # counts, extrema and exact quantiles are identical
                 np.testing.assert_array_equal(v7, v1)
@@ -166,7 +168,8 @@ def test_batching_does_not_change_the_state(step):
 
 # ---------------------------------------------------------------------------------------------- serving
 @pytest.mark.parametrize("step", [
-    bl.StandardScaler(["x0", "x1", "x2"]), bl.MinMaxScaler(["x0", "x1", "x2"], feature_range=(-2, 3), clip=True),
+    bl.StandardScaler(["x0", "x1", "x2"]),
+    bl.MinMaxScaler(["x0", "x1", "x2"], feature_range=(-2, 3), clip=True),
     bl.MinMaxScaler(["x0", "x1"]), bl.MaxAbsScaler(["x0", "x1", "x2"]),
     bl.RobustScaler(["x0", "x1", "x2"], unit_variance=True), bl.RobustScaler(["x0"], with_centering=False)])
 def test_transform_one_equals_transform(step):
@@ -195,7 +198,8 @@ def test_missing_values_stay_missing():
 def test_artifact_round_trip(tmp_path):
     t, _ = make_table(5, 80, ["normal", "small_int", "constant"], 0.1, 0.05)
     cols = t.column_names
-    pipe = bl.Pipeline([bl.RobustScaler(cols[:1]), bl.MinMaxScaler(cols[1:], feature_range=(-1, 1), clip=True),
+    pipe = bl.Pipeline([bl.RobustScaler(cols[:1]),
+                        bl.MinMaxScaler(cols[1:], feature_range=(-1, 1), clip=True),
                         bl.MaxAbsScaler(cols[2:]), bl.StandardScaler(cols[:2])])
     fitted = pipe.fit(t)
     loaded = bl.load(fitted.save(str(tmp_path / "scalers.zip")))

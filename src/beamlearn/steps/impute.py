@@ -4,7 +4,8 @@ Missing values (nulls, and NaN in float columns) are replaced by a per-column st
 the mean (:class:`~beamlearn.analyzers.Moments`), the exact median (:class:`~beamlearn.analyzers.Quantiles`,
 two passes), the most frequent value (value counts) or a constant.  Results match
 :class:`sklearn.impute.SimpleImputer` applied to each column, including its handling of columns without any
-value at fit (dropped, or filled with 0 / ``fill_value`` under ``keep_empty_features``) and of ``add_indicator``.
+value at fit (dropped, or filled with 0 / ``fill_value`` under ``keep_empty_features``) and of
+``add_indicator``.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ class SimpleImputer(Step):
         ``"mean"``, ``"median"`` (exact, two passes), ``"most_frequent"`` (ties go to the smallest value) or
         ``"constant"``.
     fill_value:
-        The value of ``"constant"``; by default 0 for numeric columns and ``"missing_value"`` for string columns.
+        The value of ``"constant"``; by default 0 for numeric columns and ``"missing_value"`` for string
+        columns.
         A string fill value needs string columns, a number numeric ones.
     add_indicator:
         Also output ``missingindicator_{col}`` (uint8, 1 where the input was missing) for each column that had
@@ -152,7 +154,7 @@ class SimpleImputer(Step):
         return stats
 
     def _statistic(self, state: dict[str, Any], i: int, string: bool) -> Any:
-        """The fill value of column ``i`` as fitted (None when the column had no value at fit and is dropped)."""
+        """The fill value of column ``i`` as fitted (None: no value at fit, the column is dropped)."""
         if int(state["count"]["missing"][i]) >= int(state["count"]["rows"]):  # no value at fit
             if not self.keep_empty_features:
                 return None
@@ -246,8 +248,10 @@ class SimpleImputer(Step):
             if self.strategy == "constant" and self.fill_value is None and fill is not None:
                 fill = "0 (numbers) or 'missing_value' (strings)"
             entry: dict[str, Any] = {"strategy": self.strategy, "fill": fill, "missing_at_fit": missing,
-                                     "dropped": fill is None, "indicator": bool(self.add_indicator and missing)}
-            if self.strategy == "most_frequent" and fill is not None and missing < int(state["count"]["rows"]):
+                                     "dropped": fill is None,
+                                     "indicator": bool(self.add_indicator and missing)}
+            empty = missing >= int(state["count"]["rows"])
+            if self.strategy == "most_frequent" and not empty:
                 entry["count"] = int(state["mode"][i]["count"])
             out[c] = entry
         return out

@@ -27,8 +27,8 @@ _EPS = np.finfo(np.float64).eps
 def affine_row_function(columns: Sequence[str], offset: np.ndarray, scale: np.ndarray,
                         divide: bool = True, *, shift: np.ndarray | None = None,
                         clip: tuple[float, float] | None = None) -> RowFn:
-    """Row function computing ``(x - offset) / scale`` (or ``* scale``), then ``+ shift`` and ``clip`` if given,
-    per column; None stays None, NaN NaN.
+    """Row function computing ``(x - offset) / scale`` (or ``* scale``), then ``+ shift`` and ``clip`` if
+    given, per column; None stays None, NaN NaN.
 
     The arithmetic is the same IEEE operations as :func:`affine_map`, so both paths give identical floats.
 
@@ -71,7 +71,7 @@ def affine_row_function(columns: Sequence[str], offset: np.ndarray, scale: np.nd
             v = row[c]
             if v is not None:
                 y = ((v - o) / s if divide else (v - o) * s) + m
-                row[c] = lo if y < lo else hi if y > hi else y  # NaN compares false: stays NaN, as np.clip
+                row[c] = lo if y < lo else hi if y > hi else y  # noqa: FURB136 - NaN compares false: stays NaN
         return row
 
     return fn_general
@@ -125,7 +125,8 @@ class _AffineScaler(Step):
 
     def row_function(self, state: dict[str, Any], schema: pa.Schema) -> RowFn:
         a = self.affine(state)
-        return affine_row_function(self.input_columns(), a.offset, a.scale, a.divide, shift=a.shift, clip=a.clip)
+        return affine_row_function(self.input_columns(), a.offset, a.scale, a.divide, shift=a.shift,
+                                   clip=a.clip)
 
 
 @register_step
@@ -156,7 +157,8 @@ class StandardScaler(_AffineScaler):
     {'x': 0.0}
     """
 
-    def __init__(self, columns: str | Sequence[str], *, with_mean: bool = True, with_std: bool = True) -> None:
+    def __init__(self, columns: str | Sequence[str], *, with_mean: bool = True,
+                 with_std: bool = True) -> None:
         self.columns, self.with_mean, self.with_std = columns, with_mean, with_std
 
     def analyzers(self) -> dict[str, Analyzer]:
@@ -165,7 +167,7 @@ class StandardScaler(_AffineScaler):
     def _offset_scale(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         m = state["moments"]
         n, mean, var = (np.asarray(m[k], dtype=np.float64) for k in ("count", "mean", "var"))
-        offset = mean if self.with_mean else np.zeros_like(mean)  # NaN for a column without values, as sklearn
+        offset = mean if self.with_mean else np.zeros_like(mean)  # NaN for a column without values
         if not self.with_std:
             return offset, np.ones_like(mean)
         var = np.nan_to_num(var, nan=0.0)
@@ -186,11 +188,12 @@ class StandardScaler(_AffineScaler):
 
 @register_step
 class MinMaxScaler(_AffineScaler):
-    """Scale columns to ``feature_range``: ``x * scale + min``, as :class:`sklearn.preprocessing.MinMaxScaler`.
+    """Scale columns to ``feature_range``: ``x * scale + min``, as :class:`sklearn.preprocessing.MinMaxScaler`
+    does.
 
     ``scale = (hi - lo) / (data_max - data_min)`` and ``min = lo - data_min * scale``, computed in the same
-    order as scikit-learn, so outputs are identical.  A constant column gets range 1 (sklearn's rule); a column
-    without values at fit maps everything to NaN.
+    order as scikit-learn, so outputs are identical.  A constant column gets range 1 (sklearn's rule); a
+    column without values at fit maps everything to NaN.
 
     Parameters
     ----------
@@ -199,7 +202,8 @@ class MinMaxScaler(_AffineScaler):
     feature_range:
         ``(lo, hi)`` with ``lo < hi``: the range the fitted minimum and maximum map to.
     clip:
-        Clip transformed values to ``feature_range`` (values outside the fitted range otherwise map outside it).
+        Clip transformed values to ``feature_range`` (values outside the fitted range otherwise map outside
+        it).
 
     Attributes
     ----------
@@ -328,9 +332,9 @@ class RobustScaler(_AffineScaler):
     {'x': -1.0}
     """
 
-    def __init__(self, columns: str | Sequence[str], *, with_centering: bool = True, with_scaling: bool = True,
-                 quantile_range: tuple[float, float] = (25.0, 75.0), unit_variance: bool = False,
-                 approx: bool = False) -> None:
+    def __init__(self, columns: str | Sequence[str], *, with_centering: bool = True,
+                 with_scaling: bool = True, quantile_range: tuple[float, float] = (25.0, 75.0),
+                 unit_variance: bool = False, approx: bool = False) -> None:
         self.columns, self.with_centering, self.with_scaling = columns, with_centering, with_scaling
         self.quantile_range, self.unit_variance, self.approx = quantile_range, unit_variance, approx
 
@@ -339,16 +343,17 @@ class RobustScaler(_AffineScaler):
         super().check(schema)
 
     def _quantiles(self) -> list[float]:
-        """The quantiles to fit (median, q_min, q_max as fractions); SpecError for a bad ``quantile_range``."""
+        """The quantiles to fit (median, q_min, q_max as fractions); SpecError on a bad quantile_range."""
         qr = self.quantile_range
         if (not isinstance(qr, (tuple, list)) or len(qr) != 2
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in qr)
                 or not 0 <= qr[0] <= qr[1] <= 100):
-            raise SpecError(f"RobustScaler: quantile_range={qr!r} must be a pair (q_min, q_max) of percentages "
-                            "with 0 <= q_min <= q_max <= 100")
+            raise SpecError(f"RobustScaler: quantile_range={qr!r} must be a pair (q_min, q_max) of "
+                            "percentages with 0 <= q_min <= q_max <= 100")
         if self.unit_variance and self.with_scaling and not 0 < qr[0] < qr[1] < 100:
-            raise SpecError(f"RobustScaler: unit_variance=True needs 0 < q_min < q_max < 100 (got quantile_range="
-                            f"{tuple(qr)!r}): the normal quantile range would be infinite or zero")
+            raise SpecError(f"RobustScaler: unit_variance=True needs 0 < q_min < q_max < 100 (got "
+                            f"quantile_range={tuple(qr)!r}): the normal quantile range would be infinite "
+                            "or zero")
         qs = [0.5] if self.with_centering else []
         if self.with_scaling:
             qs += [float(self.quantile_range[0]) / 100, float(self.quantile_range[1]) / 100]
@@ -377,7 +382,7 @@ class RobustScaler(_AffineScaler):
 
 
 def _norm_ppf(p: float) -> float:
-    """The standard normal quantile function (scipy's ``norm.ppf``), with ``ppf(0) = -inf``, ``ppf(1) = inf``."""
+    """The standard normal quantile function (scipy's ``norm.ppf``): ``ppf(0) = -inf``, ``ppf(1) = inf``."""
     if p <= 0:
         return -np.inf
     if p >= 1:

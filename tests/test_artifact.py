@@ -85,7 +85,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(fitted, tmp_path):
 
 def test_arrays_are_npy_without_pickle(fitted, tmp_path):
     f, _ = fitted
-    manifest, members = unpack(artifact.to_bytes(f))
+    _manifest, members = unpack(artifact.to_bytes(f))
     npys = [b for n, b in members if n.endswith(".npy")]
     assert npys
     for b in npys:
@@ -97,7 +97,7 @@ def test_flipped_byte_at_any_offset_is_rejected(fitted, tmp_path):
     f, _ = fitted
     data = artifact.to_bytes(f)
     n = len(data)
-    offsets = sorted(set(range(0, n, max(1, n // 150))) | set(range(max(0, n - 260), n)) | set(range(0, 64)))
+    offsets = sorted(set(range(0, n, max(1, n // 150))) | set(range(max(0, n - 260), n)) | set(range(64)))
     p = tmp_path / "m.blm"
     for off in offsets:
         for mask in (0x01, 0x20, 0xFF):
@@ -165,7 +165,7 @@ def test_path_traversal_and_unknown_member_names(fitted, tmp_path, name):
 
 def test_duplicate_member_names(fitted, tmp_path):
     manifest, members = unpack(artifact.to_bytes(fitted[0]))
-    dup = [m for m in members if m[0].startswith("arrays/")][0]
+    dup = next(m for m in members if m[0].startswith("arrays/"))
     with pytest.warns(UserWarning):  # zipfile warns about the duplicate it is told to write
         data = forge(manifest, [*members, (dup[0], dup[1])])
     with pytest.raises(ArtifactError, match="duplicate"):
@@ -198,7 +198,7 @@ def test_pickled_object_array_is_refused(fitted, tmp_path):
     manifest, members = unpack(artifact.to_bytes(fitted[0]))
     buf = _io.BytesIO()
     np.save(buf, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
-    name = [n for n, _ in members if n.startswith("arrays/")][0]
+    name = next(n for n, _ in members if n.startswith("arrays/"))
     members = [(n, buf.getvalue() if n == name else b) for n, b in members]
     with pytest.raises(ArtifactError):
         load_bytes(tmp_path, forge(manifest, members))
@@ -233,7 +233,7 @@ def test_hmac_signing(fitted, tmp_path, monkeypatch):
     assert bl.load(signed).transform(t).equals(f.transform(t))
     with pytest.raises(ArtifactError, match="not signed"):
         bl.load(unsigned)
-    manifest, members = unpack(open(signed, "rb").read())
+    manifest, members = unpack(tmp_path.joinpath("signed.blm").read_bytes())
     with pytest.raises(ArtifactError, match="bad signature"):
         load_bytes(tmp_path, forge(manifest, members, key=b"another key"))
     assert load_bytes(tmp_path, forge(manifest, members, key=b"s3cret")).transform(t).equals(f.transform(t))

@@ -8,6 +8,7 @@ scikit-learn's scalers on the same data, including their handling of constant co
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from statistics import NormalDist
 from typing import Any, NamedTuple
@@ -79,7 +80,14 @@ def affine_row_function(columns: Sequence[str], offset: np.ndarray, scale: np.nd
 
 class Affine(NamedTuple):
     """The fitted parameters of an affine scaler: ``clip((x - offset) / scale + shift)`` (``* scale`` when
-    ``divide`` is false); ``shift`` and ``clip`` are optional."""
+    ``divide`` is false); ``shift`` and ``clip`` are optional.
+
+    Examples
+    --------
+    >>> a = Affine(np.array([1.0]), np.array([2.0]), shift=np.array([10.0]), clip=(0.0, 11.0))
+    >>> affine_map(a)(np.array([3.0, 9.0]), 0).tolist()
+    [11.0, 11.0]
+    """
 
     offset: np.ndarray
     scale: np.ndarray
@@ -89,7 +97,13 @@ class Affine(NamedTuple):
 
 
 def affine_map(a: Affine) -> Any:
-    """The vectorized ``fn(x, i)`` of :func:`~beamlearn.steps.base.map_columns` for column ``i`` of ``a``."""
+    """The vectorized ``fn(x, i)`` of :func:`~beamlearn.steps.base.map_columns` for column ``i`` of ``a``.
+
+    Examples
+    --------
+    >>> affine_map(Affine(np.array([1.0]), np.array([2.0])))(np.array([1.0, 5.0, np.nan]), 0).tolist()
+    [0.0, 2.0, nan]
+    """
     def fn(x: np.ndarray, i: int) -> np.ndarray:
         y = np.subtract(x, a.offset[i])
         (np.divide if a.divide else np.multiply)(y, a.scale[i], out=y)
@@ -103,7 +117,13 @@ def affine_map(a: Affine) -> Any:
 
 
 def handle_zeros_in_scale(scale: np.ndarray) -> np.ndarray:
-    """scikit-learn's rule for near-constant columns: a scale below ``10 * eps`` becomes 1 (NaN stays NaN)."""
+    """scikit-learn's rule for near-constant columns: a scale below ``10 * eps`` becomes 1 (NaN stays NaN).
+
+    Examples
+    --------
+    >>> handle_zeros_in_scale(np.array([0.0, 1e-20, 2.0, np.nan])).tolist()
+    [1.0, 1.0, 2.0, nan]
+    """
     scale = np.array(scale, dtype=np.float64, copy=True)
     scale[scale < 10 * _EPS] = 1.0
     return scale
@@ -226,7 +246,7 @@ class MinMaxScaler(_AffineScaler):
     def check(self, schema: pa.Schema) -> None:
         fr = self.feature_range
         if (not isinstance(fr, (tuple, list)) or len(fr) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in fr)):
+                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in fr)):
             raise SpecError(f"MinMaxScaler: feature_range={fr!r} must be a pair of numbers (lo, hi)")
         if not fr[0] < fr[1]:
             raise SpecError(f"MinMaxScaler: feature_range={tuple(fr)!r}: the minimum of the desired feature "
@@ -299,7 +319,8 @@ class RobustScaler(_AffineScaler):
 
     Quantiles are exact by default (two passes over the data, equal to :func:`numpy.nanpercentile`'s linear
     method that scikit-learn uses).  ``approx=True`` takes them from a KLL sketch in one pass instead: within
-    the sketch's rank error (about 0.33% of the rows for its default size) and not deterministic.  A zero
+    the sketch's rank error (about 0.7% of the rows, at 99% confidence, for its default size) and not
+    deterministic.  A zero
     quantile range gives scale 1 (sklearn's rule).
 
     Parameters
@@ -346,7 +367,7 @@ class RobustScaler(_AffineScaler):
         """The quantiles to fit (median, q_min, q_max as fractions); SpecError on a bad quantile_range."""
         qr = self.quantile_range
         if (not isinstance(qr, (tuple, list)) or len(qr) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in qr)
+                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in qr)
                 or not 0 <= qr[0] <= qr[1] <= 100):
             raise SpecError(f"RobustScaler: quantile_range={qr!r} must be a pair (q_min, q_max) of "
                             "percentages with 0 <= q_min <= q_max <= 100")

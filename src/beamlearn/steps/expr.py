@@ -33,7 +33,7 @@ from beamlearn.batches import from_float, raw_values
 from beamlearn.errors import ArtifactError, SpecError
 from beamlearn.steps.base import RowFn, Step, map_columns, register_step
 
-__all__ = ["Log1p", "Clip", "Drop", "Function", "register_function", "registered_functions"]
+__all__ = ["Clip", "Drop", "Function", "Log1p", "register_function", "registered_functions"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _FUNCTIONS: dict[str, Callable[..., Any]] = {}
@@ -205,8 +205,8 @@ class Clip(_Numeric):
         lo, hi = self._bounds("lower")[i], self._bounds("upper")[i]
 
         def clip(v: float) -> float:  # numpy's rule: min(max(v, lo), hi) with max(a, b) = a if a > b else b
-            v = v if v > lo else lo
-            return v if v < hi else hi
+            v = v if v > lo else lo  # noqa: FURB136 - numpy's exact rule (max() differs on signed zeros)
+            return v if v < hi else hi  # noqa: FURB136
 
         return clip
 

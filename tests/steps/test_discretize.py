@@ -208,3 +208,28 @@ def test_bad_columns_are_schema_errors_naming_them():
         bl.Pipeline([bl.KBinsDiscretizer(["a", "s"])]).fit({"a": [1.0, 2.0], "s": ["x", "y"]})
     with pytest.raises(SchemaError, match="'zz'"):
         bl.Pipeline([bl.KBinsDiscretizer(["zz"])]).fit({"a": [1.0, 2.0]})
+
+
+def test_analyzer_merges_pickled_partial_accumulators_in_any_order():
+    """What a distributed engine does: partial accumulators per partition, pickled, merged in any order."""
+    import pickle
+
+    t = table_of(mixed(400, seed=8))
+    batches = t.to_batches(max_chunksize=37)
+    step = bl.KBinsDiscretizer(t.column_names, n_bins=[3, 5, 4, 7, 2], strategy="quantile")
+    ref = bl_fit(t, n_bins=[3, 5, 4, 7, 2]).states[0]["bins"]
+    rng = np.random.default_rng(0)
+    analyzer, state = step.analyzers()["bins"], None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        while analyzer is not None:
+            parts = [analyzer.create() for _ in range(3)]
+            for b in batches:
+                k = int(rng.integers(0, 3))
+                parts[k] = analyzer.add(parts[k], b)
+            parts = [pickle.loads(pickle.dumps(p)) for p in parts]
+            state = analyzer.extract(analyzer.merge([parts[i] for i in rng.permutation(3)]))
+            analyzer = pickle.loads(pickle.dumps(analyzer)).then(state)
+    assert state["n_bins"].tolist() == ref["n_bins"].tolist()
+    for a, b in zip(state["edges"], ref["edges"]):
+        np.testing.assert_array_equal(a, b)

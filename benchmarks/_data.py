@@ -147,6 +147,7 @@ def cached_parquet(n_rows: int, *, seed: int = 0, cache_dir: str | None = None,
 
 # ---------------------------------------------------------------------------------------------- measurement
 MiB = 1024 * 1024
+_POOLS: list[Any] = []  # proxy pools are never freed: Arrow buffers hold a raw pointer to the pool they came from
 
 
 def _proc_status(key: str) -> int | None:
@@ -196,6 +197,7 @@ class Peak:
         self.base_pool = pa.default_memory_pool()
         self.base_bytes = self.base_pool.bytes_allocated()
         self.pool = pa.proxy_memory_pool(self.base_pool)
+        _POOLS.append(self.pool)  # a buffer outliving its pool would crash the process on release
         pa.set_memory_pool(self.pool)
         self.reset = _reset_hwm()
         self.rss0 = _proc_status("VmRSS") or 0

@@ -217,7 +217,7 @@ class FittedPipeline:
         original = set(self.input_schema.names)
         required: list[str] = []
         for s in self._steps:
-            for c in s.input_columns():
+            for c in s.serving_columns():
                 if c in original and c not in required:
                     required.append(c)
             original -= set(s.input_columns())

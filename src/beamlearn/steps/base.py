@@ -123,6 +123,11 @@ class Step:
         """The columns this step reads (and replaces)."""
         return _as_list(self.columns)
 
+    def serving_columns(self) -> list[str]:
+        """The input columns a record must carry when transforming (default: every input column; a step that
+        only removes columns, like :class:`~beamlearn.Drop`, needs none of them)."""
+        return self.input_columns()
+
     def analyzers(self) -> dict[str, Analyzer]:
         """Named full-pass statistics this step needs; empty for a stateless step."""
         return {}

@@ -56,7 +56,9 @@ def one_hot_columns(indices: np.ndarray, n: int, names: Sequence[str]) -> list[t
         else:
             r = np.flatnonzero(codes >= 0)
             flat[codes[r] * rows + r] = 1
-    return [(name, pa.array(out[j])) for j, name in enumerate(names)]
+    buf = pa.py_buffer(out)  # one buffer, each output a slice of it
+    return [(name, pa.Array.from_buffers(pa.uint8(), rows, [None, buf.slice(j * rows, rows)], null_count=0))
+            for j, name in enumerate(names)]
 
 
 def one_hot_row(names: Sequence[str]) -> Callable[[dict, int], dict]:

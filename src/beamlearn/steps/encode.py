@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from beamlearn.analyzers import ValueCounts
-from beamlearn.batches import column_kind, from_float, missing_mask
+from beamlearn.batches import column_kind, empty_batch, from_float, missing_mask
 from beamlearn.errors import DataWarning, SchemaError, SpecError, UnknownCategoryError
 from beamlearn.steps.base import RowFn, Step, register_step, replace_columns
 
@@ -429,13 +429,14 @@ class OneHotEncoder(_Encoder):
         return replace_columns(batch, columns, outputs)
 
     def row_function(self, state: dict[str, Any], schema: pa.Schema) -> RowFn:
-        # A fresh dict of every output at 0 (one fast copy), the ones set by lookup, then the other columns added:
-        # far cheaper than inserting dozens of zeros into the incoming record.
-        zeros: dict[str, int] = {}
+        # A fresh dict of the outputs in output order (one fast copy: every one-hot output at 0, a placeholder for
+        # each other column), the ones set by lookup, then the other columns' values: far cheaper than inserting
+        # dozens of zeros into the incoming record, and the record comes out in this step's output order.
+        ours: set[str] = set()
         specs = []
         for c, layout in zip(self.input_columns(), self._layouts(state, _types(schema, self.input_columns()))):
             names = layout.names
-            zeros.update(dict.fromkeys(names, 0))
+            ours.update(names)
 
             def name_of(code: int, names: list[str] = names) -> str | None:
                 return names[code] if code >= 0 else None
@@ -444,9 +445,10 @@ class OneHotEncoder(_Encoder):
             if layout.missing_index >= 0:
                 lookup[None] = name_of(int(layout.codes[layout.missing_index]))
             specs.append((c, lookup, self._row_resolver(c, layout, name_of)))
+        template = {n: 0 if n in ours else None for n in self.apply(empty_batch(schema), state).schema.names}
 
         def fn(row: dict) -> dict:
-            out = zeros.copy()
+            out = template.copy()
             for c, lookup, resolve in specs:
                 v = row.pop(c)
                 try:

@@ -176,8 +176,8 @@ class Peak:
     before does not count (``ru_maxrss`` is the fallback where that is unavailable, and then includes it).  Arrow
     allocations are counted by a proxy pool installed as the default pool for the block (``tracemalloc`` does
     not see Arrow's allocator), and by the base pool's lifetime peak above its level at entry (some Arrow code,
-    e.g. the Parquet reader's pre-buffering, holds on to the pool it saw first); in a fresh process whose
-    earlier allocations were freed, that is the block's peak.
+    e.g. the Parquet reader's pre-buffering, holds on to the pool it saw first), when that peak rose in the
+    block.
 
     Examples
     --------
@@ -195,7 +195,7 @@ class Peak:
 
         gc.collect()
         self.base_pool = pa.default_memory_pool()
-        self.base_bytes = self.base_pool.bytes_allocated()
+        self.base_bytes, self.base_max = self.base_pool.bytes_allocated(), self.base_pool.max_memory() or 0
         self.pool = pa.proxy_memory_pool(self.base_pool)
         _POOLS.append(self.pool)  # a buffer outliving its pool would crash the process on release
         pa.set_memory_pool(self.pool)
@@ -213,8 +213,11 @@ class Peak:
         hwm = _proc_status("VmHWM") if self.reset else None
         self.hwm = hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         # Arrow code that captured the pool before the block (e.g. the Parquet reader's pre-buffer, through the
-        # static IO context) allocates from the base pool: its lifetime peak above the entry level catches that
-        self.arrow_peak = max(self.pool.max_memory(), (self.base_pool.max_memory() or 0) - self.base_bytes)
+        # static IO context) allocates from the base pool: when its lifetime peak rose in the block, the block's
+        # peak is the new one minus the bytes held at entry
+        base_max = self.base_pool.max_memory() or 0
+        base_peak = base_max - self.base_bytes if base_max > self.base_max else 0
+        self.arrow_peak = max(self.pool.max_memory(), base_peak)
         pa.set_memory_pool(self.base_pool)
 
     def result(self) -> dict[str, Any]:

@@ -276,6 +276,12 @@ def test_ordinal_unknown_and_missing_codes():
         {"c": ["b", "a"]})
     assert f.transform({"c": ["a", None, "zz"]}).column("c").to_pylist() == [0.0, None, None]
     assert f.transform_one({"c": None}) == {"c": None}
+    f = bl.Pipeline([bl.OrdinalEncoder("x", handle_unknown="use_encoded_value", unknown_value=-1,
+                                       encoded_missing_value=-2)]).fit({"x": [0.5, 1.5, float("nan")]})
+    for x, want in ((float("nan"), -2.0), (None, -2.0), (7.0, -1.0), (1.5, 1.0)):
+        got = f.transform_one({"x": x})["x"]
+        assert got == want and type(got) is float  # Python floats, like transform(...).to_pylist()
+    assert_serving_consistent(f, pa.table({"x": pa.array([0.5, None, float("nan"), 3.0], from_pandas=False)}))
 
 
 # ---------------------------------------------------------------------------------------------- engine paths
@@ -322,6 +328,8 @@ def test_outputs_replace_input_in_place_as_uint8():
     assert out.column("x").equals(t.column("x")) and out.column("y").equals(t.column("y"))
     assert f.transform_one({"x": 1.0, "c": "a", "d": True, "y": "p"}) == {
         "x": 1.0, "c_a": 1, "c_b": 0, "d_False": 0, "d_True": 1, "y": "p"}
+    row = f.steps[0].row_function(f.states[0], t.schema)({"x": 1.0, "c": "a", "d": True, "y": "p"})
+    assert list(row) == f.output_schema.names  # the row path emits the step's output order too
 
 
 def test_output_name_collision_is_an_error():

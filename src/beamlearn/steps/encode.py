@@ -27,7 +27,8 @@ from beamlearn.batches import column_kind, empty_batch, from_float, missing_mask
 from beamlearn.errors import DataWarning, SchemaError, SpecError, UnknownCategoryError
 from beamlearn.steps.base import RowFn, Step, register_step, replace_columns
 
-__all__ = ["OneHotEncoder", "OrdinalEncoder", "Vocabulary", "one_hot_columns", "one_hot_row"]
+# The steps are re-exported by ``beamlearn``; the kernels and the analyzer are imported from this module.
+__all__ = ["OneHotEncoder", "OrdinalEncoder"]
 
 INFREQUENT = "infrequent_sklearn"
 _UNKNOWN_OHE = ("error", "ignore", "infrequent_if_exist", "warn")
@@ -265,8 +266,9 @@ class _Encoder(Step):
 
     def _row_resolver(self, column: str, layout: _Layout, out: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """The slow path of a row function: missing values, then unknown ones."""
-        missing = out(layout.codes[layout.missing_index]) if layout.missing_index >= 0 else None
-        unknown = out(layout.codes[-1])
+        codes = layout.codes.tolist()  # Python numbers, as the vectorized path's to_pylist() gives
+        missing = out(codes[layout.missing_index]) if layout.missing_index >= 0 else None
+        unknown = out(codes[-1])
 
         def resolve(v: Any) -> Any:
             if _is_missing(v) and layout.missing_index >= 0:

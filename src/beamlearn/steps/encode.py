@@ -241,7 +241,18 @@ class _Encoder(Step):
                 raise SpecError(f"{name}: the numeric categories of column {column!r} must be sorted: {values!r}")
 
     def _layouts(self, state: dict[str, Any], types: Sequence[pa.DataType]) -> list[_Layout]:
-        return [self._layout(c, v, t) for c, v, t in zip(self.input_columns(), state["vocabulary"], types)]
+        """Each column's layout, cached for the last fitted state seen (the cache holds that state, so its
+        identity cannot be reused): building a layout is O(categories), too much to repeat on every batch."""
+        vocab, key = state["vocabulary"], tuple(types)
+        cached = self.__dict__.get("_cache")
+        if cached is not None and cached[0] is vocab and cached[1] == key:
+            return cached[2]
+        layouts = [self._layout(c, v, t) for c, v, t in zip(self.input_columns(), vocab, types)]
+        self._cache = (vocab, key, layouts)
+        return layouts
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_cache"}
 
     def _layout(self, column: str, vocab: dict[str, Any], typ: pa.DataType) -> _Layout:
         raise NotImplementedError

@@ -1,0 +1,52 @@
+"""beamlearn on Apache Beam: the public names of the Beam engine.
+
+Compose them in any Beam pipeline (any runner but Dask; see :func:`check_runner`)::
+
+    import apache_beam as beam
+    import beamlearn as bl
+    from beamlearn import beam as blb
+
+    with beam.Pipeline(options=...) as p:
+        batches, read_errors = p | blb.ReadFiles("data/*.parquet").with_errors()
+        fitted = batches | blb.Fit(bl.Pipeline([bl.SimpleImputer(num), bl.StandardScaler(num)]))
+        out, errors = batches | blb.Transform(fitted).with_errors()   # fit then transform, one job
+        out | blb.WriteFiles("out/features.parquet", schema=...)
+
+:func:`run_fit` and :func:`run_transform` run whole jobs over files (the CLI's ``--engine beam``).
+
+Examples
+--------
+>>> from beamlearn import beam as blb
+>>> sorted(n for n in blb.__all__ if n[0].isupper())[:4]
+['Fit', 'ReadCsv', 'ReadFiles', 'ReadJsonl']
+"""
+
+from beamlearn.engines.beam import (
+                                    Fit,
+                                    Transform,
+                                    Unbatch,
+                                    check_runner,
+                                    load_artifact,
+                                    pass_bound,
+                                    run_fit,
+                                    run_transform,
+                                    unbatch,
+)
+from beamlearn.engines.beam_io import ReadCsv, ReadFiles, ReadJsonl, ReadParquet, WriteFiles
+
+__all__ = [
+                                    "Fit",
+                                    "ReadCsv",
+                                    "ReadFiles",
+                                    "ReadJsonl",
+                                    "ReadParquet",
+                                    "Transform",
+                                    "Unbatch",
+                                    "WriteFiles",
+                                    "check_runner",
+                                    "load_artifact",
+                                    "pass_bound",
+                                    "run_fit",
+                                    "run_transform",
+                                    "unbatch",
+]

@@ -1,0 +1,187 @@
+"""The Beam engine equals the local engine: fitted states and transform outputs, for every step type.
+
+Starting a Beam pipeline costs about a second, so each property test runs many random cases (tables, batchings,
+step parameters) inside ONE Beam pipeline: data is generated inside the pipeline by a DoFn (``beam.Create`` of big
+batches is slow), every case gets its own Fit and Transform (the fitted pipeline as a side input), and results are
+written to a temporary directory, then compared with the local engine on the same table.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+import uuid
+
+import apache_beam as beam
+import cloudpickle
+import numpy as np
+import pyarrow as pa
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+import beamlearn as bl
+from beamlearn import artifact
+from beamlearn.engines.beam import Fit, Transform
+from beamlearn.testing import random_table
+
+pytestmark = pytest.mark.filterwarnings("ignore::beamlearn.errors.DataWarning")
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # SDK worker processes cannot import this module
+
+
+@bl.register_function("beam_test_cube")
+def _cube(x):
+    return x * x * x
+
+
+N_NUMERIC, N_STRING = 8, 3
+
+
+@st.composite
+def pipelines(draw) -> list:
+    """A pipeline using every registered step type, with drawn parameters; multi-pass chains included."""
+    num = [f"num{i}" for i in range(N_NUMERIC)]
+    steps = {
+        "SimpleImputer": bl.SimpleImputer(num[:2], strategy=draw(st.sampled_from(
+            ["mean", "median", "most_frequent"])), add_indicator=draw(st.booleans()), keep_empty_features=True),
+        "StandardScaler": bl.StandardScaler(num[:2]),  # after the imputer on the same columns: a second pass
+        "RobustScaler": bl.RobustScaler([num[2]], quantile_range=(10.0, 90.0)),  # exact quantiles: two passes
+        "MinMaxScaler": bl.MinMaxScaler([num[3]]),
+        "MaxAbsScaler": bl.MaxAbsScaler([num[4]]),
+        "KBinsDiscretizer": bl.KBinsDiscretizer([num[5]], n_bins=draw(st.integers(2, 6)), encode=draw(
+            st.sampled_from(["ordinal", "onehot"])), strategy=draw(st.sampled_from(["uniform", "quantile"]))),
+        "Clip": bl.Clip([num[6]], lower=-1.0, upper=1.0),
+        "Function": bl.Function([num[7]], func="beam_test_cube"),
+        "Log1p": bl.Log1p([num[6]]),
+        "OneHotEncoder": bl.OneHotEncoder(["cat0"], handle_unknown="ignore", min_frequency=draw(
+            st.sampled_from([None, 3, 0.1])), max_categories=draw(st.sampled_from([None, 3]))),
+        "OrdinalEncoder": bl.OrdinalEncoder(["cat1"]),
+        "FeatureHasher": bl.FeatureHasher(["cat2"], n_features=16),
+        "Drop": bl.Drop(["num6"]),
+    }
+    missing = set(bl.steps.registered_steps()) - set(steps)
+    assert not missing, f"add the new step types to this test: {sorted(missing)}"
+    return list(steps.values())
+
+
+@st.composite
+def cases(draw) -> dict:
+    return {"seed": draw(st.integers(0, 10_000)), "rows": draw(st.integers(1, 900)),
+            "batch": draw(st.sampled_from([1, 7, 64, 1000])), "steps": draw(pipelines())}
+
+
+def _table(case: dict) -> pa.Table:
+    t = random_table(case["rows"], n_numeric=N_NUMERIC, n_string=N_STRING, seed=case["seed"])
+    return t.append_column("id", pa.array(np.arange(t.num_rows)))
+
+
+class _Generate(beam.DoFn):
+    """The case's table as batches of the case's size, generated inside the pipeline."""
+
+    def process(self, case):
+        yield from _table(case).to_batches(max_chunksize=case["batch"])
+
+
+class _Save(beam.DoFn):
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def process(self, item):
+        name = os.path.join(self.directory, uuid.uuid4().hex)
+        if isinstance(item, bl.FittedPipeline):
+            with open(name + ".bl", "wb") as fh:
+                fh.write(artifact.to_bytes(item))
+        else:
+            with pa.OSFile(name + ".arrow", "wb") as sink, pa.ipc.new_file(sink, item.schema) as w:
+                w.write_batch(item)
+
+
+def _run_cases(case_list: list[dict], args: list[str], tmp: str) -> None:
+    with beam.Pipeline(options=PipelineOptions(args)) as p:
+        for k, case in enumerate(case_list):
+            d = os.path.join(tmp, str(k))
+            os.makedirs(d)
+            data = p | f"Case{k}" >> beam.Create([case]) | f"Gen{k}" >> beam.ParDo(_Generate())
+            fitted = data | f"Fit{k}" >> Fit(bl.Pipeline(case["steps"]))
+            fitted | f"SaveFit{k}" >> beam.ParDo(_Save(d))
+            data | f"Transform{k}" >> Transform(fitted) | f"SaveOut{k}" >> beam.ParDo(_Save(d))
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+_FLOAT_SUMS = ("mean", "var", "moments", "scale", "sum")  # floating sums: within rtol 1e-12 (merge order varies)
+
+
+def assert_state_equal(got, want, path: str = "") -> None:
+    """Counts, extrema, vocabularies and quantiles identical; floating sums and moments within rtol 1e-12."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), f"{path}: keys {sorted(got)} != {sorted(want)}"
+        for k in want:
+            assert_state_equal(got[k], want[k], f"{path}.{k}")
+    elif isinstance(want, (list, tuple)) and not (want and isinstance(want[0], (int, float, np.number))):
+        assert len(got) == len(want), f"{path}: {got!r} != {want!r}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_state_equal(g, w, f"{path}[{i}]")
+    elif isinstance(want, (np.ndarray, list, tuple, float, np.floating)) and np.asarray(want).dtype.kind == "f":
+        g, w = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+        if any(s in path for s in _FLOAT_SUMS):
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=0, err_msg=path)
+        else:
+            np.testing.assert_array_equal(g, w, err_msg=path)
+    elif isinstance(want, np.ndarray):
+        np.testing.assert_array_equal(np.asarray(got), want, err_msg=path)
+    else:
+        both_nan = isinstance(got, float) and isinstance(want, float) and np.isnan(got) and np.isnan(want)
+        assert got == want or both_nan, f"{path}: {got!r} != {want!r}"
+
+
+def assert_tables_equal(got: pa.Table, want: pa.Table) -> None:
+    assert got.schema.names == want.schema.names
+    assert got.num_rows == want.num_rows
+    for name in want.schema.names:
+        g, w = got.column(name), want.column(name)
+        assert g.type == w.type, name
+        if pa.types.is_floating(w.type):
+            assert g.is_null().equals(w.is_null()), name
+            np.testing.assert_allclose(g.fill_null(0).to_numpy(), w.fill_null(0).to_numpy(), rtol=1e-9,
+                                       atol=1e-12, err_msg=name)
+        else:
+            assert g.equals(w), name
+
+
+def _check_case(case: dict, d: str) -> None:
+    table = _table(case)
+    local = bl.Pipeline(case["steps"]).fit(table, batch_size=case["batch"])
+    (fit_file,) = glob.glob(os.path.join(d, "*.bl"))
+    fitted = bl.load(fit_file)
+    assert fitted.lineage["engine"] == "beam"
+    for key in ("rows", "passes"):
+        assert fitted.lineage[key] == local.lineage[key], key
+    assert_state_equal(fitted.lineage["profile"], local.lineage["profile"], "profile")
+    assert fitted.input_schema == local.input_schema
+    for i, (g, w) in enumerate(zip(fitted.states, local.states)):
+        assert_state_equal(g, w, f"step{i}:{type(local.steps[i]).__name__}")
+    parts = [pa.ipc.open_file(f).read_all() for f in glob.glob(os.path.join(d, "*.arrow"))]
+    got = pa.concat_tables(parts).sort_by("id") if parts else None
+    want = local.transform(table)
+    assert got is not None and got.num_rows == table.num_rows
+    assert_tables_equal(got.replace_schema_metadata(None), want.replace_schema_metadata(None))
+
+
+# one example = one Beam pipeline of many cases; no shrinking (each attempt would start a pipeline)
+_SETTINGS = settings(max_examples=1, deadline=None, database=None, phases=[Phase.generate],
+                     suppress_health_check=list(HealthCheck))
+
+
+@pytest.mark.parametrize("mode,n_cases", [("in_memory", 4), ("multi_processing", 3)])
+@_SETTINGS
+@given(data=st.data())
+def test_fit_and_transform_equal_the_local_engine(tmp_path_factory, mode, n_cases, data):
+    case_list = data.draw(st.lists(cases(), min_size=n_cases, max_size=n_cases))
+    tmp = str(tmp_path_factory.mktemp("beam"))
+    args = [f"--direct_running_mode={mode}"] + (["--direct_num_workers=2"] if mode != "in_memory" else [])
+    _run_cases(case_list, args, tmp)
+    for k, case in enumerate(case_list):
+        _check_case(case, os.path.join(tmp, str(k)))

@@ -408,3 +408,10 @@ def test_vocabulary_analyzer_counts_are_mergeable():
     assert whole[0]["categories"] == split[0]["categories"] == ["a", "b", "c"]
     assert whole[0]["counts"].tolist() == [1, 2, 3] and whole[0]["missing"] == 1
     assert whole[0]["infrequent"].tolist() == split[0]["infrequent"].tolist() == [0, 1, 3]
+
+
+def test_nan_is_missing_on_both_paths():
+    f = bl.Pipeline([bl.OneHotEncoder(["c", "b"])]).fit({"c": ["a", None], "b": [True, None]})
+    record = {"c": float("nan"), "b": float("nan")}
+    want = f.transform([record]).to_pylist()[0]
+    assert want == {"c_a": 0, "c_nan": 1, "b_True": 0, "b_nan": 1} and f.transform_one(record) == want

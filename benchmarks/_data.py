@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import platform
@@ -197,7 +198,10 @@ class Peak:
         self.base_pool = pa.default_memory_pool()
         self.base_bytes, self.base_max = self.base_pool.bytes_allocated(), self.base_pool.max_memory() or 0
         self.pool = pa.proxy_memory_pool(self.base_pool)
-        _POOLS.append(self.pool)  # a buffer outliving its pool would crash the process on release
+        # A buffer outliving its pool crashes the process when released, even at interpreter exit: make the pool
+        # immortal (a list alone is not enough, module teardown clears it before other objects die)
+        _POOLS.append(self.pool)
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(self.pool))
         pa.set_memory_pool(self.pool)
         self.reset = _reset_hwm()
         self.rss0 = _proc_status("VmRSS") or 0

@@ -226,7 +226,10 @@ def run_worker(task: str, timeout: float, **kw: Any) -> dict[str, Any]:
         return {"error": f"timed out after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("BENCH_RESULT "):
-            return json.loads(line[len("BENCH_RESULT "):])
+            res = json.loads(line[len("BENCH_RESULT "):])
+            if proc.returncode:  # e.g. a crash at interpreter exit: the figures stand, but say so
+                res["exit_code"] = proc.returncode
+            return res
     tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
     return {"error": f"exit {proc.returncode}: {tail[:300]}"}
 

@@ -30,7 +30,7 @@ from beamlearn.steps.base import RowFn, Step, register_step, replace_columns
 # The steps are re-exported by ``beamlearn``; the kernels and the analyzer are imported from this module.
 __all__ = ["OneHotEncoder", "OrdinalEncoder"]
 
-INFREQUENT = "infrequent_sklearn"
+_INFREQUENT = "infrequent_sklearn"
 _UNKNOWN_OHE = ("error", "ignore", "infrequent_if_exist", "warn")
 
 
@@ -94,7 +94,8 @@ def _py(v: Any) -> Any:
 
 def _infrequent_mask(counts: np.ndarray, n_samples: int, min_frequency: Any, max_categories: Any) -> np.ndarray:
     """scikit-learn's ``_identify_infrequent``: below ``min_frequency``, then the smallest counts beyond
-    ``max_categories - 1`` frequent ones (a stable argsort, so ties go to the earlier categories)."""
+    ``max_categories - 1`` frequent ones (a stable argsort: among equal counts, the categories that come first
+    are grouped first)."""
     if isinstance(min_frequency, numbers.Integral):
         mask = counts < min_frequency
     elif isinstance(min_frequency, numbers.Real):
@@ -123,6 +124,15 @@ class Vocabulary(ValueCounts):
     ``has_missing`` (bool), ``infrequent`` (int64 indices into categories + missing), ``group`` (int64: the group
     of each category, frequent ones numbered in order, all infrequent ones sharing the last number; -1 for a
     missing category kept apart), plus what :meth:`finish` adds.
+
+    Examples
+    --------
+    >>> from beamlearn.analyzers import run_analyzer
+    >>> state = run_analyzer(Vocabulary(["c"], max_categories=2), [pa.record_batch({"c": ["b", "a", "b", None]})])
+    >>> state[0]["categories"], state[0]["counts"].tolist(), state[0]["missing"], state[0]["infrequent"].tolist()
+    (['a', 'b'], [1, 2], 1, [0, 2])
+    >>> state[0]["group"].tolist()  # 'b' is output 0; 'a' and the missing category share the infrequent output
+    [1, 0, 1]
     """
 
     def __init__(self, columns: Sequence[str], *, categories: Any = "auto", min_frequency: Any = None,
@@ -360,7 +370,8 @@ class OneHotEncoder(_Encoder):
         Categories seen fewer times (an int) or in a smaller fraction of the rows (a float) are infrequent.
     max_categories:
         At most this many outputs per column, the infrequent group included (the least frequent categories are
-        grouped; ties go to the categories that sort first, as scikit-learn's stable argsort does).
+        grouped; among equal counts the categories that sort first are grouped first, as scikit-learn's stable
+        argsort does).
 
     Attributes
     ----------
@@ -412,7 +423,7 @@ class OneHotEncoder(_Encoder):
         frequent[infrequent] = False
         names = [f"{column}_{_label(v)}" for v, f in zip(labels, frequent) if f]
         if len(infrequent):
-            names.append(f"{column}_{INFREQUENT}")
+            names.append(f"{column}_{_INFREQUENT}")
         unknown = len(names) - 1 if len(infrequent) and self.handle_unknown in ("infrequent_if_exist", "warn") \
             else -1
         codes = np.append(group, unknown).astype(np.int64)
@@ -482,7 +493,7 @@ class OneHotEncoder(_Encoder):
             labels = vocab["categories"] + ([None] if vocab["has_missing"] else [])
             counts = vocab["counts"].tolist() + ([vocab["missing"]] if vocab["has_missing"] else [])
             slots = [_label(v) for i, v in enumerate(labels) if i not in set(vocab["infrequent"].tolist())]
-            slots += [INFREQUENT] if len(vocab["infrequent"]) else []
+            slots += [_INFREQUENT] if len(vocab["infrequent"]) else []
             out[c] = {"categories": {_label(v): n for v, n in zip(labels, counts)},
                       "missing": vocab["missing"],
                       "infrequent": [_label(labels[i]) for i in vocab["infrequent"].tolist()],

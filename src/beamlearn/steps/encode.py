@@ -13,6 +13,7 @@ encoding of bin indices).
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 
 from beamlearn.analyzers import ValueCounts
 from beamlearn.batches import column_kind, empty_batch, from_float, missing_mask
-from beamlearn.errors import DataWarning, SchemaError, SpecError, UnknownCategoryError
+from beamlearn.errors import DataWarning, SpecError, UnknownCategoryError
 from beamlearn.steps.base import RowFn, Step, register_step, replace_columns
 
 # The steps are re-exported by ``beamlearn``; the kernels and the analyzer are imported from this module.
@@ -85,7 +86,7 @@ def one_hot_row(names: Sequence[str]) -> Callable[[dict, int], dict]:
 
 # ---------------------------------------------------------------------------------------------- vocabulary
 def _is_missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and v != v)
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def _py(v: Any) -> Any:
@@ -393,7 +394,7 @@ class OneHotEncoder(_Encoder):
     _unknown_choices = _UNKNOWN_OHE
 
     def __init__(self, columns: str | Sequence[str], *, categories: Any = "auto", drop: Any = None,
-                 handle_unknown: str = "error", min_frequency: int | float | None = None,
+                 handle_unknown: str = "error", min_frequency: float | None = None,
                  max_categories: int | None = None) -> None:
         self.columns, self.categories, self.drop, self.handle_unknown = columns, categories, drop, handle_unknown
         self.min_frequency, self.max_categories = min_frequency, max_categories
@@ -504,7 +505,7 @@ class OneHotEncoder(_Encoder):
 
 # ---------------------------------------------------------------------------------------------- ordinal
 def _is_nan(v: Any) -> bool:
-    return isinstance(v, float) and v != v
+    return isinstance(v, float) and math.isnan(v)
 
 
 class _OrdinalVocabulary(Vocabulary):
@@ -565,8 +566,8 @@ class OrdinalEncoder(_Encoder):
     _unknown_choices = ("error", "use_encoded_value")
 
     def __init__(self, columns: str | Sequence[str], *, categories: Any = "auto", handle_unknown: str = "error",
-                 unknown_value: int | float | None = None, encoded_missing_value: int | float = np.nan,
-                 min_frequency: int | float | None = None, max_categories: int | None = None) -> None:
+                 unknown_value: float | None = None, encoded_missing_value: float = np.nan,
+                 min_frequency: float | None = None, max_categories: int | None = None) -> None:
         self.columns, self.categories, self.handle_unknown = columns, categories, handle_unknown
         self.unknown_value, self.encoded_missing_value = unknown_value, encoded_missing_value
         self.min_frequency, self.max_categories = min_frequency, max_categories
@@ -612,7 +613,7 @@ class OrdinalEncoder(_Encoder):
 
     def row_function(self, state: dict[str, Any], schema: pa.Schema) -> RowFn:
         def code_of(code: float) -> float | None:
-            return None if code != code else code
+            return None if math.isnan(code) else code
 
         specs = []
         for c, layout in zip(self.input_columns(), self._layouts(state, _types(schema, self.input_columns()))):

@@ -223,6 +223,11 @@ class FittedPipeline:
             original -= set(s.input_columns())
         return required
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_row_fn"] = None  # a compiled closure: rebuilt on demand after unpickling (Beam moves this object)
+        return state
+
     @property
     def steps(self) -> tuple[Step, ...]:
         return self._steps

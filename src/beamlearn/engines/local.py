@@ -225,11 +225,15 @@ def _validator(name: str, typ: pa.DataType) -> Callable[[Any], Any]:
         def check(v: Any) -> Any:
             if type(v) is str or v is None:
                 return v
+            if isinstance(v, float) and v != v:  # NaN means missing everywhere
+                return None
             raise DataError(f"expected a string, got {type(v).__name__} {v!r}", column=name, value=v)
     elif pa.types.is_boolean(typ):
         def check(v: Any) -> Any:
             if type(v) is bool or v is None:
                 return v
+            if isinstance(v, float) and v != v:  # NaN means missing everywhere
+                return None
             raise DataError(f"expected a boolean, got {type(v).__name__} {v!r}", column=name, value=v)
     else:
         def check(v: Any) -> Any:
@@ -242,7 +246,8 @@ def compile_row(fitted: FittedPipeline) -> Callable[[dict], dict]:
     in ``output_schema`` order."""
     checks = [(c, _validator(c, fitted.input_schema.field(c).type)) for c in fitted.required_columns]
     fns = [s.row_function(st, schema) for s, st, schema in zip(fitted.steps, fitted.states, fitted.step_schemas)]
-    template = dict.fromkeys(fitted.output_schema.names)
+    names = list(fitted.output_schema.names)
+    template = dict.fromkeys(names)
 
     def transform_one(record: dict) -> dict:
         if not isinstance(record, dict):
@@ -256,6 +261,8 @@ def compile_row(fitted: FittedPipeline) -> Callable[[dict], dict]:
             row[c] = check(v)
         for f in fns:
             row = f(row)
+        if list(row) == names:  # the steps already produced the output order: no rebuild (~2 us vs ~10 us)
+            return row
         out = template.copy()
         out.update(row)
         return out

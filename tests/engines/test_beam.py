@@ -9,6 +9,7 @@ written to a temporary directory, then compared with the local engine on the sam
 from __future__ import annotations
 
 import glob
+import json
 import os
 import sys
 import uuid
@@ -17,6 +18,8 @@ import apache_beam as beam
 import cloudpickle
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from hypothesis import HealthCheck, Phase, given, settings
@@ -24,7 +27,9 @@ from hypothesis import strategies as st
 
 import beamlearn as bl
 from beamlearn import artifact
-from beamlearn.engines.beam import Fit, Transform
+from beamlearn.beam import ReadFiles
+from beamlearn.engines.beam import Fit, Transform, check_runner, pass_bound, run_fit, run_transform, unbatch
+from beamlearn.errors import DataError, EngineError, SchemaError
 from beamlearn.testing import random_table
 
 pytestmark = pytest.mark.filterwarnings("ignore::beamlearn.errors.DataWarning")
@@ -144,9 +149,10 @@ def assert_tables_equal(got: pa.Table, want: pa.Table) -> None:
         g, w = got.column(name), want.column(name)
         assert g.type == w.type, name
         if pa.types.is_floating(w.type):
-            assert g.is_null().equals(w.is_null()), name
-            np.testing.assert_allclose(g.fill_null(0).to_numpy(), w.fill_null(0).to_numpy(), rtol=1e-9,
-                                       atol=1e-12, err_msg=name)
+            gm, wm = g.is_null(nan_is_null=True), w.is_null(nan_is_null=True)  # null and NaN: both missing
+            assert gm.equals(wm), name
+            np.testing.assert_allclose(g.filter(pc.invert(gm)).to_numpy(), w.filter(pc.invert(wm)).to_numpy(),
+                                       rtol=1e-9, atol=1e-12, err_msg=name)
         else:
             assert g.equals(w), name
 
@@ -185,3 +191,146 @@ def test_fit_and_transform_equal_the_local_engine(tmp_path_factory, mode, n_case
     _run_cases(case_list, args, tmp)
     for k, case in enumerate(case_list):
         _check_case(case, os.path.join(tmp, str(k)))
+
+
+# ---------------------------------------------------------------------------------------------- files, dead letters
+def _bad_csv(path: str, n: int = 300) -> dict:
+    """A CSV with malformed lines (wrong field count) and values of the wrong type; returns what was planted."""
+    rng = np.random.default_rng(3)
+    lines, bad_lines = ["a,b,c,id"], 0
+    for i in range(n):
+        a, b, c = rng.normal(), rng.integers(0, 100), f"k{rng.integers(0, 4)}"
+        if i % 37 == 5:
+            lines.append(f"{a},{b},{c},{i},extra")  # wrong number of fields
+            bad_lines += 1
+        elif i % 41 == 7:
+            lines.append(f"oops,{b},{c},{i}")  # not a number
+        elif i % 43 == 9:
+            lines.append(f"{a},{b}.5,{c},{i}")  # not an integer
+        else:
+            lines.append(f"{a},{b},{c},{i}")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return {"rows": n, "malformed": bad_lines}
+
+
+_CSV_SCHEMA = pa.schema([("a", pa.float64()), ("b", pa.int64()), ("c", pa.string()), ("id", pa.int64())])
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    with open(path) as fh:
+        return [json.loads(line) for line in fh]
+
+
+def _dead_set(records: list[dict]) -> set:
+    return {(r["row"], r["column"], r["reason"], json.dumps(r["record"], sort_keys=True)) for r in records}
+
+
+def test_dead_letters_through_files_equal_the_local_engine(tmp_path):
+    csv = str(tmp_path / "bad.csv")
+    planted = _bad_csv(csv)
+    pipe = bl.Pipeline([bl.StandardScaler(["a"]), bl.RobustScaler(["b"]), bl.OneHotEncoder(["c"])])
+    local_dead = bl.DeadLetters()
+    local = pipe.fit(csv, batch_size=50, errors=local_dead, schema=_CSV_SCHEMA)
+    errs = str(tmp_path / "fit_errors.jsonl")
+    fitted = run_fit(pipe, [csv], beam_args=[], batch_size=50, errors=errs, schema=_CSV_SCHEMA)
+    beam_dead = _read_jsonl(errs)
+    assert len(beam_dead) == fitted.lineage["dead_letters"] == local_dead.count > planted["malformed"]
+    assert _dead_set(beam_dead) == _dead_set(local_dead.records)
+    assert fitted.lineage["rows"] + fitted.lineage["dead_letters"] == planted["rows"]  # nothing is lost
+    assert fitted.lineage["rows"] == local.lineage["rows"]
+    assert {r["reason"].split(" ")[0] for r in beam_dead} >= {"expected", "cannot"}
+    for g, w in zip(fitted.states, local.states):
+        assert_state_equal(g, w)
+
+    out, terrs = str(tmp_path / "out.parquet"), str(tmp_path / "tr_errors.jsonl")
+    result = run_transform(fitted, [csv], out, beam_args=[], batch_size=50, errors=terrs)
+    local_tdead = bl.DeadLetters()
+    want = local.transform(csv, errors=local_tdead, batch_size=50)
+    got = pq.read_table(out).sort_by("id")
+    assert result == {"rows": want.num_rows, "dead_letters": local_tdead.count}
+    assert _dead_set(_read_jsonl(terrs)) == _dead_set(local_tdead.records)
+    assert_tables_equal(got, want.sort_by("id").replace_schema_metadata(None))
+
+
+def test_raise_mode_names_the_bad_row(tmp_path):
+    csv = str(tmp_path / "bad.csv")
+    _bad_csv(csv, 40)
+    with pytest.raises(DataError, match=r"bad\.csv.*row 5.*expected 4 fields"):
+        run_fit(bl.Pipeline([bl.StandardScaler(["a"])]), [csv], beam_args=[], batch_size=16, errors=None,
+                schema=_CSV_SCHEMA)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_write_formats_and_artifact_path(tmp_path, fmt):
+    table = _table({"rows": 120, "seed": 4})
+    src = str(tmp_path / "in.parquet")
+    pq.write_table(table, src)
+    fitted = bl.Pipeline([bl.StandardScaler(["num0"]), bl.OneHotEncoder(["cat0"])]).fit(table)
+    model = fitted.save(str(tmp_path / "model.bl"))
+    out = str(tmp_path / f"out.{fmt}")
+    result = run_transform(model, [src], out, beam_args=[], batch_size=32, errors=None)
+    assert result["rows"] == 120
+    back = bl.io.read(out, schema=fitted.transform(table).schema)
+    got = pa.Table.from_batches(list(back)).sort_by("id")
+    assert_tables_equal(got, fitted.transform(table).replace_schema_metadata(None))
+
+
+def _write_count(n: int, d: str) -> None:
+    with open(os.path.join(d, "count.txt"), "w") as fh:
+        fh.write(str(n))
+
+
+def test_dict_rows_and_schema_from_provenance(tmp_path):
+    """Dict rows are batched for you; the in-graph schema of tagged batches is the first batch's."""
+    table = _table({"rows": 200, "seed": 5})
+    rows = table.to_pylist()
+    pipe = bl.Pipeline([bl.SimpleImputer(["num0"]), bl.StandardScaler(["num0"]), bl.OrdinalEncoder(["cat0"])])
+    d = str(tmp_path)
+    with beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"])) as p:
+        data = p | beam.Create(rows)
+        fitted = data | Fit(pipe)
+        fitted | "SaveFit" >> beam.ParDo(_Save(d))
+        data | Transform(fitted) | unbatch() | beam.combiners.Count.Globally() | beam.Map(_write_count, d)
+    local = pipe.fit(table)
+    (fit_file,) = glob.glob(os.path.join(d, "*.bl"))
+    got = bl.load(fit_file)
+    assert got.input_schema == local.input_schema
+    for g, w in zip(got.states, local.states):
+        assert_state_equal(g, w)
+    with open(os.path.join(d, "count.txt")) as fh:
+        assert fh.read() == "200"
+
+
+def test_dask_runner_is_refused():
+    for name in ["DaskRunner", "dask", "apache_beam.runners.dask.dask_runner.DaskRunner"]:
+        with pytest.raises(EngineError, match="silently wrong"):
+            check_runner(name)
+    with pytest.raises(EngineError, match="DaskRunner is not supported"):
+        run_fit(bl.Pipeline([bl.StandardScaler(["a"])]), ["nothing.csv"], beam_args=["--runner=DaskRunner"],
+                batch_size=10, errors=None)
+
+
+def test_pass_bound_covers_the_plan():
+    imp, sc = bl.SimpleImputer(["a"], strategy="median"), bl.StandardScaler(["a"])
+    assert pass_bound([imp, sc]) == 4  # two passes of exact median, then the scaler, plus one of slack
+    assert pass_bound([bl.StandardScaler(["a"]), bl.MinMaxScaler(["b"])]) == 2
+    assert pass_bound([bl.OneHotEncoder(["c"]), bl.StandardScaler(["c_x"])]) == 3  # reads an output
+    schema = pa.schema([("c", pa.string()), ("c_x", pa.float64())])
+    assert pass_bound([bl.OneHotEncoder(["c"]), bl.StandardScaler(["c_x"])], schema) == 2
+
+
+def test_too_few_passes_fail_clearly(tmp_path):
+    csv = str(tmp_path / "bad.csv")
+    _bad_csv(csv, 30)
+    pipe = bl.Pipeline([bl.StandardScaler(["a"]), bl.MinMaxScaler(["a"])])
+    with pytest.raises(EngineError, match="not done after 1 passes"), beam.Pipeline() as p:
+        batches, _ = p | ReadFiles(csv, schema=_CSV_SCHEMA).with_errors()
+        batches | Fit(pipe, max_passes=1)
+
+
+def test_missing_column_is_a_schema_error(tmp_path):
+    csv = str(tmp_path / "bad.csv")
+    _bad_csv(csv, 30)
+    with pytest.raises(SchemaError, match="'nope'"):
+        run_fit(bl.Pipeline([bl.StandardScaler(["nope"])]), [csv], beam_args=[], batch_size=10, errors=None)

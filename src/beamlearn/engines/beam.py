@@ -131,14 +131,23 @@ _ERROR_RE = re.compile(r"\b(SchemaError|UnknownCategoryError|DataError|SpecError
 
 
 def translate_error(exc: BaseException) -> BaseException:
-    """The beamlearn error inside a failed Beam job's exception (runners re-raise them as text), or ``exc``."""
-    if isinstance(exc, errors.BeamlearnError):
+    """The beamlearn error behind a failed Beam job's exception, or ``exc``.
+
+    In-process runners re-raise the worker's exception (with Beam's ``[while running ...]`` note; the original
+    is in the exception chain); portable runners report it as text, parsed here.
+    """
+    found, seen = None, exc
+    while seen is not None:
+        if isinstance(seen, errors.BeamlearnError):
+            found = seen
+        seen = seen.__cause__ or seen.__context__
+    if found is not None:
+        return found
+    matches = _ERROR_RE.findall(str(exc))
+    if not matches:
         return exc
-    found = _ERROR_RE.findall(str(exc))
-    if not found:
-        return exc
-    name, message = found[-1]
-    return getattr(errors, name)(message.strip())
+    name, message = matches[-1]
+    return getattr(errors, name)(re.sub(r" \[while running .*", "", message).strip())
 
 
 class _Registry:
@@ -214,7 +223,7 @@ class _FirstSchema(beam.CombineFn):
         schema = capture_schema(batch)
         if source is None or source == "<rows>":
             return self.merge_accumulators([acc, (None, schema)])
-        return self.merge_accumulators([acc, ((source, offset, str(schema)), schema)])
+        return self.merge_accumulators([acc, (((source, offset, str(schema)), schema), None)])
 
     def merge_accumulators(self, accs):
         first, unified = None, None

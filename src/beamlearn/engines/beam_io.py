@@ -27,7 +27,7 @@ import pyarrow.csv as pcsv
 
 from beamlearn import io
 from beamlearn.batches import DEFAULT_BATCH_SIZE, batch_origin, capture_schema, conform, tag_batch
-from beamlearn.errors import DataError, EngineError
+from beamlearn.errors import BeamlearnError, DataError, EngineError
 
 __all__ = ["ReadFiles", "WriteFiles", "file_schema", "resolve_paths", "run_fit", "run_transform", "split_path"]
 
@@ -155,10 +155,8 @@ def _csv_text(batch: pa.RecordBatch) -> str:
 
 
 def _jsonl_text(batch: pa.RecordBatch) -> str:
-    if not batch.num_rows:
-        return ""
-    text = batch.to_pandas().to_json(orient="records", lines=True, date_format="iso")
-    return text if text.endswith("\n") else text + "\n"
+    """JSON lines with every float exact (repr), NaN as null.  (pandas' ``to_json`` keeps 10 digits.)"""
+    return "".join(json.dumps(r) + "\n" for r in io._json_safe(batch.to_pylist()))
 
 
 def _table(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
@@ -222,7 +220,7 @@ def _run(p: beam.Pipeline) -> Any:
         state = result.wait_until_finish()
     except Exception as exc:
         err = translate_error(exc)
-        if err is exc:
+        if err is exc and not isinstance(exc, BeamlearnError):
             raise EngineError(f"the Beam job failed: {str(exc).strip().splitlines()[-1][:2000]}") from exc
         raise err from None
     if str(state).upper().split(".")[-1] not in ("DONE", "NONE"):

@@ -159,6 +159,11 @@ class Moments(Analyzer):
             return acc
         w = _weights(batch, self.weight)
         part = np.zeros_like(acc)
+        with np.errstate(invalid="ignore", over="ignore"):  # +-inf data gives inf/NaN moments, as numpy does
+            self._add_columns(batch, w, part)
+        return self.merge([acc, part])
+
+    def _add_columns(self, batch: pa.RecordBatch, w: np.ndarray | None, part: np.ndarray) -> None:
         for i, c in enumerate(self.columns):
             x, ok = raw_values(batch.column(c))
             if w is None:
@@ -176,7 +181,6 @@ class Moments(Analyzer):
                     mean = np.einsum("i,i->", ww, xs) / n
                     d = xs - mean
                     part[:, i] = n, mean, np.einsum("i,i,i->", ww, d, d)
-        return self.merge([acc, part])
 
     def merge(self, accs: Sequence[np.ndarray]) -> np.ndarray:
         out = np.array(accs[0], dtype=np.float64, copy=True)
@@ -184,7 +188,7 @@ class Moments(Analyzer):
             na, ma, qa = out
             nb, mb, qb = b
             n = na + nb
-            with np.errstate(invalid="ignore", divide="ignore"):
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
                 delta = mb - ma
                 frac = np.where(n > 0, nb / np.where(n > 0, n, 1), 0.0)
                 out = np.stack([n, ma + delta * frac, qa + qb + delta * delta * na * frac])

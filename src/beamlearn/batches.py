@@ -253,7 +253,31 @@ def from_float(x: np.ndarray) -> pa.Array:
 def raw_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
     """``(x, valid)``: the column's values as float64 numpy (zero-copy for float64 columns; the slots of nulls
     hold arbitrary numbers) and a boolean mask of non-missing values (not null, not NaN), or ``None`` when every
-    value is present.  The fast path of every numeric analyzer and transform."""
+    value is present.  The fast path of every numeric analyzer and transform.
+
+    Both arrays are read-only.  Results are memoized for the few most recent columns (keyed by buffer address,
+    holding a reference so the address cannot be reused), because the analyzers of one pass often read the
+    same column of the same batch.
+    """
+    data = arr.buffers()[1] if len(arr.buffers()) > 1 else None
+    key = (data.address if data is not None else id(arr), arr.offset, len(arr), arr.null_count, str(arr.type))
+    hit = _RAW_MEMO.get(key)
+    if hit is not None:
+        return hit[1], hit[2]
+    x, valid = _raw_values(arr)
+    x.flags.writeable = False
+    if valid is not None:
+        valid.flags.writeable = False
+    if len(_RAW_MEMO) >= 64:
+        _RAW_MEMO.pop(next(iter(_RAW_MEMO)))
+    _RAW_MEMO[key] = (arr, x, valid)
+    return x, valid
+
+
+_RAW_MEMO: dict[tuple, tuple[pa.Array, np.ndarray, np.ndarray | None]] = {}
+
+
+def _raw_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
     if arr.type != pa.float64():
         if column_kind(arr.type) not in ("numeric", "boolean") and not pa.types.is_null(arr.type):
             raise SchemaError(f"expected a numeric column, got {arr.type}")

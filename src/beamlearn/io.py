@@ -206,7 +206,7 @@ def _rechunk(batches: Iterable[pa.RecordBatch], batch_size: int) -> Iterator[pa.
 def _read_parquet(path: str, batch_size: int, schema: pa.Schema | None,
                   dead: DeadLetters | None) -> Iterator[pa.RecordBatch]:
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering keeps the whole file: memory grows with it
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"not a readable Parquet file ({exc})", source=path) from None
     empty = True

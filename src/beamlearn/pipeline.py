@@ -96,18 +96,18 @@ class Pass:
 
 
 class FitPlan:
-    """Plans passes over the data until every step of a pipeline has its state."""
+    """Plans passes over the data until every step of a pipeline has its state.
+
+    A step is planned (its :meth:`~beamlearn.steps.Step.plan` called for its analyzers) when the schema of its
+    input is known: when every column it reads exists and no step it may depend on is still unfitted.
+    """
 
     def __init__(self, steps: Sequence[Step], input_schema: pa.Schema, *, profile: bool = True) -> None:
         self.steps, self.input_schema = list(steps), input_schema
-        self.states: list[dict[str, Any] | None] = []
+        self.states: list[dict[str, Any] | None] = [None] * len(self.steps)
         self.pending: dict[int, dict[str, Analyzer]] = {}
         self.partial: dict[int, dict[str, Any]] = {}
-        for i, s in enumerate(self.steps):
-            an = s.analyzers()
-            self.states.append(None if an else {})
-            if an:
-                self.pending[i] = dict(an)
+        self.planned: set[int] = set()
         self.checked: set[int] = set()
         self.passes = 0
         numeric = [f.name for f in input_schema if column_kind(f.type) == "numeric"]
@@ -117,11 +117,25 @@ class FitPlan:
                                      "range": MinMax(numeric)}
 
     def done(self) -> bool:
-        return not self.pending
+        """True when every step has its state (plans stateless steps that became reachable)."""
+        if self.pending:
+            return False
+        if any(s is None for s in self.states):
+            self._walk()
+        return not self.pending and all(s is not None for s in self.states)
 
     def next_pass(self) -> Pass:
         """The analyzers that can run now, fused into one pass."""
+        pass_ = self._walk()
+        if not pass_.analyzers:
+            raise BeamlearnError("internal planning error: no analyzer is ready but steps are unfitted: "
+                                 + ", ".join(repr(self.steps[i]) for i, s in enumerate(self.states) if s is None))
+        self.passes += 1
+        return pass_
+
+    def _walk(self) -> Pass:
         view = self.input_schema
+        origins: dict[str, tuple[str, ...]] = {c: (c,) for c in view.names}
         skipped = False
         applied: list[int] = []
         touched: dict[int, set[str]] = {}
@@ -146,7 +160,10 @@ class FitPlan:
         if PROFILE in self.pending:
             add(PROFILE, 0)
         for i, step in enumerate(self.steps):
-            inputs = step.input_columns()
+            waits = getattr(step, "waits_for_previous", False)
+            inputs = [] if waits else step.input_columns()
+            if waits and skipped:
+                continue
             missing = [c for c in inputs if c not in view.names]
             if missing:
                 if skipped:  # produced by a step not fitted yet: wait
@@ -157,6 +174,13 @@ class FitPlan:
             if i not in self.checked:
                 step.check(view)
                 self.checked.add(i)
+            if i not in self.planned:
+                self.planned.add(i)
+                an = step.plan(view, origins)
+                if an:
+                    self.pending[i] = dict(an)
+                else:
+                    self.states[i] = {}
             if self.states[i] is None:
                 if i in self.pending:
                     add(i, i)
@@ -164,13 +188,13 @@ class FitPlan:
                 skipped = True
                 continue
             after = step.apply(empty_batch(view), self.states[i]).schema
-            touched[i] = set(inputs) | (set(after.names) - set(view.names))
+            new = set(after.names) - set(view.names)
+            touched[i] = set(inputs) | new
+            source = tuple(sorted({o for c in inputs for o in origins.get(c, (c,))}))
+            for c in new | (set(inputs) & set(after.names)):
+                origins[c] = source or (c,)
             applied.append(i)
             view = after
-        if not analyzers:
-            raise BeamlearnError("internal planning error: no analyzer is ready but steps are unfitted: "
-                                 + ", ".join(repr(self.steps[i]) for i in self.pending if i >= 0))
-        self.passes += 1
         return Pass(analyzers, positions, applied, owners, self.steps, self.states)
 
     def complete(self, pass_: Pass, states: Sequence[Any]) -> None:

@@ -128,9 +128,19 @@ class Step:
         only removes columns, like :class:`~beamlearn.Drop`, needs none of them)."""
         return self.input_columns()
 
+    waits_for_previous: bool = False
+    """When true the step is planned only after every earlier step is fitted (estimators, whose ``features``
+    may name outputs of any earlier step)."""
+
     def analyzers(self) -> dict[str, Analyzer]:
         """Named full-pass statistics this step needs; empty for a stateless step."""
         return {}
+
+    def plan(self, schema: pa.Schema, origins: dict[str, tuple[str, ...]]) -> dict[str, Analyzer]:
+        """The analyzers to run, given the schema of this step's input and, for each column in it, the original
+        input columns it derives from.  The default returns :meth:`analyzers`; override it when the statistics
+        depend on the schema (e.g. features given as globs)."""
+        return self.analyzers()
 
     def check(self, schema: pa.Schema) -> None:
         """Validate parameters against the input schema the step will see; raise SpecError/SchemaError."""

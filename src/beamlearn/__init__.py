@@ -12,5 +12,8 @@ from beamlearn.io import DeadLetters  # noqa: E402
 from beamlearn.pipeline import FittedPipeline, Pipeline  # noqa: E402
 from beamlearn.steps import *  # noqa: E402,F403
 from beamlearn.steps import __all__ as _steps_all  # noqa: E402
+from beamlearn.models import *  # noqa: E402,F403
+from beamlearn.models import __all__ as _models_all  # noqa: E402
 
-__all__ = ["__version__", "errors", "load", "DeadLetters", "Pipeline", "FittedPipeline", *_steps_all]
+__all__ = ["__version__", "errors", "load", "DeadLetters", "Pipeline", "FittedPipeline", *_steps_all,
+           *_models_all]

@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 
 from beamlearn.batches import float_values, missing_mask, raw_values
 
-__all__ = ["Analyzer", "RowCount", "Moments", "MinMax", "ValueCounts", "Quantiles", "run_analyzer",
+__all__ = ["Analyzer", "Constant", "RowCount", "Moments", "MinMax", "ValueCounts", "Quantiles", "run_analyzer",
            "quantile_plan"]
 
 
@@ -77,6 +77,30 @@ class Analyzer:
     def then(self, state: Any) -> Analyzer | None:
         """The analyzer of the next pass, given this pass's state; ``None`` when the statistic is complete."""
         return None
+
+
+class Constant(Analyzer):
+    """A statistic known at planning time (e.g. an estimator's resolved feature list): no data is read, the
+    state is ``value``.  It lets plan-time facts travel with the fitted state through every engine.
+
+    >>> run_analyzer(Constant(["a", "b"]), [])
+    ['a', 'b']
+    """
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def create(self) -> None:
+        return None
+
+    def add(self, acc: None, batch: pa.RecordBatch) -> None:
+        return None
+
+    def merge(self, accs: Sequence[None]) -> None:
+        return None
+
+    def extract(self, acc: None) -> Any:
+        return self.value
 
 
 def _freeze(v: Any) -> Any:

@@ -1,0 +1,3 @@
+"""(being written) bayes models."""
+
+__all__: list[str] = []

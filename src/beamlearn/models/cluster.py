@@ -1,0 +1,3 @@
+"""(being written) cluster models."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""(being written) linear models."""
+
+__all__: list[str] = []

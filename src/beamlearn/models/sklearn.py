@@ -1,0 +1,3 @@
+"""(being written) sklearn models."""
+
+__all__: list[str] = []

@@ -241,28 +241,60 @@ def _validator(name: str, typ: pa.DataType) -> Callable[[Any], Any]:
     return check
 
 
+_MISSING = object()
+
+
 def compile_row(fitted: FittedPipeline) -> Callable[[dict], dict]:
     """Compile the single-record path of ``fitted``: validation, each step's row function, and a dense dict
-    in ``output_schema`` order."""
-    checks = [(c, _validator(c, fitted.input_schema.field(c).type)) for c in fitted.required_columns]
+    in ``output_schema`` order.
+
+    The record is first laid into input-schema order (a copy of a small template), so the steps always see the
+    same key order and produce the same output order: it is compared with ``output_schema`` once, after which a
+    record with exactly the input columns needs no reordering at all.
+    """
+    checks = {c: _validator(c, fitted.input_schema.field(c).type) for c in fitted.required_columns}
+    by_type: dict[type, list[str]] = {float: [], str: [], int: [], bool: []}
+    other: list[str] = []
+    for c in fitted.required_columns:
+        typ = fitted.input_schema.field(c).type
+        kind = (float if pa.types.is_floating(typ) else str if pa.types.is_string(typ) or pa.types.is_large_string(
+            typ) else int if pa.types.is_integer(typ) else bool if pa.types.is_boolean(typ) else None)
+        (by_type[kind] if kind is not None else other).append(c)
+    groups = [(t, cols) for t, cols in by_type.items() if cols]
     fns = [s.row_function(st, schema) for s, st, schema in zip(fitted.steps, fitted.states, fitted.step_schemas)]
     names = list(fitted.output_schema.names)
     template = dict.fromkeys(names)
+    in_template: dict[str, Any] = dict.fromkeys(fitted.input_schema.names)
+    for c in fitted.required_columns:
+        in_template[c] = _MISSING
+    n_in = len(in_template)
+    ordered: list[bool] = []  # [] until the first record tells whether the steps emit output order
 
     def transform_one(record: dict) -> dict:
         if not isinstance(record, dict):
             raise DataError(f"a record must be a dict, got {type(record).__name__}")
-        row = dict(record)
-        for c, check in checks:
-            try:
+        row = in_template.copy()
+        row.update(record)
+        for t, cols in groups:  # the common case costs one type() test per column
+            for c in cols:
                 v = row[c]
-            except KeyError:
-                raise SchemaError("required column is missing from the record", column=c) from None
-            row[c] = check(v)
+                if type(v) is not t:
+                    if v is _MISSING:
+                        raise SchemaError("required column is missing from the record", column=c)
+                    row[c] = checks[c](v)
+        for c in other:
+            v = row[c]
+            if v is _MISSING:
+                raise SchemaError("required column is missing from the record", column=c)
+            row[c] = checks[c](v)
+        exact = len(row) == n_in
         for f in fns:
             row = f(row)
-        if list(row) == names:  # the steps already produced the output order: no rebuild (~2 us vs ~10 us)
-            return row
+        if exact:
+            if not ordered:
+                ordered.append(list(row) == names)
+            if ordered[0]:
+                return row
         out = template.copy()
         out.update(row)
         return out

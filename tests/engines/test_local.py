@@ -151,7 +151,7 @@ def test_worker_lanes_are_deterministic_and_agree_with_one_worker():
             for k in ("count", "mean", "var"):
                 np.testing.assert_array_equal(m_a[k], m_b[k])  # same lanes, same merge order: identical
                 np.testing.assert_allclose(m_a[k], m_1[k], rtol=1e-12)
-    assert two_a.transform(t).equals(two_b.transform(t))
+    assert two_a.transform(t).to_pandas().equals(two_b.transform(t).to_pandas())  # NaN-aware, bit-exact
     a, b = two_a.transform(t).to_pandas(), one.transform(t).to_pandas()
     np.testing.assert_allclose(a.select_dtypes("number").to_numpy(float), b.select_dtypes("number").to_numpy(float),
                                rtol=1e-9, atol=1e-12)

@@ -5,6 +5,7 @@ which rows to keep (:meth:`MetricReduction._keep`)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,10 +13,10 @@ import numpy as np
 import pyarrow as pa
 
 from beamlearn.analyzers import Analyzer
-from beamlearn.batches import float_values, missing_mask
-from beamlearn.metrics._core import Groups, poisson_weights, row_hash, slice_codes
+from beamlearn.batches import batch_origin, batch_rows, float_values, missing_mask
+from beamlearn.metrics._core import Groups, _mix, poisson_weights, row_hash, slice_codes
 
-__all__ = ["MetricAcc", "MetricReduction", "normalize_slices"]
+__all__ = ["MetricAcc", "MetricReduction", "normalize_slices", "bootstrap_hash"]
 
 
 def normalize_slices(slices: Any) -> tuple[tuple[str, ...], ...]:
@@ -31,6 +32,16 @@ def normalize_slices(slices: Any) -> tuple[tuple[str, ...], ...]:
         if cols not in out:
             out.append(cols)
     return tuple(out)
+
+
+def bootstrap_hash(batch: pa.RecordBatch, columns: Sequence[str]) -> np.ndarray:
+    """The hash that seeds a row's bootstrap weights: its values in ``columns``, and its position in its
+    source (file base name and row index, as the readers tag batches), so that duplicate rows still draw
+    independent weights while every engine and every batching draws the same ones."""
+    source, _ = batch_origin(batch)
+    pos = pa.record_batch({"source": pa.array([os.path.basename(source or "")] * batch.num_rows),
+                           "row": pa.array(batch_rows(batch))})
+    return _mix(row_hash(batch, columns) ^ row_hash(pos, ["source", "row"]))
 
 
 class MetricAcc:
@@ -86,16 +97,18 @@ class MetricReduction(Analyzer):
         if batch.num_rows == 0:
             return acc
         ok = ~(missing_mask(batch.column(self.label)) | missing_mask(batch.column(self.prediction)))
+        hashes = bootstrap_hash(batch, self.columns) if self.n_bootstrap else None
         if not ok.all():
             acc.skipped += int((~ok).sum())
             batch = batch.filter(pa.array(ok))
+            hashes = hashes[ok] if hashes is not None else None
             if batch.num_rows == 0:
                 return acc
         w = np.ones(batch.num_rows) if not self.sample_weight else np.nan_to_num(
             float_values(batch.column(self.sample_weight)), nan=0.0)
         boot = None
-        if self.n_bootstrap:
-            boot = poisson_weights(row_hash(batch, self.columns), self.n_bootstrap) * w
+        if hashes is not None:
+            boot = poisson_weights(hashes, self.n_bootstrap) * w
         cmap, rows = self._prepare(acc, batch)
         kept = acc.kept is not None and acc.kept_rows + batch.num_rows <= self.exact_max_rows
         gidx = []

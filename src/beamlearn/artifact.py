@@ -124,12 +124,18 @@ def _member(members: dict[str, bytes], name: Any) -> bytes:
 
 # ---------------------------------------------------------------------------------------------- save
 def _versions() -> dict[str, str]:
-    import sklearn
+    from importlib.metadata import PackageNotFoundError, version
 
     from beamlearn import __version__
 
+    def installed(dist: str) -> str | None:  # without importing it (scikit-learn takes a second to import)
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return None
+
     return {"beamlearn": __version__, "numpy": np.__version__, "pyarrow": pa.__version__,
-            "scikit-learn": sklearn.__version__}
+            "scikit-learn": installed("scikit-learn"), "apache-beam": installed("apache-beam")}
 
 
 def _signing_key() -> bytes | None:

@@ -68,6 +68,12 @@ class Pipeline:
             self, data, schema=schema, lineage=lineage)
 
 
+def step_seeds(steps: Sequence[Step]) -> dict[str, Any]:
+    """The seeds of a pipeline for its lineage: ``{"<index>:<Step>": random_state}`` for steps that have one."""
+    return {f"{i}:{type(s).__name__}": getattr(s, "random_state") for i, s in enumerate(steps)
+            if "random_state" in s.param_names()}
+
+
 # ---------------------------------------------------------------------------------------------- planning
 @dataclass
 class Pass:

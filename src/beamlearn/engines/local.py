@@ -23,7 +23,7 @@ from beamlearn import io
 from beamlearn.batches import (DEFAULT_BATCH_SIZE, batch_origin, batch_rows, capture_schema, conform,
                                is_csv_source, is_file_input, tag_rows)
 from beamlearn.errors import BeamlearnError, DataError, SchemaError
-from beamlearn.pipeline import FitPlan, FittedPipeline, Pipeline
+from beamlearn.pipeline import FitPlan, FittedPipeline, Pipeline, step_seeds
 
 __all__ = ["LocalEngine", "compile_row", "find_bad_rows", "data_fingerprint", "ordered_map"]
 
@@ -123,7 +123,8 @@ class LocalEngine:
         info = dict(lineage or {})
         info.update({"rows": rows, "dead_letters": dead.count if dead is not None else 0,
                      "passes": plan.passes, "fit_seconds": round(time.perf_counter() - t0, 6),
-                     "data": data_fingerprint(data), "profile": plan.profile, "engine": "local"})
+                     "data": data_fingerprint(data), "profile": plan.profile, "engine": "local",
+                     "seeds": step_seeds(pipeline.steps)})
         return FittedPipeline(pipeline.steps, plan.states, schema, name=pipeline.name, lineage=info)
 
     def _run_pass(self, pass_: Any, batches: Iterator[tuple[pa.RecordBatch, np.ndarray | None]],

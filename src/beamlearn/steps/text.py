@@ -35,6 +35,8 @@ _CACHE_LIMIT = 1 << 16
 
 def _murmur(keys: Sequence[str]) -> np.ndarray:
     """Signed 32-bit MurmurHash3 (seed 0) of each key's UTF-8 bytes, as sklearn's FeatureHasher hashes them."""
+    if not len(keys):  # planning applies steps to empty batches: do not import scikit-learn for that
+        return np.zeros(0, dtype=np.int64)
     from sklearn.utils import murmurhash3_32
 
     return np.array([murmurhash3_32(k, seed=0) for k in keys], dtype=np.int64)

@@ -90,7 +90,7 @@ def test_fit_and_transform_with_dead_letters_through_the_portable_runner(portabl
     data = str(tmp_path / "data.jsonl")
     with open(data, "w") as fh:  # JSON lines with planted bad rows: invalid JSON, and text in a number column
         for i, rec in enumerate(table.to_pylist()):
-            rec = {k: (None if isinstance(v, float) and v != v else v) for k, v in rec.items()}
+            rec = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in rec.items()}
             if i % 97 == 13:
                 fh.write("{not json\n")
             elif i % 89 == 21:
@@ -109,7 +109,7 @@ def test_fit_and_transform_with_dead_letters_through_the_portable_runner(portabl
     assert fitted.lineage["dead_letters"] == local_dead.count == len(_jsonl(errs)) > 0
     assert fitted.lineage["rows"] + fitted.lineage["dead_letters"] == table.num_rows
     assert fitted.lineage["passes"] == local.lineage["passes"] == 3
-    key = lambda r: (r["row"], r["column"], r["reason"])  # noqa: E731
+    key = lambda r: (r["row"], r["column"], r["reason"])
     assert sorted(map(key, _jsonl(errs))) == sorted(map(key, local_dead.records))
     for g, w in zip(fitted.states, local.states):
         for name in w:

@@ -52,6 +52,20 @@ def weighted_median(x: np.ndarray, w: np.ndarray) -> float:
     return float((xs[i] + xs[min(j, len(xs) - 1)]) / 2)
 
 
+def _histogram(sketch: Any, bins: int = 40) -> dict[str, list[float]]:
+    """An approximate histogram of the residuals ``label - prediction`` (unweighted, from their KLL sketch),
+    over the range between their 0.5% and 99.5% quantiles; the outer bins also count what lies beyond."""
+    if not sketch.n:
+        return {"edges": [], "counts": []}
+    lo, hi = sketch.get_quantiles([0.005, 0.995])
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    pmf = np.asarray(sketch.get_pmf(edges[1:-1].tolist()))  # one mass per bin, the outer ones open-ended
+    counts = pmf * sketch.n
+    return {"edges": edges.tolist(), "counts": counts.tolist()}
+
+
 def _r2(sse: float, moments: np.ndarray, count: float) -> float:
     """sklearn's ``r2_score`` with ``force_finite=True`` (NaN below two rows)."""
     if count < 2:
@@ -83,6 +97,7 @@ class RegressionMetrics(MetricReduction):
     def create(self) -> MetricAcc:
         acc = super().create()
         acc.sketches = [{} for _ in acc.groups]  # type: ignore[attr-defined]
+        acc.residuals = _KLL(self.k)  # type: ignore[attr-defined]
         return acc
 
     def _prepare(self, acc: MetricAcc, batch: pa.RecordBatch) -> tuple[None, dict[str, Any]]:
@@ -113,7 +128,9 @@ class RegressionMetrics(MetricReduction):
         if not ok.any():
             return acc
         b = batch.filter(pa.array(ok)) if not ok.all() else batch
-        ae = np.abs(float_values(b.column(self.prediction)) - float_values(b.column(self.label)))
+        resid = float_values(b.column(self.label)) - float_values(b.column(self.prediction))
+        acc.residuals.sketch.update(np.ascontiguousarray(resid))  # type: ignore[attr-defined]
+        ae = np.abs(resid)
         for sketches, groups in zip(acc.sketches, acc.groups):  # type: ignore[attr-defined]
             keys, g = slice_codes(b, groups.columns)
             order = np.argsort(g, kind="stable")
@@ -130,7 +147,10 @@ class RegressionMetrics(MetricReduction):
     def merge(self, accs: Sequence[MetricAcc]) -> MetricAcc:
         out = super().merge(accs)
         out.sketches = [{} for _ in out.groups]  # type: ignore[attr-defined]
+        out.residuals = _KLL(self.k)  # type: ignore[attr-defined]
         for acc in accs:
+            if acc.residuals.sketch.n:  # type: ignore[attr-defined]
+                out.residuals.sketch.merge(acc.residuals.sketch)  # type: ignore[attr-defined]
             for mine, theirs in zip(out.sketches, acc.sketches):  # type: ignore[attr-defined]
                 for key, sk in theirs.items():
                     if key not in mine:
@@ -167,6 +187,7 @@ class RegressionMetrics(MetricReduction):
                 block["insufficient"] = block["count"] < self.min_slice_count
                 result["slices"][name] = {"columns": {c: _py(v) for c, v in zip(groups.columns, key)}, **block}
         result.setdefault("overall", {"count": 0, "weight": 0.0})
+        result["overall"]["residual_histogram"] = _histogram(acc.residuals.sketch)  # type: ignore[attr-defined]
         return result
 
     def _block(self, a: dict[str, np.ndarray], gi: int) -> dict[str, Any]:

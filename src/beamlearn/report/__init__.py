@@ -1,0 +1,165 @@
+"""Evaluation reports: ``metrics.json`` (the stable metrics schema plus gate results) and a self-contained
+``report.html`` (inline CSS, plots embedded as base64 PNG: no network access needed to view it).
+
+Examples
+--------
+>>> import tempfile, os
+>>> from beamlearn.metrics import evaluate
+>>> r = evaluate({"y": [0, 1, 1, 0], "p": [0, 1, 0, 0]}, label="y", prediction="p", require=["accuracy>=0.5"])
+>>> paths = write_report(r, tempfile.mkdtemp())
+>>> sorted(os.path.basename(p) for p in paths.values())
+['metrics.json', 'report.html']
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import tempfile
+from typing import Any
+
+from beamlearn.report import plots
+
+__all__ = ["write_report", "render_html"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1100px}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
+th{background:#f4f4f4}td.l,th.l{text-align:left}.pass{color:#176d1a;font-weight:bold}.fail{color:#b00020;font-weight:bold}
+.flag{color:#8a6d00}.plots img{margin:4px;border:1px solid #eee;vertical-align:top}.muted{color:#777}
+"""
+_CLASSIFICATION = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "precision_macro", "recall_macro",
+                   "f1_macro", "f1_micro", "f1_weighted", "log_loss", "roc_auc", "roc_auc_error_bound",
+                   "average_precision")
+_FLAG = '<span class="flag">insufficient</span>'
+_REGRESSION = ("mae", "mse", "rmse", "r2", "mape", "median_absolute_error")
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_report(result: Any, directory: str) -> dict[str, str]:
+    """Write ``metrics.json`` and ``report.html`` for an :class:`~beamlearn.metrics.EvaluationResult` into
+    ``directory`` (created if needed; each file written atomically).  Returns ``{"json": ..., "html": ...}``."""
+    os.makedirs(directory, exist_ok=True)
+    paths = {"json": os.path.join(directory, "metrics.json"), "html": os.path.join(directory, "report.html")}
+    _atomic_write(paths["json"], (result.to_json() + "\n").encode("utf-8"))
+    _atomic_write(paths["html"], render_html(result.to_dict()).encode("utf-8"))
+    return paths
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return '<span class="muted">n/a</span>'
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1e5 else f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _esc(v: Any) -> str:
+    return html.escape(str(v))
+
+
+def _overall_table(o: dict[str, Any], names: tuple[str, ...]) -> str:
+    ci = o.get("ci", {})
+    rows = []
+    for k in names:
+        if k in o:
+            interval = f"[{_num(ci[k][0])}, {_num(ci[k][1])}]" if k in ci else ""
+            rows.append(f'<tr><td class="l">{k}</td><td>{_num(o[k])}</td><td>{interval}</td></tr>')
+    head = '<tr><th class="l">metric</th><th>value</th><th>confidence interval</th></tr>'
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _gates_table(gates: list[dict[str, Any]]) -> str:
+    if not gates:
+        return '<p class="muted">No gates were given.</p>'
+    rows = "".join(
+        f'<tr><td class="l">{_esc(g["gate"])}</td><td class="{"pass" if g["passed"] else "fail"}">'
+        f'{"PASS" if g["passed"] else "FAIL"}</td><td>{_num(g["value"])}</td><td>{_num(g["threshold"])}</td>'
+        f'<td class="l">{_esc(g["reason"])}</td></tr>' for g in gates)
+    return ('<table><tr><th class="l">gate</th><th>result</th><th>value</th><th>threshold</th>'
+            f'<th class="l">reason</th></tr>{rows}</table>')
+
+
+def _slices(m: dict[str, Any], metric: str) -> str:
+    slices = m.get("slices", {})
+    if not slices:
+        return ""
+    out = [f"<h2>Slices</h2><p>Slices with fewer than {m.get('min_slice_count')} rows are flagged "
+           "(kept, not hidden).</p>"]
+    keys = _CLASSIFICATION[:1] + ("f1_macro", "roc_auc") if m.get("task") == "classification" else _REGRESSION[:4]
+    for cols in m.get("slicing", []):
+        mine = {n: b for n, b in slices.items() if list(b.get("columns", {})) == cols}
+        if not mine:
+            continue
+        names = list(mine)
+        out.append(f"<h3>{_esc(', '.join(cols))}</h3>")
+        out.append('<div class="plots">' + _img(plots.slice_bars_png(
+            names, [mine[n].get(metric) for n in names], [bool(mine[n].get("insufficient")) for n in names],
+            metric, m["overall"].get(metric)), f"{metric} per slice of {', '.join(cols)}") + "</div>")
+        head = "".join(f"<th>{k}</th>" for k in keys)
+        rows = "".join(
+            f'<tr><td class="l">{_esc(n)}</td><td>{b["count"]}</td>'
+            f'<td class="l">{_FLAG if b.get("insufficient") else ""}</td>'
+            + "".join(f"<td>{_num(b.get(k))}</td>" for k in keys) + "</tr>" for n, b in mine.items())
+        out.append(f'<table><tr><th class="l">slice</th><th>rows</th><th class="l">flag</th>{head}</tr>{rows}</table>')
+    return "".join(out)
+
+
+def render_html(m: dict[str, Any]) -> str:
+    """The HTML report of a metrics dict (``EvaluationResult.to_dict()``): one self-contained page."""
+    o = m.get("overall", {})
+    classification = m.get("task") == "classification"
+    gates = m.get("gates", [])
+    failed = [g for g in gates if not g["passed"]]
+    verdict = (f'<p class="fail">{len(failed)} of {len(gates)} gates failed.</p>' if failed else
+               f'<p class="pass">All {len(gates)} gates passed.</p>' if gates else "")
+    parts = [f"<h1>Evaluation report: {_esc(m.get('task'))}</h1>", verdict,
+             f"<p>label <code>{_esc(m.get('label'))}</code>, prediction <code>{_esc(m.get('prediction'))}</code>"
+             + (f", score <code>{_esc(m.get('score'))}</code>" if m.get("score") else "")
+             + (f", weights <code>{_esc(m.get('sample_weight'))}</code>" if m.get("sample_weight") else "")
+             + f"; {m.get('rows', 0):,} rows read, {m.get('skipped', 0):,} skipped (no label or prediction); "
+             + ("exact" if m.get("exact") else "binned / sketched") + " ranking metrics.</p>",
+             "<h2>Gates</h2>", _gates_table(gates),
+             "<h2>Overall</h2>", _overall_table(o, _CLASSIFICATION if classification else _REGRESSION)]
+    figures = []
+    if classification and "confusion_matrix" in o:
+        figures.append(_img(plots.confusion_png(o["confusion_matrix"]), "confusion matrix"))
+    if "curves" in o:
+        figures.append(_img(plots.roc_png(o["curves"]["roc"], o.get("roc_auc")), "ROC curve"))
+        figures.append(_img(plots.pr_png(o["curves"]["pr"], o.get("average_precision")), "precision-recall curve"))
+    if o.get("calibration"):
+        figures.append(_img(plots.calibration_png(o["calibration"]), "calibration"))
+    if not classification and "residual_histogram" in o:
+        figures.append(_img(plots.residuals_png(o["residual_histogram"]), "residual histogram"))
+    parts.append('<div class="plots">' + "".join(figures) + "</div>")
+    if o.get("decision_threshold"):
+        d = o["decision_threshold"]
+        parts.append(f"<p>Decision threshold ({_esc(d['criterion'])}): <b>{_num(d['threshold'])}</b> — precision "
+                     f"{_num(d['precision'])}, recall {_num(d['recall'])}, F1 {_num(d['f1'])}.</p>")
+    if classification and o.get("per_class"):
+        keys = sorted({k for v in o["per_class"].values() for k in v})
+        rows = "".join(f'<tr><td class="l">{_esc(c)}</td>' + "".join(f"<td>{_num(v.get(k))}</td>" for k in keys)
+                       + "</tr>" for c, v in o["per_class"].items())
+        parts.append('<h2>Per class</h2><table><tr><th class="l">class</th>'
+                     + "".join(f"<th>{k}</th>" for k in keys) + f"</tr>{rows}</table>")
+    parts.append(_slices(m, "accuracy" if classification else "mae"))
+    body = "\n".join(p for p in parts if p)
+    return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>beamlearn evaluation</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")

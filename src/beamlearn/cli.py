@@ -5,6 +5,8 @@
     beamlearn fit SPEC.yaml --data PATH... --out MODEL [--engine local|beam] [--errors DEAD.jsonl]
     beamlearn transform MODEL --data PATH... --out PATH       # CSV, Parquet or JSON lines by extension
     beamlearn inspect MODEL [--json]
+    beamlearn evaluate DATA... --label COL --prediction COL [--score COL] [--slice COLS]... [--require EXPR]...
+                       [--baseline METRICS.json] [--report DIR] [--json]     # exit 1 when a gate fails
     beamlearn --version
 
 ``--data`` takes one or more paths, globs or directories (``--data a.csv b.csv``, ``--data 'part-*.parquet'``).
@@ -278,6 +280,83 @@ def inspect(model: Annotated[str, typer.Argument(help="A fitted model.", show_de
         print(json.dumps(summary, indent=1, allow_nan=False))
     else:
         _render(summary)
+
+
+@app.command("evaluate")
+@_user_errors
+def evaluate_cmd(
+        data: Annotated[list[str], typer.Argument(help="Files, globs or directories holding the label and "
+                                                  "prediction columns.", show_default=False, metavar="DATA...")],
+        label: Annotated[str, typer.Option("--label", metavar="COL", help="The true label column.")],
+        prediction: Annotated[str, typer.Option("--prediction", metavar="COL", help="The prediction column.")],
+        score: Annotated[str | None, typer.Option("--score", metavar="COL", help="Probability of the positive "
+                                                  "class, or a pattern such as 'proba_*' (one column per class).")] = None,
+        slices: Annotated[list[str] | None, typer.Option("--slice", metavar="COLS", help="Slice by a column; "
+                                                         "'a,b' crosses columns; repeatable.")] = None,
+        require: Annotated[list[str] | None, typer.Option("--require", metavar="EXPR", help="A quality gate, e.g. "
+                                                          "'f1_macro>=0.8'; repeatable.")] = None,
+        baseline: Annotated[str | None, typer.Option("--baseline", metavar="METRICS.json", help="Baseline metrics "
+                                                     "for gates like 'f1_macro>=baseline-0.01'.")] = None,
+        report: Annotated[str | None, typer.Option("--report", metavar="DIR", help="Write metrics.json and "
+                                                   "report.html here.")] = None,
+        model: Annotated[str | None, typer.Option("--model", metavar="MODEL", help="Transform the data with this "
+                                                  "fitted model first (its output holds the prediction).")] = None,
+        sample_weight: Annotated[str | None, typer.Option("--sample-weight", metavar="COL")] = None,
+        pos_label: Annotated[str | None, typer.Option("--pos-label", metavar="CLASS")] = None,
+        min_slice_count: Annotated[int, typer.Option("--min-slice-count", min=0, metavar="ROWS")] = 30,
+        bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, metavar="N", help="Poisson-bootstrap "
+                                               "replicates for confidence intervals (0: none).")] = 0,
+        threshold: Annotated[str, typer.Option("--threshold-criterion", metavar="CRIT", help="'f1', "
+                                               "'precision>=X' or 'recall>=X'.")] = "f1",
+        batch_size: BatchOpt = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+        quiet: QuietOpt = False) -> None:
+    """Evaluate predictions in DATA: metrics overall and per slice, quality gates, optional report.
+
+    Exits 1 when a gate fails (each failure listed with its value), 2 on a usage or data mistake.
+    """
+    import beamlearn as bl
+    from beamlearn.batches import DEFAULT_BATCH_SIZE
+    from beamlearn.metrics import evaluate as run_evaluation
+
+    fitted = bl.load(model) if model else None
+    with _progress("evaluating", data, quiet or as_json) as progress:
+        result = run_evaluation(list(data), label=label, prediction=prediction, score=score, slices=slices or (),
+                                sample_weight=sample_weight, pos_label=pos_label, min_slice_count=min_slice_count,
+                                n_bootstrap=bootstrap, threshold_criterion=threshold, require=require or (),
+                                baseline=baseline, model=fitted, batch_size=batch_size or DEFAULT_BATCH_SIZE,
+                                progress=progress)
+    if report:
+        result.write_report(report)
+    if as_json:
+        print(result.to_json())
+    elif not quiet:
+        _say_evaluation(result, report)
+    for g in result.failures:
+        _err(f"gate failed: {g}")
+    if result.failures:
+        raise typer.Exit(1)
+
+
+def _say_evaluation(result: Any, report: str | None) -> None:
+    m = result.metrics
+    o = m["overall"]
+    keys = (("accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_macro", "log_loss", "roc_auc",
+             "average_precision") if m["task"] == "classification" else
+            ("mae", "mse", "rmse", "r2", "mape", "median_absolute_error"))
+    print(f"evaluate: {m['task']}, {m['rows']:,} rows ({m['skipped']:,} skipped), "
+          f"{len(m['slices'])} slices" + (f" ({sum(b['insufficient'] for b in m['slices'].values())} below "
+                                          f"{m['min_slice_count']} rows)" if m["slices"] else ""))
+    for k in keys:
+        if isinstance(o.get(k), float):
+            ci = o.get("ci", {}).get(k)
+            print(f"  {k:<22} {o[k]:.4f}" + (f"  [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+    if o.get("roc_auc_method") == "binned":
+        print(f"  (roc_auc binned, error bound {o['roc_auc_error_bound']:.2g})")
+    for g in result.gates:
+        print(f"  {g}")
+    if report:
+        print(f"  report -> {report}")
 
 
 def model_summary(path: str) -> dict[str, Any]:

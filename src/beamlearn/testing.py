@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["random_table", "assert_serving_consistent", "assert_rows_equal"]
+__all__ = ["random_table", "assert_serving_consistent", "assert_rows_equal", "assert_quality"]
 
 
 def random_table(n_rows: int, *, n_numeric: int = 3, n_string: int = 2, n_categories: int = 5,
@@ -71,3 +71,37 @@ def assert_serving_consistent(fitted: Any, data: Any, *, rtol: float = 0.0, atol
     for i, (rec, want) in enumerate(zip(table.to_pylist(), out.to_pylist())):
         got = fitted.transform_one(rec)
         assert_rows_equal(got, want, rtol=rtol, atol=atol, where=f"row {i}: ")
+
+
+def assert_quality(data_or_result: Any, *gates: str, baseline: Any = None, **evaluate_kwargs: Any) -> Any:
+    """Assert quality gates in a user's own test suite; returns the evaluation.
+
+    ``data_or_result`` is an :class:`~beamlearn.metrics.EvaluationResult`, or data to evaluate with
+    ``evaluate_kwargs`` (``label=``, ``prediction=``, ``score=``, ``slices=``, ``model=`` ... as for
+    :func:`beamlearn.metrics.evaluate`).  Fails with every failing gate and its value.
+
+    Examples
+    --------
+    >>> from beamlearn.testing import assert_quality
+    >>> r = assert_quality({"y": [0, 1, 1], "p": [0, 1, 1]}, "accuracy>=0.9", "f1>=0.9", label="y", prediction="p")
+    >>> assert_quality(r, "accuracy>=1.5")
+    Traceback (most recent call last):
+    ...
+    AssertionError: 1 of 1 quality gates failed:
+      FAIL accuracy>=1.5: value 1 (required >= 1.5)
+    """
+    from beamlearn.metrics import EvaluationResult, evaluate
+
+    if isinstance(data_or_result, EvaluationResult):
+        if evaluate_kwargs:
+            raise TypeError(f"evaluation options {sorted(evaluate_kwargs)} need data, not an EvaluationResult")
+        result = data_or_result
+        outcomes = result.check(*gates, baseline=baseline)
+    else:
+        result = evaluate(data_or_result, require=gates, baseline=baseline, **evaluate_kwargs)
+        outcomes = result.gates
+    failed = [g for g in outcomes if not g.passed]
+    if failed:
+        raise AssertionError(f"{len(failed)} of {len(outcomes)} quality gates failed:\n"
+                             + "\n".join(f"  {g}" for g in failed))
+    return result

@@ -194,6 +194,9 @@ class ClassificationMetrics(MetricReduction):
 
     def _pos_label(self, classes: list) -> Any:
         if self.pos_label is not None:
+            if self.pos_label not in classes:  # "1" from a command line names the class 1
+                named = [c for c in classes if _label(c) == str(self.pos_label)]
+                return named[0] if len(named) == 1 else self.pos_label
             return self.pos_label
         if 0 < len(classes) <= 2 and all(isinstance(c, (bool, int, float, np.integer, np.floating))
                                          for c in classes):

@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 from beamlearn.batches import float_values, missing_mask, raw_values
 
 __all__ = ["Analyzer", "Constant", "RowCount", "Moments", "MinMax", "ValueCounts", "Quantiles", "run_analyzer",
-           "quantile_plan", "GroupedMoments"]
+           "quantile_plan", "CoMoments", "GroupedMoments"]
 
 
 class Analyzer:
@@ -501,6 +501,89 @@ class _QuantileSelect(Analyzer):
 
     def then(self, state: dict[str, Any]) -> Analyzer | None:
         return _QuantileSelect(self.columns, self.counts, state["retry"]) if "retry" in state else None
+
+
+# ---------------------------------------------------------------------------------------------- co-moments
+class CoMoments(Analyzer):
+    """Count, mean vector and centred cross-product matrix of numeric columns (rows with any missing value
+    skipped), merged with Chan et al.'s formula ``C = Ca + Cb + outer(d, d) * na * nb / n``.
+
+    Centring before the cross products keeps the conditioning of the centred data (plain ``XᵀX`` of
+    uncentred columns mixes the means in and loses precision).  With ``weight`` (a column; a missing weight
+    is 0) every statistic is weighted and ``count`` is the sum of weights.
+    State: ``{"count": float, "rows": int (complete rows), "skipped": int (rows with a missing value),
+    "mean": (d,) array, "comoment": (d, d) array}``; ``comoment / count`` is the population covariance.
+
+    >>> import pyarrow as pa
+    >>> c = CoMoments(["x", "y"])
+    >>> acc = c.merge([c.add(c.create(), pa.record_batch({"x": [1.0, 2.0], "y": [2.0, 4.0]})),
+    ...                c.add(c.create(), pa.record_batch({"x": [3.0, None], "y": [6.0, 1.0]}))])
+    >>> s = c.extract(acc)
+    >>> s["count"], s["skipped"], s["mean"].tolist(), s["comoment"].tolist()
+    (3.0, 1, [2.0, 4.0], [[2.0, 4.0], [4.0, 8.0]])
+    """
+
+    def __init__(self, columns: Sequence[str], *, weight: str | None = None) -> None:
+        self.columns, self.weight = tuple(columns), weight
+
+    def create(self) -> list[Any]:
+        d = len(self.columns)
+        return [0.0, np.zeros(d), np.zeros((d, d)), 0, 0]  # count, mean, comoment, rows, skipped
+
+    def add(self, acc: list[Any], batch: pa.RecordBatch) -> list[Any]:
+        n = batch.num_rows
+        if n == 0:
+            return acc
+        X = np.empty((n, len(self.columns)))
+        ok: np.ndarray | None = None
+        for j, c in enumerate(self.columns):
+            x, valid = raw_values(batch.column(c))
+            X[:, j] = x
+            if valid is not None:
+                ok = valid.copy() if ok is None else ok & valid
+        w = _weights(batch, self.weight)
+        skipped = 0
+        if ok is not None:
+            skipped = n - int(np.count_nonzero(ok))
+            X = X[ok]
+            w = None if w is None else w[ok]
+        return self.merge([acc, self._moments(X, w, skipped)])
+
+    @staticmethod
+    def _moments(X: np.ndarray, w: np.ndarray | None, skipped: int) -> list[Any]:
+        rows, d = X.shape
+        count = float(rows) if w is None else float(w.sum())
+        if count <= 0:
+            return [0.0, np.zeros(d), np.zeros((d, d)), rows, skipped]
+        with np.errstate(invalid="ignore", over="ignore"):
+            mean = X.sum(axis=0) / count if w is None else (w @ X) / count
+            D = X - mean
+            C = D.T @ D if w is None else (D * w[:, None]).T @ D
+        return [count, mean, (C + C.T) / 2, rows, skipped]
+
+    def merge(self, accs: Sequence[list[Any]]) -> list[Any]:
+        na, ma, ca, ra, sa = accs[0]
+        ma, ca = np.array(ma, dtype=np.float64, copy=True), np.array(ca, dtype=np.float64, copy=True)
+        for nb, mb, cb, rb, sb in accs[1:]:
+            ra, sa = ra + rb, sa + sb
+            if nb <= 0:
+                continue
+            if na <= 0:
+                na, ma, ca = nb, np.array(mb, dtype=np.float64, copy=True), np.array(cb, dtype=np.float64, copy=True)
+                continue
+            n = na + nb
+            delta = mb - ma
+            ca = ca + cb + np.outer(delta, delta) * (na * nb / n)
+            ma = ma + delta * (nb / n)
+            na = n
+        return [na, ma, ca, ra, sa]
+
+    def extract(self, acc: list[Any]) -> dict[str, Any]:
+        count, mean, C, rows, skipped = acc
+        if count <= 0:
+            mean = np.full(len(self.columns), np.nan)
+        return {"count": float(count), "rows": int(rows), "skipped": int(skipped), "mean": np.array(mean),
+                "comoment": np.array(C)}
 
 
 # ---------------------------------------------------------------------------------------------- grouped moments

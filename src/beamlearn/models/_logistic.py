@@ -1,0 +1,294 @@
+"""The passes of :class:`~beamlearn.models.LogisticRegression`: class discovery, then one optimizer iteration
+per pass (damped Newton for small dimension, L-BFGS above it).
+
+Parameters are a matrix ``W`` of shape ``(m, q)``, flattened row by row: ``m = 1`` (binary, sigmoid of the
+positive class ``classes[1]``) or ``m = k`` (multinomial softmax), ``q = d + 1`` with the intercept last (``q = d``
+without intercept).  The objective is scikit-learn's ``sum_i w_i loss_i + 0.5 / C * ||coef||^2`` (no penalty on
+the intercept; ``w_i`` = sample weight x class weight).
+
+A pass receives a base point ``w`` and a direction ``s``.  In the same read of the data it evaluates the loss
+and its gradient at several step sizes ``w + t s`` (cheap: two matrix-vector products and elementwise work per
+step size) and, for Newton, the Hessian at the full step ``t = 1``.  The update picks a step size satisfying
+Armijo's condition (Newton: the largest; L-BFGS: the lowest loss), so a line search costs no extra pass unless
+every tried step fails (then the next pass retries shorter steps from the same point).  The Newton direction
+from the Hessian at ``w + s`` and the gradient at the accepted point is exact when ``t = 1`` (the usual case)
+and a quasi-Newton step otherwise.  Convergence is scikit-learn's: the largest gradient entry of the objective
+divided by the sum of weights is at most ``tol``; Newton then takes its final (unverified, quadratically small)
+step.  In the multinomial model the intercepts are defined up to a common shift: steps are kept orthogonal to
+it, so the intercepts sum to zero as scikit-learn's do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy import linalg
+from scipy.special import expit, logsumexp
+
+from beamlearn.analyzers import Analyzer
+from beamlearn.errors import DataError
+from beamlearn.models.base import Classes, Iteration, feature_matrix, label_values, weights_of
+
+NEWTON_TRIALS = (1.0, 0.5, 0.25, 0.1)
+LBFGS_TRIALS = (1.0, 3.0, 0.5, 0.2, 0.05)
+LBFGS_MEMORY = 10
+ARMIJO = 1e-4
+
+
+def training_rows(batch: pa.RecordBatch, features: Sequence[str], label: str, weight: str | None,
+                  missing_label: str) -> tuple[np.ndarray, pa.Array, np.ndarray | None, int]:
+    """``(X, labels, weights, skipped)`` of the rows of ``batch`` that have every feature and a label."""
+    X, complete = feature_matrix(batch, features)
+    arr, has = label_values(batch, label, missing_label)
+    w = weights_of(batch, weight)
+    keep = has if complete is None else complete if has is None else complete & has
+    if keep is None:
+        return X, arr, w, 0
+    return X[keep], arr.filter(pa.array(keep)), None if w is None else w[keep], int(len(keep) - keep.sum())
+
+
+class ClassCounts(Classes):
+    """Pass 1: the classes (and weighted counts) of the training rows, then the first optimizer pass."""
+
+    def __init__(self, label: str, *, weight: str | None = None, missing_label: str = "error",
+                 features: Sequence[str] = (), settings: dict[str, Any] | None = None) -> None:
+        super().__init__(label, weight=weight, missing_label=missing_label)
+        self.features, self.settings = tuple(features), dict(settings or {})
+
+    def add(self, acc: list, batch: pa.RecordBatch) -> list:
+        _, complete = feature_matrix(batch, self.features) if batch.num_rows else (None, None)
+        return super().add(acc, batch if complete is None else batch.filter(pa.array(complete)))
+
+    def then(self, state: list[dict[str, Any]]) -> Analyzer | None:
+        classes, counts = list(state[0]["values"]), np.asarray(state[0]["counts"], dtype=np.float64)
+        if len(classes) < 2:
+            raise DataError(f"LogisticRegression needs at least 2 classes in the training rows, found "
+                            f"{classes!r}", column=self.columns[0])
+        s = self.settings
+        cw = class_weights(s["class_weight"], classes, counts)
+        m, q = (1 if len(classes) == 2 else len(classes)), len(self.features) + int(s["fit_intercept"])
+        p = m * q
+        lbfgs = s["solver"] == "lbfgs" or (s["solver"] == "auto" and p > s["newton_max_dim"])
+        zero = np.zeros(p)
+        return LogisticPass(self.features, {"w": zero, "s": zero}, max_iter=s["max_iter"], tol=s["tol"],
+                            context={"label": self.columns[0], "weight": self.weight,
+                                     "missing_label": self.missing_label, "classes": classes,
+                                     "class_counts": counts, "class_weight": cw, "C": float(s["C"]),
+                                     "fit_intercept": bool(s["fit_intercept"]), "lbfgs": bool(lbfgs)})
+
+
+def class_weights(spec: Any, classes: list[Any], counts: np.ndarray) -> np.ndarray | None:
+    """Per-class weights as scikit-learn's ``compute_class_weight``: ``None``, ``"balanced"`` (``total /
+    (k * count)`` from the weighted class counts) or a dict by class (keys may also be the classes' strings).
+
+    >>> class_weights("balanced", ["a", "b"], np.array([3.0, 1.0])).tolist()
+    [0.6666666666666666, 2.0]
+    """
+    if spec is None:
+        return None
+    if spec == "balanced":
+        return counts.sum() / (len(classes) * counts)
+    return np.array([float(spec.get(c, spec.get(str(c), 1.0))) for c in classes])
+
+
+class LogisticPass(Iteration):
+    """One optimizer iteration of logistic regression (see the module docstring).
+
+    ``context`` holds the fixed settings (label, classes, class weights, C, fit_intercept, lbfgs); ``params`` the
+    base point, the direction and the optimizer memory.  State: ``params``, ``n_iter``, ``converged`` and
+    ``classes``, ``class_counts``, ``coef`` ``(m, d)``, ``intercept`` ``(m,)``, ``loss`` (the objective),
+    ``rows`` and ``skipped`` (training rows used and skipped in the last pass).
+    """
+
+    # -------------------------------------------------------------------- layout
+    def _shape(self) -> tuple[int, int]:
+        ctx = self.context
+        return (1 if len(ctx["classes"]) == 2 else len(ctx["classes"])), len(self.columns) + ctx["fit_intercept"]
+
+    def _trials(self) -> tuple[float, ...]:
+        if not np.any(self.params["s"]):
+            return (1.0,)
+        return LBFGS_TRIALS if self.context["lbfgs"] else NEWTON_TRIALS
+
+    def _penalty_mask(self) -> np.ndarray:
+        m, q = self._shape()
+        pm = np.zeros((m, q))
+        pm[:, :len(self.columns)] = 1.0
+        return pm.ravel()
+
+    # -------------------------------------------------------------------- reduction
+    def create(self) -> list[Any]:
+        m, q = self._shape()
+        T, p = len(self._trials()), m * q
+        return [np.zeros(T), np.zeros((T, p)), None if self.context["lbfgs"] else np.zeros((p, p)), 0.0, 0, 0]
+
+    def add(self, acc: list[Any], batch: pa.RecordBatch) -> list[Any]:
+        if batch.num_rows == 0:
+            return acc
+        ctx = self.context
+        X, arr, w, skipped = training_rows(batch, self.columns, ctx["label"], ctx["weight"], ctx["missing_label"])
+        part = self.create()
+        part[5] = skipped
+        if len(X):
+            y = self._class_index(arr)
+            sw = np.ones(len(y)) if w is None else np.asarray(w, dtype=np.float64)
+            if ctx["class_weight"] is not None:
+                sw = sw * ctx["class_weight"][y]
+            X1 = np.empty((len(X), X.shape[1] + ctx["fit_intercept"]))
+            X1[:, :X.shape[1]] = X
+            if ctx["fit_intercept"]:
+                X1[:, -1] = 1.0
+            self._accumulate(part, X1, y, sw)
+            part[3], part[4] = float(sw.sum()), len(y)
+        return self.merge([acc, part])
+
+    def _class_index(self, arr: pa.Array) -> np.ndarray:
+        classes = self.context["classes"]
+        idx = pc.index_in(arr, value_set=pa.array(classes).cast(arr.type))
+        if idx.null_count:
+            bad = arr.filter(idx.is_null())[0].as_py()
+            raise DataError("a label not seen in the first pass (did the data change between passes?)",
+                            column=self.context["label"], value=bad)
+        return idx.to_numpy(zero_copy_only=False).astype(np.intp)
+
+    def _accumulate(self, part: list[Any], X1: np.ndarray, y: np.ndarray, sw: np.ndarray) -> None:
+        m, q = self._shape()
+        W, S = self.params["w"].reshape(m, q), self.params["s"].reshape(m, q)
+        Z0 = X1 @ W.T
+        Zs = X1 @ S.T if np.any(S) else None
+        for i, t in enumerate(self._trials()):
+            Z = Z0 if Zs is None else Z0 + t * Zs
+            if m == 1:
+                z, pos = Z[:, 0], (y == 1)
+                part[0][i] = sw @ (np.logaddexp(0.0, z) - np.where(pos, z, 0.0))
+                prob = expit(z)
+                R = (sw * (prob - pos))[:, None]
+            else:
+                lse = logsumexp(Z, axis=1)
+                part[0][i] = sw @ (lse - Z[np.arange(len(y)), y])
+                P = np.exp(Z - lse[:, None])
+                R = P.copy()
+                R[np.arange(len(y)), y] -= 1.0
+                R *= sw[:, None]
+            part[1][i] = (R.T @ X1).ravel()
+            if i == 0 and part[2] is not None:  # the Hessian at the full step
+                if m == 1:
+                    Xh = X1 * np.sqrt(sw * prob * (1.0 - prob))[:, None]
+                    part[2] += Xh.T @ Xh
+                else:
+                    self._multinomial_hessian(part[2], X1, P, sw)
+
+    @staticmethod
+    def _multinomial_hessian(H: np.ndarray, X1: np.ndarray, P: np.ndarray, sw: np.ndarray) -> None:
+        m, q = P.shape[1], X1.shape[1]
+        for a in range(m):
+            for b in range(a, m):
+                h = sw * P[:, a] * ((a == b) - P[:, b])  # >= 0 on the diagonal, <= 0 off it
+                Xh = X1 * np.sqrt(np.abs(h))[:, None]
+                block = Xh.T @ Xh
+                if a != b:
+                    block = -block
+                H[a * q:(a + 1) * q, b * q:(b + 1) * q] += block
+                if a != b:
+                    H[b * q:(b + 1) * q, a * q:(a + 1) * q] += block
+
+    def merge(self, accs: Sequence[list[Any]]) -> list[Any]:
+        f, g, H, sw, rows, skipped = accs[0]
+        f, g, H = f.copy(), g.copy(), None if H is None else H.copy()
+        for b in accs[1:]:
+            f += b[0]
+            g += b[1]
+            if H is not None:
+                H += b[2]
+            sw, rows, skipped = sw + b[3], rows + b[4], skipped + b[5]
+        return [f, g, H, sw, rows, skipped]
+
+    # -------------------------------------------------------------------- update
+    def update(self, acc: list[Any]) -> tuple[Any, bool, dict[str, Any]]:
+        f, g, H, sw, rows, skipped = acc
+        if sw <= 0:
+            raise DataError("LogisticRegression has no training rows with a feature set, a label and a positive "
+                            "weight", column=self.context["label"])
+        lam, pm, trials = 1.0 / self.context["C"], self._penalty_mask(), self._trials()
+        w, s = self.params["w"], self.params["s"]
+        F = [f[i] + 0.5 * lam * float(np.sum((pm * (w + t * s)) ** 2)) for i, t in enumerate(trials)]
+        G = [g[i] + lam * pm * (w + t * s) for i, t in enumerate(trials)]
+        best = self._line_search(F, trials)
+        if best is None:  # no tried step decreased the objective enough: retry shorter steps from the same point
+            params = {**self.params, "s": s * (trials[-1] * 0.5)}
+            if self.iteration + 1 >= self.max_iter:
+                params = {"w": params["w"]}
+            return params, False, self._extra(params["w"], self.params["f"], sw, rows, skipped)
+        t, f_new, g_new = trials[best], F[best], G[best]
+        w_new = w + t * s
+        converged = float(np.max(np.abs(g_new))) / sw <= self.tol
+        if self.context["lbfgs"]:
+            params = self._lbfgs(w_new, t * s, f_new, g_new, sw)
+            if converged:
+                params["s"] = np.zeros_like(w_new)
+        else:
+            step = self._newton_direction(H, lam * pm, g_new)
+            params = {"w": w_new + step if converged else w_new, "s": step, "f": f_new, "g": g_new}
+        if converged or self.iteration + 1 >= self.max_iter:  # the final state keeps only the model
+            params = {"w": params["w"]}
+        return params, converged, self._extra(params["w"], f_new, sw, rows, skipped)
+
+    def _line_search(self, F: list[float], trials: Sequence[float]) -> int | None:
+        if "f" not in self.params:
+            return 0
+        f0, slope = self.params["f"], float(self.params["g"] @ self.params["s"])
+        ok = [i for i, t in enumerate(trials) if F[i] <= f0 + ARMIJO * t * slope]
+        if not ok:
+            return None
+        return min(ok, key=lambda i: F[i]) if self.context["lbfgs"] else ok[0]
+
+    def _newton_direction(self, H: np.ndarray, penalty: np.ndarray, g: np.ndarray) -> np.ndarray:
+        A = H + np.diag(penalty)
+        m, q = self._shape()
+        u = None
+        if m > 1 and self.context["fit_intercept"]:  # the common shift of the intercepts leaves the loss unchanged
+            u = np.zeros((m, q))
+            u[:, -1] = 1.0 / np.sqrt(m)
+            u = u.ravel()
+            A += np.outer(u, u) * max(1.0, float(np.max(np.diag(A))))
+        try:
+            step = -linalg.cho_solve(linalg.cho_factor(A), g)
+        except linalg.LinAlgError:
+            step = -np.linalg.lstsq(A, g, rcond=None)[0]
+        if u is not None:
+            step -= u * (u @ step)
+        return step
+
+    def _lbfgs(self, w: np.ndarray, step: np.ndarray, f: float, g: np.ndarray, sw: float) -> dict[str, Any]:
+        p = len(w)
+        mem_s, mem_y = self.params.get("mem_s", np.zeros((0, p))), self.params.get("mem_y", np.zeros((0, p)))
+        if "g" in self.params:
+            yk = g - self.params["g"]
+            if float(yk @ step) > 1e-12 * float(yk @ yk):
+                mem_s, mem_y = np.vstack([mem_s, step])[-LBFGS_MEMORY:], np.vstack([mem_y, yk])[-LBFGS_MEMORY:]
+        q = -g
+        if len(mem_s) == 0:
+            return {"w": w, "s": q / sw, "f": f, "g": g, "mem_s": mem_s, "mem_y": mem_y}
+        rho = 1.0 / np.einsum("ij,ij->i", mem_y, mem_s)
+        alpha = np.zeros(len(mem_s))
+        for i in range(len(mem_s) - 1, -1, -1):
+            alpha[i] = rho[i] * (mem_s[i] @ q)
+            q = q - alpha[i] * mem_y[i]
+        q = q * (float(mem_s[-1] @ mem_y[-1]) / float(mem_y[-1] @ mem_y[-1]))
+        for i in range(len(mem_s)):
+            beta = rho[i] * (mem_y[i] @ q)
+            q = q + mem_s[i] * (alpha[i] - beta)
+        return {"w": w, "s": q, "f": f, "g": g, "mem_s": mem_s, "mem_y": mem_y}
+
+    def _extra(self, w: np.ndarray, loss: float, sw: float, rows: int, skipped: int) -> dict[str, Any]:
+        ctx = self.context
+        m, q = self._shape()
+        d = len(self.columns)
+        W = w.reshape(m, q)
+        return {"classes": list(ctx["classes"]), "class_counts": np.asarray(ctx["class_counts"]),
+                "coef": W[:, :d].copy(), "intercept": W[:, d].copy() if ctx["fit_intercept"] else np.zeros(m),
+                "loss": float(loss), "weight_sum": float(sw), "rows": int(rows), "skipped": int(skipped)}

@@ -8,11 +8,6 @@ transform (with dead letters) must equal the local engine's.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -21,62 +16,25 @@ import pytest
 
 import beamlearn as bl
 from beamlearn.engines.beam import run_fit, run_transform
+from beamlearn.engines.beam_jobs import portable_services
+from beamlearn.errors import EngineError
 from beamlearn.testing import random_table
 
 pytestmark = pytest.mark.filterwarnings("ignore::beamlearn.errors.DataWarning")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            time.sleep(0.2)
-    return False
-
-
 @pytest.fixture(scope="module")
 def portable_args(tmp_path_factory):
     """Beam options for PortableRunner against a local job service and an external worker pool."""
-    logs = tmp_path_factory.mktemp("portable")
-    job_port, pool_port = _free_port(), _free_port()
-    # the pool starts workers as `python -c ...`: put this interpreter first on PATH so they import beamlearn
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
-    procs = []
     try:
-        with open(logs / "job_service.log", "wb") as log:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-                 "--port", str(job_port)], stdout=log, stderr=subprocess.STDOUT, env=env))
-        with open(logs / "worker_pool.log", "wb") as log:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
-                 "--service_port", str(pool_port)], stdout=log, stderr=subprocess.STDOUT, env=env))
-        if not _wait_listening(job_port, procs[0]):
-            pytest.skip("Beam's local job service could not start: "
-                        + (logs / "job_service.log").read_text()[-500:])
-        if not _wait_listening(pool_port, procs[1]):
-            pytest.skip("Beam's worker pool could not start: " + (logs / "worker_pool.log").read_text()[-500:])
-        yield ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}",
-               "--environment_type=EXTERNAL", f"--environment_config=localhost:{pool_port}"]
+        services = portable_services(str(tmp_path_factory.mktemp("portable")))
+        args = services.__enter__()
+    except EngineError as exc:
+        pytest.skip(f"Beam's portable services could not start on this machine: {exc}")
+    try:
+        yield args
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        services.__exit__(None, None, None)
 
 
 def _jsonl(path: str) -> list[dict]:

@@ -30,8 +30,7 @@ Examples
 from __future__ import annotations
 
 import pickle
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -40,11 +39,12 @@ from apache_beam.transforms.window import GlobalWindows
 
 from beamlearn import artifact, errors
 from beamlearn.analyzers import Analyzer
-from beamlearn.batches import batch_origin, capture_schema, to_batches
+from beamlearn.engines.beam_io import _AsBatches, _FirstSchema
+from beamlearn.engines.beam_jobs import _check_pipeline, check_runner, run_fit, run_transform, translate_error
 from beamlearn.engines.local import LocalEngine
 from beamlearn.errors import DataError, EngineError
 from beamlearn.io import DeadLetters
-from beamlearn.pipeline import FitPlan, FittedPipeline, Pipeline
+from beamlearn.pipeline import FitPlan, FittedPipeline, Pipeline, step_seeds
 
 __all__ = [
     "Fit",
@@ -63,35 +63,7 @@ _NS = "beamlearn"
 _ENGINE = LocalEngine(batch_size=1 << 62)  # its conform/guard code, shared with the local engine
 
 
-# ---------------------------------------------------------------------------------------------- checks
-def check_runner(runner: Any) -> None:
-    """Raise :class:`EngineError` if ``runner`` (a name, class or instance) is Beam's DaskRunner.
-
-    Examples
-    --------
-    >>> check_runner("DirectRunner")
-    >>> check_runner("dask")
-    Traceback (most recent call last):
-    ...
-    beamlearn.errors.EngineError: Beam's DaskRunner is not supported: ...
-    """
-    name = runner if isinstance(runner, str) else type(runner).__name__ if not isinstance(runner, type) \
-        else runner.__name__
-    if name and "dask" in str(name).lower():
-        raise EngineError("Beam's DaskRunner is not supported: on Beam 2.77 it computes only the last leaf of a "
-                          "multi-leaf pipeline and sends every element to every tagged output, so fits and dead "
-                          "letters would be silently wrong. Use the DirectRunner, Flink, Spark or Dataflow (or "
-                          "beamlearn's local engine).")
-
-
-def _check_pipeline(pcoll: Any) -> None:
-    pipeline = pcoll.pipeline
-    check_runner(pipeline.runner)
-    opts = getattr(pipeline, "_options", None)
-    if opts is not None:
-        check_runner(opts.get_all_options().get("runner") or "")
-
-
+# ---------------------------------------------------------------------------------------------- planning
 def pass_bound(steps: Sequence[Any], schema: pa.Schema | None = None) -> int:
     """An upper bound on the passes a fit of ``steps`` takes: the longest chain of dependent statistics.
 
@@ -126,30 +98,6 @@ def pass_bound(steps: Sequence[Any], schema: pa.Schema | None = None) -> int:
     return max(depth, default=0) + 1
 
 
-_ERROR_RE = re.compile(r"\b(SchemaError|UnknownCategoryError|DataError|SpecError|EngineError|ArtifactError)"
-                       r": (.+)")
-
-
-def translate_error(exc: BaseException) -> BaseException:
-    """The beamlearn error behind a failed Beam job's exception, or ``exc``.
-
-    In-process runners re-raise the worker's exception (with Beam's ``[while running ...]`` note; the original
-    is in the exception chain); portable runners report it as text, parsed here.
-    """
-    found, seen = None, exc
-    while seen is not None:
-        if isinstance(seen, errors.BeamlearnError):
-            found = seen
-        seen = seen.__cause__ or seen.__context__
-    if found is not None:
-        return found
-    matches = _ERROR_RE.findall(str(exc))
-    if not matches:
-        return exc
-    name, message = matches[-1]
-    return getattr(errors, name)(re.sub(r" \[while running .*", "", message).strip())
-
-
 class _Registry:
     """The steps and functions registered on the driver, re-registered on each worker before any step runs, so
     custom steps and ``Function`` steps work on every runner (the objects travel by cloudpickle)."""
@@ -172,74 +120,6 @@ class _Registry:
         for name, fn in self.functions.items():
             if name not in fns:
                 register_function(name)(fn)
-
-
-# ---------------------------------------------------------------------------------------------- inputs
-class _Split(beam.DoFn):
-    """RecordBatches and Tables pass on as batches; dict rows go to the ``rows`` output for batching."""
-
-    def process(self, item: Any):
-        if isinstance(item, pa.RecordBatch):
-            yield item
-        elif isinstance(item, pa.Table):
-            yield from item.to_batches()
-        elif isinstance(item, Mapping):
-            yield beam.pvalue.TaggedOutput("rows", item)
-        else:
-            raise DataError(f"a PCollection for beamlearn must hold pyarrow.RecordBatch or dict rows, got "
-                            f"{type(item).__name__}")
-
-
-def _rows_to_batches(rows: list, schema: pa.Schema | None) -> list[pa.RecordBatch]:
-    """Dict rows as one batch; rows that do not fit their column become one-row batches (to be conformed, so a
-    bad value becomes a dead letter with its reason rather than failing the whole group)."""
-    try:
-        return list(to_batches(list(rows), batch_size=max(len(rows), 1), schema=schema, source="<rows>"))
-    except DataError:
-        return [b for r in rows for b in to_batches([r], source="<rows>")]
-
-
-class _AsBatches(beam.PTransform):
-    def __init__(self, schema: pa.Schema | None = None, batch_size: int = 65_536) -> None:
-        super().__init__()
-        self.schema, self.batch_size = schema, batch_size
-
-    def expand(self, pcoll):
-        split = pcoll | "Split" >> beam.ParDo(_Split()).with_outputs("rows", main="batches")
-        rows = (split.rows | "BatchRows" >> beam.BatchElements(max_batch_size=self.batch_size)
-                | "RowsToBatches" >> beam.FlatMap(_rows_to_batches, self.schema))
-        return (split.batches, rows) | "Batches" >> beam.Flatten()
-
-
-class _FirstSchema(beam.CombineFn):
-    """The schema the local engine would capture: that of the first batch by (source, offset) provenance;
-    batches without provenance (e.g. from dict rows) are unified with Arrow's permissive promotion."""
-
-    def create_accumulator(self):
-        return None, None
-
-    def add_input(self, acc, batch):
-        source, offset = batch_origin(batch)
-        schema = capture_schema(batch)
-        if source is None or source == "<rows>":
-            return self.merge_accumulators([acc, (None, schema)])
-        return self.merge_accumulators([acc, (((source, offset, str(schema)), schema), None)])
-
-    def merge_accumulators(self, accs):
-        first, unified = None, None
-        for tagged, untagged in accs:
-            if tagged is not None and (first is None or tagged[0] < first[0]):
-                first = tagged
-            if untagged is not None:
-                unified = untagged if unified is None else pa.unify_schemas([unified, untagged],
-                                                                            promote_options="permissive")
-        return first, unified
-
-    def extract_output(self, acc):
-        first, unified = acc
-        if first is not None:
-            return first[1]
-        return None if unified is None else capture_schema(pa.RecordBatch.from_pylist([], schema=unified))
 
 
 # ---------------------------------------------------------------------------------------------- fit
@@ -328,12 +208,22 @@ class _PassCombineFn(beam.CombineFn):
         return None if acc is None else [a.extract(a.merge([x])) for a, x in zip(*acc)]
 
 
+def _next(plan: FitPlan) -> tuple[FitPlan, Any]:
+    if plan.done():
+        return plan, None
+    pass_ = plan.next_pass()
+    sequential = [a for a in pass_.analyzers if getattr(a, "sequential", False)]
+    if sequential:
+        raise EngineError(f"{sequential[0]!r} must see the batches in order and cannot merge accumulators, so it "
+                          "cannot run as a Beam combine; fit this pipeline with the local engine")
+    return plan, pass_
+
+
 def _start(schema: pa.Schema | None, steps: Sequence[Any], registry: _Registry) -> tuple[FitPlan, Any]:
     registry.restore()
     if schema is None:
         raise DataError("no data to fit on")
-    plan = FitPlan(steps, schema)
-    return plan, (None if plan.done() else plan.next_pass())
+    return _next(FitPlan(steps, schema))
 
 
 def _advance(prev: tuple[FitPlan, Any], states: list | None, registry: _Registry) -> tuple[FitPlan, Any]:
@@ -344,7 +234,7 @@ def _advance(prev: tuple[FitPlan, Any], states: list | None, registry: _Registry
     if states is None:
         raise DataError("no data to fit on (every row was rejected)")
     plan.complete(pass_, states)
-    return plan, (None if plan.done() else plan.next_pass())
+    return _next(plan)
 
 
 def _finish(state: tuple[FitPlan, Any], dead: int, bound: int, name: str | None,
@@ -356,7 +246,7 @@ def _finish(state: tuple[FitPlan, Any], dead: int, bound: int, name: str | None,
                           f"pass a larger max_passes to Fit")
     info = dict(lineage)
     info.update({"rows": int(plan.profile["count"]["rows"]), "dead_letters": int(dead), "passes": plan.passes,
-                 "profile": plan.profile, "engine": "beam"})
+                 "profile": plan.profile, "engine": "beam", "seeds": step_seeds(plan.steps)})
     return FittedPipeline(plan.steps, plan.states, plan.input_schema, name=name, lineage=info)
 
 
@@ -544,6 +434,3 @@ class Unbatch(beam.PTransform):
 def unbatch() -> Unbatch:
     """A transform turning RecordBatches into dict rows: ``batches | unbatch()``."""
     return Unbatch()
-
-
-from beamlearn.engines.beam_io import run_fit, run_transform

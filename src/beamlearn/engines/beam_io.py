@@ -1,4 +1,4 @@
-"""Files in and out of Beam as RecordBatches, and the whole-job entry points the CLI's ``--engine beam`` uses.
+"""Data in and out of Beam as RecordBatches: files, dict rows, and the schema the local engine would capture.
 
 Reading reuses :func:`beamlearn.io.read_batches` file by file (files are spread over workers), so the Beam engine
 sees exactly the rows, types, casts and dead letters the local engine sees.  Files on remote filesystems
@@ -17,8 +17,8 @@ import json
 import os
 import shutil
 import tempfile
-import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import apache_beam as beam
@@ -26,10 +26,19 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from beamlearn import io
-from beamlearn.batches import DEFAULT_BATCH_SIZE, batch_origin, capture_schema, conform, tag_batch
-from beamlearn.errors import BeamlearnError, DataError, EngineError
+from beamlearn.batches import DEFAULT_BATCH_SIZE, batch_origin, capture_schema, tag_batch, to_batches
+from beamlearn.errors import DataError, EngineError
 
-__all__ = ["ReadFiles", "WriteFiles", "file_schema", "resolve_paths", "run_fit", "run_transform", "split_path"]
+__all__ = [
+    "ReadCsv",
+    "ReadFiles",
+    "ReadJsonl",
+    "ReadParquet",
+    "WriteFiles",
+    "file_schema",
+    "resolve_paths",
+    "split_path",
+]
 
 
 def _is_local(path: str) -> bool:
@@ -201,148 +210,69 @@ def _write_errors(errors: Any, path: str) -> None:
      | "WriteErrors" >> beam.io.WriteToText(path, shard_name_template="", num_shards=1))
 
 
-# ---------------------------------------------------------------------------------------------- jobs
-def _options(beam_args: list[str] | None) -> Any:
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+# ---------------------------------------------------------------------------------------------- inputs
+class _Split(beam.DoFn):
+    """RecordBatches and Tables pass on as batches; dict rows go to the ``rows`` output for batching."""
 
-    from beamlearn.engines.beam import check_runner
+    def process(self, item: Any):
+        if isinstance(item, pa.RecordBatch):
+            yield item
+        elif isinstance(item, pa.Table):
+            yield from item.to_batches()
+        elif isinstance(item, Mapping):
+            yield beam.pvalue.TaggedOutput("rows", item)
+        else:
+            raise DataError(f"a PCollection for beamlearn must hold pyarrow.RecordBatch or dict rows, got "
+                            f"{type(item).__name__}")
 
-    opts = PipelineOptions(list(beam_args or []))
-    check_runner(opts.view_as(StandardOptions).runner or "")
-    return opts, opts.view_as(GoogleCloudOptions).temp_location
 
-
-def _run(p: beam.Pipeline) -> Any:
-    from beamlearn.engines.beam import translate_error
-
+def _rows_to_batches(rows: list, schema: pa.Schema | None) -> list[pa.RecordBatch]:
+    """Dict rows as one batch; rows that do not fit their column become one-row batches (to be conformed, so a
+    bad value becomes a dead letter with its reason rather than failing the whole group)."""
     try:
-        result = p.run()
-        state = result.wait_until_finish()
-    except Exception as exc:
-        err = translate_error(exc)
-        if err is exc and not isinstance(exc, BeamlearnError):
-            raise EngineError(f"the Beam job failed: {str(exc).strip().splitlines()[-1][:2000]}") from exc
-        raise err from None
-    if str(state).upper().split(".")[-1] not in ("DONE", "NONE"):
-        raise EngineError(f"the Beam job ended in state {state}")
-    return result
+        return list(to_batches(list(rows), batch_size=max(len(rows), 1), schema=schema, source="<rows>"))
+    except DataError:
+        return [b for r in rows for b in to_batches([r], source="<rows>")]
 
 
-def _counter(result: Any, name: str) -> int | None:
-    from apache_beam.metrics.metric import MetricsFilter
+class _AsBatches(beam.PTransform):
+    def __init__(self, schema: pa.Schema | None = None, batch_size: int = 65_536) -> None:
+        super().__init__()
+        self.schema, self.batch_size = schema, batch_size
 
-    try:
-        found = result.metrics().query(MetricsFilter().with_namespace("beamlearn").with_name(name))["counters"]
-    except Exception:  # noqa: BLE001 - not every runner reports metrics
-        return None
-    return sum(int(c.committed if c.committed is not None else c.attempted or 0) for c in found)
-
-
-def _raise_mode(errors: Any) -> bool:
-    return errors is None or errors == "raise"
+    def expand(self, pcoll):
+        split = pcoll | "Split" >> beam.ParDo(_Split()).with_outputs("rows", main="batches")
+        rows = (split.rows | "BatchRows" >> beam.BatchElements(max_batch_size=self.batch_size)
+                | "RowsToBatches" >> beam.FlatMap(_rows_to_batches, self.schema))
+        return (split.batches, rows) | "Batches" >> beam.Flatten()
 
 
-def run_fit(pipeline: Any, paths: Any, *, beam_args: list[str] | None = None,
-            batch_size: int = DEFAULT_BATCH_SIZE, errors: str | None = None, schema: pa.Schema | None = None,
-            lineage: dict[str, Any] | None = None) -> Any:
-    """Fit ``pipeline`` on files in one Beam job and return the :class:`~beamlearn.FittedPipeline`.
+class _FirstSchema(beam.CombineFn):
+    """The schema the local engine would capture: that of the first batch by (source, offset) provenance;
+    batches without provenance (e.g. from dict rows) are unified with Arrow's permissive promotion."""
 
-    ``beam_args`` go to ``PipelineOptions`` untouched (``--runner``, ``--direct_num_workers``, ...).  ``errors``
-    is None (a bad row fails the fit, naming it) or a path where dead letters are written as JSON lines.
-    """
-    from apache_beam.io.filesystems import FileSystems
+    def create_accumulator(self):
+        return None, None
 
-    from beamlearn import artifact
-    from beamlearn.engines.beam import Fit
-    from beamlearn.engines.local import data_fingerprint
+    def add_input(self, acc, batch):
+        source, offset = batch_origin(batch)
+        schema = capture_schema(batch)
+        if source is None or source == "<rows>":
+            return self.merge_accumulators([acc, (None, schema)])
+        return self.merge_accumulators([acc, (((source, offset, str(schema)), schema), None)])
 
-    t0 = time.perf_counter()
-    opts, temp_location = _options(beam_args)
-    files = resolve_paths(paths)
-    schema = schema if schema is not None else file_schema(files, batch_size)
-    collect = not _raise_mode(errors)
-    tmpdir = None if temp_location else tempfile.mkdtemp(prefix="beamlearn-fit-")
-    out = FileSystems.join(temp_location or tmpdir, f"beamlearn-fit-{uuid.uuid4().hex}.bl")
-    p = beam.Pipeline(options=opts)
-    read, fit = ReadFiles(files, schema=schema, batch_size=batch_size), Fit(pipeline, schema=schema,
-                                                                            lineage=lineage, batch_size=batch_size)
-    if collect:
-        batches, read_errors = p | "Read" >> read.with_errors()
-        fitted, fit_errors = batches | "Fit" >> fit.with_errors()
-        _write_errors((read_errors, fit_errors) | "AllErrors" >> beam.Flatten(), errors)
-    else:
-        fitted = p | "Read" >> read | "Fit" >> fit
-    fitted | "Save" >> beam.ParDo(_SaveArtifact(out))
-    result = _run(p)
-    try:
-        with FileSystems.open(out) as fh:
-            data = fh.read()
-        fp = artifact.from_bytes(data)
-    finally:
-        try:
-            FileSystems.delete([out])
-        except Exception:  # noqa: BLE001,S110 - a leftover temporary file is harmless
-            pass
-        if tmpdir:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-    dead = _counter(result, "dead_letters") if collect else 0
-    fp.lineage.update({"dead_letters": dead if dead is not None else _count_lines(errors),
-                       "fit_seconds": round(time.perf_counter() - t0, 6),
-                       "data": data_fingerprint(files) if all(map(_is_local, files)) else {"files": files},
-                       "runner": type(p.runner).__name__})
-    return fp
+    def merge_accumulators(self, accs):
+        first, unified = None, None
+        for tagged, untagged in accs:
+            if tagged is not None and (first is None or tagged[0] < first[0]):
+                first = tagged
+            if untagged is not None:
+                unified = untagged if unified is None else pa.unify_schemas([unified, untagged],
+                                                                            promote_options="permissive")
+        return first, unified
 
-
-class _SaveArtifact(beam.DoFn):
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def process(self, fitted):
-        from apache_beam.io.filesystems import FileSystems
-
-        from beamlearn import artifact
-
-        with FileSystems.create(self.path) as fh:
-            fh.write(artifact.to_bytes(fitted))
-
-
-def _count_lines(path: Any) -> int | None:
-    if not isinstance(path, str) or not _is_local(path) or not os.path.exists(path):
-        return None
-    with open(path, "rb") as fh:
-        return sum(1 for _ in fh)
-
-
-def run_transform(fitted: Any, paths: Any, out: str, *, beam_args: list[str] | None = None,
-                  batch_size: int = DEFAULT_BATCH_SIZE, errors: str | None = None) -> dict[str, Any]:
-    """Transform files with a fitted pipeline (a FittedPipeline or an artifact path) in one Beam job, writing
-    ``out`` (CSV, Parquet or JSON lines by extension); returns ``{"rows": ..., "dead_letters": ...}``."""
-    from beamlearn.engines.beam import Transform, load_artifact
-    from beamlearn.pipeline import FittedPipeline
-
-    opts, _ = _options(beam_args)
-    if not isinstance(fitted, FittedPipeline):
-        fitted = load_artifact(os.fspath(fitted))
-    files = resolve_paths(paths)
-    # the output schema: the fitted output plus the columns that pass through, from the first file's head
-    head = next(iter(io.read_batches(files[0], batch_size=1, schema=fitted.input_schema, dead=io.DeadLetters())),
-                None) if _is_local(files[0]) else None
-    sample = pa.RecordBatch.from_pylist([], schema=fitted.input_schema) if head is None else head.slice(0, 0)
-    sample, _ = conform(sample, fitted.input_schema, required=fitted.required_columns)
-    out_schema = fitted.transform_batch(sample).schema.remove_metadata()
-    collect = not _raise_mode(errors)
-    p = beam.Pipeline(options=opts)
-    read = ReadFiles(files, schema=fitted.input_schema, batch_size=batch_size)
-    transform = Transform(fitted, batch_size=batch_size)
-    if collect:
-        batches, read_errors = p | "Read" >> read.with_errors()
-        result_batches, tr_errors = batches | "Transform" >> transform.with_errors()
-        _write_errors((read_errors, tr_errors) | "AllErrors" >> beam.Flatten(), errors)
-    else:
-        result_batches = p | "Read" >> read | "Transform" >> transform
-    result_batches | "Write" >> WriteFiles(out, out_schema)
-    result = _run(p)
-    rows = _counter(result, "rows")
-    dead = _counter(result, "dead_letters") if collect else 0
-    return {"rows": rows, "dead_letters": dead if dead is not None else _count_lines(errors)}
-
+    def extract_output(self, acc):
+        first, unified = acc
+        if first is not None:
+            return first[1]
+        return None if unified is None else capture_schema(pa.RecordBatch.from_pylist([], schema=unified))

@@ -1,0 +1,302 @@
+"""Whole Beam jobs over files (the CLI's ``--engine beam``), runner checks, and a local portable job service.
+
+:func:`run_fit` and :func:`run_transform` build one Beam job each, pass ``beam_args`` to ``PipelineOptions``
+untouched, and translate a failed job back into the beamlearn error that failed it.  :func:`portable_services`
+starts Beam's own job service and an external SDK worker pool on this machine: the path Flink, Spark and Dataflow
+use (user code in separate SDK worker processes), for tests and benchmarks.
+
+Examples
+--------
+>>> check_runner("FlinkRunner")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+
+from beamlearn import errors, io
+from beamlearn.batches import DEFAULT_BATCH_SIZE, conform
+from beamlearn.engines.beam_io import (
+    ReadFiles,
+    WriteFiles,
+    _is_local,
+    _write_errors,
+    file_schema,
+    resolve_paths,
+)
+from beamlearn.errors import BeamlearnError, EngineError
+
+__all__ = ["check_runner", "portable_services", "run_fit", "run_transform", "translate_error"]
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def check_runner(runner: Any) -> None:
+    """Raise :class:`EngineError` if ``runner`` (a name, class or instance) is Beam's DaskRunner.
+
+    Examples
+    --------
+    >>> check_runner("DirectRunner")
+    >>> check_runner("dask")
+    Traceback (most recent call last):
+    ...
+    beamlearn.errors.EngineError: Beam's DaskRunner is not supported: ...
+    """
+    name = runner if isinstance(runner, str) else type(runner).__name__ if not isinstance(runner, type) \
+        else runner.__name__
+    if name and "dask" in str(name).lower():
+        raise EngineError("Beam's DaskRunner is not supported: on Beam 2.77 it computes only the last leaf of a "
+                          "multi-leaf pipeline and sends every element to every tagged output, so fits and dead "
+                          "letters would be silently wrong. Use the DirectRunner, Flink, Spark or Dataflow (or "
+                          "beamlearn's local engine).")
+
+
+def _check_pipeline(pcoll: Any) -> None:
+    pipeline = pcoll.pipeline
+    check_runner(pipeline.runner)
+    opts = getattr(pipeline, "_options", None)
+    if opts is not None:
+        check_runner(opts.get_all_options().get("runner") or "")
+
+
+_ERROR_RE = re.compile(r"\b(SchemaError|UnknownCategoryError|DataError|SpecError|EngineError|ArtifactError)"
+                       r": (.+)")
+
+
+def translate_error(exc: BaseException) -> BaseException:
+    """The beamlearn error behind a failed Beam job's exception, or ``exc``.
+
+    In-process runners re-raise the worker's exception (with Beam's ``[while running ...]`` note; the original
+    is in the exception chain); portable runners report it as text, parsed here.
+    """
+    found, seen = None, exc
+    while seen is not None:
+        if isinstance(seen, errors.BeamlearnError):
+            found = seen
+        seen = seen.__cause__ or seen.__context__
+    if found is not None:
+        return found
+    matches = _ERROR_RE.findall(str(exc))
+    if not matches:
+        return exc
+    name, message = matches[-1]
+    return getattr(errors, name)(re.sub(r" \[while running .*", "", message).strip())
+
+
+# ---------------------------------------------------------------------------------------------- jobs
+def _options(beam_args: list[str] | None) -> Any:
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+
+    from beamlearn.engines.beam import check_runner
+
+    opts = PipelineOptions(list(beam_args or []))
+    check_runner(opts.view_as(StandardOptions).runner or "")
+    return opts, opts.view_as(GoogleCloudOptions).temp_location
+
+
+def _run(p: beam.Pipeline) -> Any:
+    from beamlearn.engines.beam import translate_error
+
+    try:
+        result = p.run()
+        state = result.wait_until_finish()
+    except Exception as exc:
+        err = translate_error(exc)
+        if err is exc and not isinstance(exc, BeamlearnError):
+            raise EngineError(f"the Beam job failed: {str(exc).strip().splitlines()[-1][:2000]}") from exc
+        raise err from None
+    if str(state).upper().split(".")[-1] not in ("DONE", "NONE"):
+        raise EngineError(f"the Beam job ended in state {state}")
+    return result
+
+
+def _counter(result: Any, name: str) -> int | None:
+    from apache_beam.metrics.metric import MetricsFilter
+
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace("beamlearn").with_name(name))["counters"]
+    except Exception:  # noqa: BLE001 - not every runner reports metrics
+        return None
+    return sum(int(c.committed if c.committed is not None else c.attempted or 0) for c in found)
+
+
+def _raise_mode(errors: Any) -> bool:
+    return errors is None or errors == "raise"
+
+
+def run_fit(pipeline: Any, paths: Any, *, beam_args: list[str] | None = None,
+            batch_size: int = DEFAULT_BATCH_SIZE, errors: str | None = None, schema: pa.Schema | None = None,
+            lineage: dict[str, Any] | None = None) -> Any:
+    """Fit ``pipeline`` on files in one Beam job and return the :class:`~beamlearn.FittedPipeline`.
+
+    ``beam_args`` go to ``PipelineOptions`` untouched (``--runner``, ``--direct_num_workers``, ...).  ``errors``
+    is None (a bad row fails the fit, naming it) or a path where dead letters are written as JSON lines.
+    """
+    from apache_beam.io.filesystems import FileSystems
+
+    from beamlearn import artifact
+    from beamlearn.engines.beam import Fit
+    from beamlearn.engines.local import data_fingerprint
+
+    t0 = time.perf_counter()
+    opts, temp_location = _options(beam_args)
+    files = resolve_paths(paths)
+    schema = schema if schema is not None else file_schema(files, batch_size)
+    collect = not _raise_mode(errors)
+    tmpdir = None if temp_location else tempfile.mkdtemp(prefix="beamlearn-fit-")
+    out = FileSystems.join(temp_location or tmpdir, f"beamlearn-fit-{uuid.uuid4().hex}.bl")
+    p = beam.Pipeline(options=opts)
+    read, fit = ReadFiles(files, schema=schema, batch_size=batch_size), Fit(pipeline, schema=schema,
+                                                                            lineage=lineage, batch_size=batch_size)
+    if collect:
+        batches, read_errors = p | "Read" >> read.with_errors()
+        fitted, fit_errors = batches | "Fit" >> fit.with_errors()
+        _write_errors((read_errors, fit_errors) | "AllErrors" >> beam.Flatten(), errors)
+    else:
+        fitted = p | "Read" >> read | "Fit" >> fit
+    fitted | "Save" >> beam.ParDo(_SaveArtifact(out))
+    result = _run(p)
+    try:
+        with FileSystems.open(out) as fh:
+            data = fh.read()
+        fp = artifact.from_bytes(data)
+    finally:
+        try:
+            FileSystems.delete([out])
+        except Exception:  # noqa: BLE001,S110 - a leftover temporary file is harmless
+            pass
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    dead = _counter(result, "dead_letters") if collect else 0
+    fp.lineage.update({"dead_letters": dead if dead is not None else _count_lines(errors),
+                       "fit_seconds": round(time.perf_counter() - t0, 6),
+                       "data": data_fingerprint(files) if all(map(_is_local, files)) else {"files": files},
+                       "runner": type(p.runner).__name__})
+    return fp
+
+
+class _SaveArtifact(beam.DoFn):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def process(self, fitted):
+        from apache_beam.io.filesystems import FileSystems
+
+        from beamlearn import artifact
+
+        with FileSystems.create(self.path) as fh:
+            fh.write(artifact.to_bytes(fitted))
+
+
+def _count_lines(path: Any) -> int | None:
+    if not isinstance(path, str) or not _is_local(path) or not os.path.exists(path):
+        return None
+    with open(path, "rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def run_transform(fitted: Any, paths: Any, out: str, *, beam_args: list[str] | None = None,
+                  batch_size: int = DEFAULT_BATCH_SIZE, errors: str | None = None) -> dict[str, Any]:
+    """Transform files with a fitted pipeline (a FittedPipeline or an artifact path) in one Beam job, writing
+    ``out`` (CSV, Parquet or JSON lines by extension); returns ``{"rows": ..., "dead_letters": ...}``."""
+    from beamlearn.engines.beam import Transform, load_artifact
+    from beamlearn.pipeline import FittedPipeline
+
+    opts, _ = _options(beam_args)
+    if not isinstance(fitted, FittedPipeline):
+        fitted = load_artifact(os.fspath(fitted))
+    files = resolve_paths(paths)
+    # the output schema: the fitted output plus the columns that pass through, from the first file's head
+    head = next(iter(io.read_batches(files[0], batch_size=1, schema=fitted.input_schema, dead=io.DeadLetters())),
+                None) if _is_local(files[0]) else None
+    sample = pa.RecordBatch.from_pylist([], schema=fitted.input_schema) if head is None else head.slice(0, 0)
+    sample, _ = conform(sample, fitted.input_schema, required=fitted.required_columns)
+    out_schema = fitted.transform_batch(sample).schema.remove_metadata()
+    collect = not _raise_mode(errors)
+    p = beam.Pipeline(options=opts)
+    read = ReadFiles(files, schema=fitted.input_schema, batch_size=batch_size)
+    transform = Transform(fitted, batch_size=batch_size)
+    if collect:
+        batches, read_errors = p | "Read" >> read.with_errors()
+        result_batches, tr_errors = batches | "Transform" >> transform.with_errors()
+        _write_errors((read_errors, tr_errors) | "AllErrors" >> beam.Flatten(), errors)
+    else:
+        result_batches = p | "Read" >> read | "Transform" >> transform
+    result_batches | "Write" >> WriteFiles(out, out_schema)
+    result = _run(p)
+    rows = _counter(result, "rows")
+    dead = _counter(result, "dead_letters") if collect else 0
+    return {"rows": rows, "dead_letters": dead if dead is not None else _count_lines(errors)}
+
+
+
+# ---------------------------------------------------------------------------------------------- portable services
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_listening(port: int, proc: Any, timeout: float) -> bool:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+@contextlib.contextmanager
+def portable_services(log_dir: str | None = None, *, timeout: float = 60.0) -> Iterator[list[str]]:
+    """Start Beam's local job service and an external SDK worker pool on 127.0.0.1 (free ports); yield the
+    ``beam_args`` that run a job through them with PortableRunner; always stop both.
+
+    Workers are started with this interpreter (first on ``PATH``), so they import beamlearn.  Raises
+    :class:`EngineError` (with the service's log) if either service does not start listening.
+    """
+    import subprocess
+    import sys
+
+    log_dir = log_dir or tempfile.mkdtemp(prefix="beamlearn-portable-")
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    job_port, pool_port = _free_port(), _free_port()
+    commands = {"job_service": ["apache_beam.runners.portability.local_job_service_main", "--port", str(job_port)],
+                "worker_pool": ["apache_beam.runners.worker.worker_pool_main", "--service_port", str(pool_port)]}
+    procs: dict[str, Any] = {}
+    try:
+        for name, args in commands.items():
+            with open(os.path.join(log_dir, name + ".log"), "wb") as log:
+                procs[name] = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
+                                               env=env)
+        for name, port in (("job_service", job_port), ("worker_pool", pool_port)):
+            if not _wait_listening(port, procs[name], timeout):
+                with open(os.path.join(log_dir, name + ".log"), errors="replace") as fh:
+                    raise EngineError(f"Beam's {name.replace('_', ' ')} did not start: {fh.read()[-800:]}")
+        yield ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
+               f"--environment_config=localhost:{pool_port}"]
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()

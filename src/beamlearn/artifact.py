@@ -251,6 +251,8 @@ def from_bytes(data: bytes) -> Any:
     lineage = decode_state(manifest.get("lineage", {}), members)
     try:
         return FittedPipeline(steps, states, input_schema, name=manifest.get("name"), lineage=lineage)
+    except ArtifactError:  # a step that verifies its own state (e.g. an untrusted skops blob) said why
+        raise
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, BeamlearnError) as exc:
         raise ArtifactError(f"the fitted states do not match their steps ({type(exc).__name__}: {exc})") from None
 

@@ -15,6 +15,10 @@ may fix the types of some input columns and the batch size::
       - step: OneHotEncoder
         columns: [carrier, origin]
         handle_unknown: ignore
+    model:                       # optional; appended after the steps, fitted with them
+      step: LogisticRegression   # a beamlearn model and its parameters, or any scikit-learn estimator:
+      features: [dep_delay, carrier, origin]   #   sklearn: sklearn.ensemble.RandomForestClassifier
+      label: late                #   params: {n_estimators: 100}
 
 Specs are read with ``yaml.safe_load`` only (no Python objects, no code).  Every mistake raises
 :class:`~beamlearn.errors.SpecError` naming the source, the line, the step (``steps[1]``, 0-based) and the key:
@@ -66,7 +70,7 @@ from beamlearn.steps.base import Step, registered_steps
 __all__ = ["Spec", "load_spec", "merge_schema", "parse_type", "read_spec", "spec_hash"]
 
 SpecSource = typing.Union[str, "os.PathLike[str]", Mapping[str, Any]]
-TOP_LEVEL_KEYS = ("name", "description", "batch_size", "schema", "steps")
+TOP_LEVEL_KEYS = ("name", "description", "batch_size", "schema", "steps", "model")
 
 _SIMPLE_TYPES: dict[str, Callable[[], pa.DataType]] = {
     "bool": pa.bool_, "boolean": pa.bool_, "int8": pa.int8, "int16": pa.int16, "int32": pa.int32,
@@ -316,11 +320,13 @@ def _validate(content: Any, source: str, nodes: yaml.Node | None) -> Spec:
     if batch_size is not None and (type(batch_size) is not int or batch_size <= 0):
         raise fail(f"batch_size: expected a positive integer, got {batch_size!r}", "batch_size")
     schema = _validate_schema(content.get("schema"), fail)
-    steps_spec = content.get("steps")
-    if not isinstance(steps_spec, list) or not steps_spec:
+    steps_spec = content.get("steps", [] if "model" in content else None)
+    if not isinstance(steps_spec, list) or not (steps_spec or "model" in content):
         raise fail("'steps' must be a non-empty list of steps", *(["steps"] if "steps" in content else []))
     registry = registered_steps()
     steps = [_validate_step(i, entry, registry, fail) for i, entry in enumerate(steps_spec)]
+    if "model" in content:
+        steps.append(_validate_model(content["model"], registry, fail))
     try:
         pipeline = Pipeline(steps, name=name)
     except BeamlearnError as exc:
@@ -345,17 +351,19 @@ def _validate_schema(schema: Any, fail: Callable[..., SpecError]) -> pa.Schema |
     return pa.schema(fields)
 
 
-def _validate_step(i: int, entry: Any, registry: dict[str, type[Step]], fail: Callable[..., SpecError]) -> Step:
-    where = f"steps[{i}]"
+def _validate_step(i: int, entry: Any, registry: dict[str, type[Step]], fail: Callable[..., SpecError],
+                   loc: tuple = ()) -> Step:
+    loc = loc or ("steps", i)
+    where = f"steps[{i}]" if loc == ("steps", i) else ".".join(map(str, loc))
     if not isinstance(entry, dict):
         raise fail(f"{where}: expected a mapping with a 'step' key, got {type(entry).__name__} {entry!r}",
-                   "steps", i)
+                   *loc)
     kind = entry.get("step")
     if kind is None:
-        raise fail(f"{where}: missing the 'step' key (the step type, e.g. StandardScaler)", "steps", i)
+        raise fail(f"{where}: missing the 'step' key (the step type, e.g. StandardScaler)", *loc)
     if not isinstance(kind, str) or kind not in registry:
         raise fail(f"{where}: unknown step type {kind!r}{_did_you_mean(str(kind), registry)} (known: "
-                   f"{', '.join(sorted(registry))})", "steps", i, "step")
+                   f"{', '.join(sorted(registry))})", *loc, "step")
     cls = registry[kind]
     where = f"{where} ({kind})"
     params = {k: v for k, v in entry.items() if k != "step"}
@@ -363,23 +371,63 @@ def _validate_step(i: int, entry: Any, registry: dict[str, type[Step]], fail: Ca
     for key in params:
         if key not in names:
             raise fail(f"{where}: unknown parameter {key!r}{_did_you_mean(str(key), names)} "
-                       f"(parameters: {', '.join(names)})", "steps", i, key)
+                       f"(parameters: {', '.join(names)})", *loc, key)
     hints, shown = _hints(cls)
     import inspect
 
     signature = inspect.signature(cls.__init__).parameters
     for key in names:
         if key not in params and signature[key].default is inspect.Parameter.empty:
-            raise fail(f"{where}: missing required key {key!r}", "steps", i)
+            raise fail(f"{where}: missing required key {key!r}", *loc)
     for key, value in params.items():
         problem = _type_problem(hints.get(key), value)
         if problem is not None:
             raise fail(f"{where}: {key}: expected {shown.get(key, 'another type')}, got "
-                       f"{type(value).__name__} {value!r}{problem}", "steps", i, key)
+                       f"{type(value).__name__} {value!r}{problem}", *loc, key)
     try:
         return cls(**params)
     except (TypeError, ValueError, BeamlearnError) as exc:
-        raise fail(f"{where}: {exc}", "steps", i) from None
+        raise fail(f"{where}: {exc}", *loc) from None
+
+
+def _validate_model(entry: Any, registry: dict[str, type[Step]], fail: Callable[..., SpecError]) -> Step:
+    """The ``model:`` section: a model step (``step: LogisticRegression`` + parameters), or any scikit-learn
+    estimator (``sklearn: sklearn.ensemble.RandomForestClassifier`` + ``params:``) wrapped in SklearnModel."""
+    from beamlearn.models.base import Estimator
+    from beamlearn.models.sklearn import SklearnModel, build_estimator
+
+    if not isinstance(entry, dict) or ("step" in entry) == ("sklearn" in entry):
+        raise fail("model: expected a mapping with either 'step' (a beamlearn model, e.g. LogisticRegression) or "
+                   "'sklearn' (a scikit-learn estimator class path) and its parameters", "model")
+    if "step" in entry:
+        kind = entry["step"]
+        models = {n: c for n, c in registry.items() if issubclass(c, Estimator) and c is not SklearnModel}
+        if isinstance(kind, str) and kind in registry and kind not in models:
+            raise fail(f"model: {kind!r} is not a model step (preprocessing goes under 'steps:'; models: "
+                       f"{', '.join(sorted(models))})", "model", "step")
+        return _validate_step(0, entry, models, fail, ("model",))
+    allowed = ["sklearn", "params"] + [n for n in SklearnModel.param_names() if n != "estimator"]
+    for key in entry:
+        if key not in allowed:
+            raise fail(f"model: unknown key {key!r}{_did_you_mean(str(key), allowed)} (keys: "
+                       f"{', '.join(allowed)})", "model", key)
+    params = entry.get("params") or {}
+    if not isinstance(params, dict):
+        raise fail(f"model: params: expected a mapping of {entry['sklearn']} parameters, got {params!r}",
+                   "model", "params")
+    spec = {"class": entry["sklearn"], "params": params}
+    try:
+        est = build_estimator(spec)
+        validate = getattr(est, "_validate_params", None)  # scikit-learn's own parameter constraints
+        if validate is not None:
+            validate()
+    except SpecError as exc:
+        raise fail(f"model: {exc}", "model", "sklearn") from None
+    except (TypeError, ValueError) as exc:
+        raise fail(f"model: params: {exc}", "model", "params") from None
+    rest = {k: v for k, v in entry.items() if k not in ("sklearn", "params")}
+    return _validate_step(0, {"step": "SklearnModel", "estimator": spec, **rest}, {"SklearnModel": SklearnModel},
+                          fail, ("model",))
 
 
 def _hints(cls: type) -> tuple[dict[str, Any], dict[str, str]]:

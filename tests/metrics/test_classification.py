@@ -45,6 +45,8 @@ def problems(draw, max_classes: int = 4):
     y = rng.integers(0, k, n)
     p = np.where(rng.random(n) < draw(st.floats(0, 1)), y, rng.integers(0, k + 1, n))  # k+1: never true
     w = rng.integers(0, 4, n).astype(float) if draw(st.booleans()) else None
+    if w is not None and not w.any():
+        w[0] = 1.0  # sklearn refuses all-zero weights
     return y, p, w, draw(st.integers(1, 25)), seed
 
 

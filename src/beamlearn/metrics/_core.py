@@ -110,9 +110,18 @@ def slice_codes(batch: pa.RecordBatch, columns: Sequence[str]) -> tuple[list[tup
         values = enc.dictionary.to_pylist()
         idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         values = [None if isinstance(v, float) and v != v else v for v in values]
+        if len(columns) == 1 and len(set(values)) == len(values):  # the dictionary is the key list already
+            return [(v,) for v in values], idx
         code = code * len(values) + idx if values else code
         dicts.append(values)
-    uniq, inverse = np.unique(code, return_inverse=True)
+    space = int(np.prod([max(1, len(d)) for d in dicts], dtype=np.float64))
+    if space <= 4 * n + 1024:  # dense: find the used combinations with a bincount, not a sort
+        used = np.flatnonzero(np.bincount(code, minlength=space))
+        table = np.zeros(space, dtype=np.int64)
+        table[used] = np.arange(len(used))
+        uniq, inverse = used, table[code]
+    else:
+        uniq, inverse = np.unique(code, return_inverse=True)
     keys = []
     for u in uniq.tolist():
         parts = []

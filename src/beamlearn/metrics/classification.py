@@ -113,8 +113,12 @@ class ClassificationMetrics(MetricReduction):
         rows: dict[str, Any] = {"y": codes[:n], "p": codes[n:], "K": len(acc.classes)}
         if isinstance(self.score, str):
             s = float_values(batch.column(self.score))
-            rows["s"], rows["valid"] = s, ~np.isnan(s)
+            valid = ~np.isnan(s)
+            rows["s"], rows["valid"] = s, (None if valid.all() else valid)
             rows["bin"] = rk.score_bins(np.nan_to_num(s), self.n_bins)
+            with np.errstate(divide="ignore", invalid="ignore"):  # the terms of log loss, once per batch
+                rows["nlp"] = -np.log(np.clip(s, _EPS, 1 - _EPS))
+                rows["nl1p"] = -np.log(np.clip(1 - s, _EPS, 1 - _EPS))
         elif self.score is not None:
             keys = [str(k) for k in self.score]
             lookup = {k: i for i, k in enumerate(keys)}
@@ -129,20 +133,27 @@ class ClassificationMetrics(MetricReduction):
                 n_groups: int) -> dict[str, np.ndarray]:
         G, K, y, p = n_groups, rows["K"], rows["y"], rows["p"]
         cell = (g * K + y) * K + p
-        out = {"count": np.bincount(g, minlength=G).astype(np.float64), "weight": np.bincount(g, w, minlength=G),
-               "cm": np.bincount(cell, w, minlength=G * K * K).reshape(G, K, K),
+        wt = None if self.sample_weight is None else w  # unit weights: integer counts are faster
+        count = np.bincount(g, minlength=G).astype(np.float64)
+        out = {"count": count, "weight": count.copy() if wt is None else np.bincount(g, w, minlength=G),
+               "cm": np.bincount(cell, wt, minlength=G * K * K).reshape(G, K, K).astype(np.float64),
                "present": (np.bincount(g * K + y, minlength=G * K)
                            + np.bincount(g * K + p, minlength=G * K)).reshape(G, K).astype(np.float64)}
         if boot is not None:
             out["bcm"] = np.stack([np.bincount(cell, b, minlength=G * K * K).reshape(G, K, K) for b in boot], axis=1)
         if "s" in rows:
             v = rows["valid"]
-            gv, yv, wv, s, nb = g[v], y[v], w[v], rows["s"][v], self.n_bins + 1
-            out["hist"] = np.bincount((gv * K + yv) * nb + rows["bin"][v], wv, minlength=G * K * nb).reshape(G, K, nb)
-            out["psum"] = np.bincount(gv * nb + rows["bin"][v], wv * s, minlength=G * nb).reshape(G, nb)
-            sc = np.clip(s, _EPS, 1 - _EPS)
-            out["ll1"] = np.bincount(gv * K + yv, -wv * np.log(sc), minlength=G * K).reshape(G, K)
-            out["ll0"] = np.bincount(gv * K + yv, -wv * np.log(np.clip(1 - s, _EPS, 1 - _EPS)),
+            sub = (lambda a: a) if v is None else (lambda a: a[v])  # noqa: E731
+            gv, yv, wv, nb = sub(g), sub(y), sub(w), self.n_bins + 1
+            unit = self.sample_weight is None
+            out["hist"] = np.bincount((gv * K + yv) * nb + sub(rows["bin"]), None if unit else wv,
+                                      minlength=G * K * nb).reshape(G, K, nb).astype(np.float64)
+            out["psum"] = np.bincount(gv * nb + sub(rows["bin"]), sub(rows["s"]) if unit else wv * sub(rows["s"]),
+                                      minlength=G * nb).reshape(G, nb)
+            gy = gv * K + yv
+            out["ll1"] = np.bincount(gy, sub(rows["nlp"]) if unit else wv * sub(rows["nlp"]),
+                                     minlength=G * K).reshape(G, K)
+            out["ll0"] = np.bincount(gy, sub(rows["nl1p"]) if unit else wv * sub(rows["nl1p"]),
                                      minlength=G * K).reshape(G, K)
         elif "P" in rows:
             v = rows["valid"]
@@ -161,7 +172,7 @@ class ClassificationMetrics(MetricReduction):
 
     def _keep(self, rows: dict[str, Any], w: np.ndarray) -> dict[str, np.ndarray]:
         if "s" in rows:
-            return {"y": rows["y"], "w": w, "s": rows["s"]}
+            return {"y": rows["y"], "w": w, "s": rows["s"]}  # NaN scores are skipped at extract
         if "P" in rows:
             return {"y": rows["y"], "w": w, "yc": rows["yc"], "P": rows["P"]}
         return {}
@@ -239,15 +250,12 @@ class ClassificationMetrics(MetricReduction):
                        overall: bool) -> None:
         if pos_label is None:
             raise SpecError(f"a binary score needs pos_label: which of the classes {classes} is positive?")
-        if pos_label not in classes:
-            block["roc_auc"] = block["average_precision"] = block["log_loss"] = float("nan")
-            return
-        i = classes.index(pos_label)
+        i = classes.index(pos_label) if pos_label in classes else -1  # -1: no positive row at all
         hist = arrays["hist"][gi]
-        pos = hist[i]
+        pos = hist[i] if i >= 0 else np.zeros(hist.shape[1])
         neg = hist.sum(axis=0) - pos
         wsum = hist.sum()
-        ll = arrays["ll1"][gi][i] + arrays["ll0"][gi].sum() - arrays["ll0"][gi][i]
+        ll = arrays["ll0"][gi].sum() + (arrays["ll1"][gi][i] - arrays["ll0"][gi][i] if i >= 0 else 0.0)
         block["log_loss"] = float(ll / wsum) if wsum > 0 else float("nan")
         if kept is not None:
             sel = rows_of & ~np.isnan(kept["s"])

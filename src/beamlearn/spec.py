@@ -394,7 +394,8 @@ def _validate_model(entry: Any, registry: dict[str, type[Step]], fail: Callable[
     """The ``model:`` section: a model step (``step: LogisticRegression`` + parameters), or any scikit-learn
     estimator (``sklearn: sklearn.ensemble.RandomForestClassifier`` + ``params:``) wrapped in SklearnModel."""
     from beamlearn.models.base import Estimator
-    from beamlearn.models.sklearn import SklearnModel, build_estimator
+    from beamlearn.models.sklearn import SklearnModel
+    from beamlearn.models.sklearn_io import build_estimator
 
     if not isinstance(entry, dict) or ("step" in entry) == ("sklearn" in entry):
         raise fail("model: expected a mapping with either 'step' (a beamlearn model, e.g. LogisticRegression) or "

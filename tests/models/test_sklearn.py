@@ -23,8 +23,8 @@ import beamlearn as bl
 from beamlearn import artifact
 from beamlearn.engines.local import LocalEngine
 from beamlearn.errors import ArtifactError, DataError, SchemaError, SpecError
-from beamlearn.models.sklearn import (SklearnModel, _trusted_type, build_estimator, canonical_order,
-                                      estimator_spec, load_skops)
+from beamlearn.models.sklearn import SklearnModel, canonical_order
+from beamlearn.models.sklearn_io import build_estimator, estimator_spec, load_skops, trusted_type
 from beamlearn.testing import assert_serving_consistent, random_table
 
 ROUNDING = 1e-12  # scikit-learn's predict on one row may round differently from a matrix (BLAS gemv vs gemm)
@@ -43,7 +43,7 @@ def _sorted(X, y, w=None):
 
 
 def test_logistic_regression_on_iris_equals_sklearn_with_string_labels():
-    t, feats, X, y = _table(load_iris, label_names=["setosa", "versicolor", "virginica"])
+    t, _, X, _ = _table(load_iris, label_names=["setosa", "versicolor", "virginica"])
     lr = LogisticRegression(max_iter=5000, tol=1e-10)
     f = bl.Pipeline([SklearnModel(lr, features="f*", label="y")]).fit(t)
     out = f.transform(t)
@@ -175,7 +175,7 @@ def test_parameters_are_plain_data_and_rebuild_the_estimator(tmp_path):
     json.dumps(spec)  # plain data
     rebuilt = build_estimator(spec)
     assert rebuilt.estimator.class_weight == {0: 1.0, 1: 3.0} and rebuilt.estimator.max_depth == 2
-    t, feats, X, y = _table(load_breast_cancer)
+    t, feats, _, _ = _table(load_breast_cancer)
     f = bl.Pipeline([SklearnModel(est, feats[:5], "y")]).fit(t)
     path = f.save(str(tmp_path / "m.blm"))
     manifest = artifact.read_manifest(path)
@@ -267,7 +267,7 @@ def test_blob_whose_schema_names_os_system_is_refused(tmp_path):
 
 
 def test_blob_of_another_estimator_class_is_refused(tmp_path):
-    fitted, t = _fitted_lr()
+    fitted, _ = _fitted_lr()
     other = DecisionTreeClassifier().fit(np.array([[0.0], [1.0]]), [0, 1])
     with pytest.raises(ArtifactError, match="DecisionTreeClassifier"):
         bl.load(_with_blob(fitted, sio.dumps(other), tmp_path / "swap.blm"))
@@ -282,7 +282,7 @@ def test_blob_of_another_estimator_class_is_refused(tmp_path):
     ("numpy.lib._npyio_impl.DataSource", False),
 ])
 def test_trusted_types(name, ok):
-    assert _trusted_type(name) is ok
+    assert trusted_type(name) is ok
 
 
 # ---------------------------------------------------------------------------------------------- Beam
@@ -292,7 +292,7 @@ def test_beam_direct_runner_fits_the_same_model(tmp_path):
 
     from beamlearn.engines.beam import Fit
 
-    t, feats, X, y = _table(load_iris)
+    t, feats, _, _ = _table(load_iris)
     steps = [bl.StandardScaler(feats), SklearnModel(LogisticRegression(max_iter=500), feats, "y")]
     out = str(tmp_path / "beam.blm")
 

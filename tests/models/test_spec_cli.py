@@ -131,8 +131,7 @@ def test_model_section_builds_the_pipeline():
      "unknown parameter 'alpah'; did you mean 'alpha'"),
     ("sklearn: sklearn.linear_model.Ridge\n  params: {alpha: -1.0}\n  features: [x]\n  label: y",
      "model: params: .*alpha"),
-    ("sklearn: sklearn.linear_model.Ridge\n  feature: [x]\n  label: y", "unknown key 'feature'; did you mean "
-                                                                       "'features'"),
+    ("sklearn: sklearn.linear_model.Ridge\n  feature: [x]\n  label: y", "unknown key 'feature'; did you mean"),
     ("sklearn: sklearn.linear_model.Ridge\n  label: y", "missing required key 'features'"),
     ("step: StandardScaler\n  columns: [x]", "'StandardScaler' is not a model step"),
     ("step: Sklearnmodel\n  features: [x]", "unknown step type"),

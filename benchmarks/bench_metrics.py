@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _data import Peak, default_cache_dir, machine  # noqa: E402
+from _data import Peak, default_cache_dir, machine
 
 CHUNK = 500_000
 ORIGINS = np.array(["EWR", "JFK", "LGA"])
@@ -138,7 +138,7 @@ def work_files(kw: dict[str, Any]) -> dict[str, Any]:
 def run_worker(task: str, timeout: float, **kw: Any) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", task, "--worker-args", json.dumps(kw)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):

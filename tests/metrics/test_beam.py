@@ -11,8 +11,8 @@ import pytest
 
 beam = pytest.importorskip("apache_beam")
 
-from beamlearn import beam as blb  # noqa: E402
-from beamlearn.metrics import ClassificationMetrics, RegressionMetrics, evaluate  # noqa: E402
+from beamlearn import beam as blb
+from beamlearn.metrics import ClassificationMetrics, RegressionMetrics, evaluate
 
 
 class AnalyzerCombineFn(beam.CombineFn):

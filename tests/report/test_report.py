@@ -7,6 +7,7 @@ import io
 import json
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -73,12 +74,12 @@ def binary_result():
 
 def test_classification_report(tmp_path, binary_result):
     paths = binary_result.write_report(str(tmp_path / "rep"))
-    m = json.loads(open(paths["json"]).read())
+    m = json.loads(Path(paths["json"]).read_text())
     assert m["schema_version"] == 1 and m["task"] == "classification"
     assert m["overall"]["accuracy"] == binary_result.metrics["overall"]["accuracy"]
     assert [g["passed"] for g in m["gates"]] == [True, False, False]
     assert m["slices"]["origin=EWR"]["insufficient"] is True
-    text = open(paths["html"], encoding="utf-8").read()
+    text = Path(paths["html"]).read_text(encoding="utf-8")
     alts = [a for a, _ in check_html(text)]
     assert alts[:4] == ["confusion matrix", "ROC curve", "precision-recall curve", "calibration"]
     assert sum(a.startswith("accuracy per slice") for a in alts) == 2
@@ -92,9 +93,9 @@ def test_regression_report_has_residual_histogram(tmp_path):
     r = evaluate({"y": y, "p": y + rng.normal(size=500), "g": rng.choice(["a", "b"], 500)}, label="y",
                  prediction="p", slices="g", require=["r2>=0.9"])
     paths = r.write_report(str(tmp_path))
-    alts = [a for a, _ in check_html(open(paths["html"], encoding="utf-8").read())]
+    alts = [a for a, _ in check_html(Path(paths["html"]).read_text(encoding="utf-8"))]
     assert "residual histogram" in alts and "mae per slice of g" in alts
-    m = json.load(open(paths["json"]))
+    m = json.loads(Path(paths["json"]).read_text())
     assert sum(m["overall"]["residual_histogram"]["counts"]) == pytest.approx(500)
     assert m["gates"][0]["passed"] is False
 

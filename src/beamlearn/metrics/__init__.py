@@ -18,5 +18,13 @@ from beamlearn.metrics.evaluate import EvaluationResult, evaluate, load_metrics
 from beamlearn.metrics.gates import GateResult, check_gates, parse_gate
 from beamlearn.metrics.regression import RegressionMetrics
 
-__all__ = ["evaluate", "EvaluationResult", "ClassificationMetrics", "RegressionMetrics", "parse_gate",
-           "check_gates", "GateResult", "load_metrics"]
+__all__ = [
+           "ClassificationMetrics",
+           "EvaluationResult",
+           "GateResult",
+           "RegressionMetrics",
+           "check_gates",
+           "evaluate",
+           "load_metrics",
+           "parse_gate",
+]

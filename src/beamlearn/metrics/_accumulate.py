@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -16,7 +16,7 @@ from beamlearn.analyzers import Analyzer
 from beamlearn.batches import batch_origin, batch_rows, float_values, missing_mask
 from beamlearn.metrics._core import Groups, _mix, poisson_weights, row_hash, slice_codes
 
-__all__ = ["MetricAcc", "MetricReduction", "normalize_slices", "bootstrap_hash"]
+__all__ = ["MetricAcc", "MetricReduction", "bootstrap_hash", "normalize_slices"]
 
 
 def normalize_slices(slices: Any) -> tuple[tuple[str, ...], ...]:
@@ -70,7 +70,7 @@ class MetricReduction(Analyzer):
     slices: Any
     n_bootstrap: int
     exact_max_rows: int
-    class_axes: dict[str, tuple[int, ...]] = {}
+    class_axes: ClassVar[dict[str, tuple[int, ...]]] = {}
 
     @property
     def slicings(self) -> tuple[tuple[str, ...], ...]:

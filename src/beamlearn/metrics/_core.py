@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from beamlearn.batches import column_kind
 
-__all__ = ["row_hash", "poisson_weights", "slice_codes", "Groups", "class_codes", "chan_merge", "MISSING_CODE"]
+__all__ = ["MISSING_CODE", "Groups", "chan_merge", "class_codes", "poisson_weights", "row_hash", "slice_codes"]
 
 MISSING_CODE = np.uint64(0x6A09E667F3BCC909)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -109,7 +109,7 @@ def slice_codes(batch: pa.RecordBatch, columns: Sequence[str]) -> tuple[list[tup
         enc = pc.dictionary_encode(arr, null_encoding="encode")
         values = enc.dictionary.to_pylist()
         idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        values = [None if isinstance(v, float) and v != v else v for v in values]
+        values = [None if isinstance(v, float) and math.isnan(v) else v for v in values]
         if len(columns) == 1 and len(set(values)) == len(values):  # the dictionary is the key list already
             return [(v,) for v in values], idx
         code = code * len(values) + idx if values else code

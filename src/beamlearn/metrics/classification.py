@@ -20,7 +20,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +33,7 @@ from beamlearn.metrics._accumulate import MetricAcc, MetricReduction
 from beamlearn.metrics._core import class_codes
 from beamlearn.metrics.confusion import confusion_metrics
 
-__all__ = ["ClassificationMetrics", "CI_METRICS"]
+__all__ = ["CI_METRICS", "ClassificationMetrics"]
 
 #: Metrics given a bootstrap confidence interval (when present).
 CI_METRICS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_micro",
@@ -87,7 +87,7 @@ class ClassificationMetrics(MetricReduction):
         How to choose the decision threshold: ``"f1"``, ``"precision>=X"`` or ``"recall>=X"``.
     """
 
-    class_axes = {"cm": (1, 2), "present": (1,), "hist": (1,), "ll1": (1,), "ll0": (1,), "bcm": (2, 3)}
+    class_axes: ClassVar[dict[str, tuple[int, ...]]] = {"cm": (1, 2), "present": (1,), "hist": (1,), "ll1": (1,), "ll0": (1,), "bcm": (2, 3)}
 
     def __init__(self, label: str, prediction: str, *, score: str | Mapping[Any, str] | None = None,
                  sample_weight: str | None = None, slices: Any = (), pos_label: Any = None, beta: float = 1.0,
@@ -143,7 +143,7 @@ class ClassificationMetrics(MetricReduction):
             out["bcm"] = np.stack([np.bincount(cell, b, minlength=G * K * K).reshape(G, K, K) for b in boot], axis=1)
         if "s" in rows:
             v = rows["valid"]
-            sub = (lambda a: a) if v is None else (lambda a: a[v])  # noqa: E731
+            sub = (lambda a: a) if v is None else (lambda a: a[v])
             gv, yv, wv, nb = sub(g), sub(y), sub(w), self.n_bins + 1
             unit = self.sample_weight is None
             out["hist"] = np.bincount((gv * K + yv) * nb + sub(rows["bin"]), None if unit else wv,

@@ -16,11 +16,12 @@ Examples
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-__all__ = ["confusion_metrics", "prf", "zero_division_value", "CM_SCALARS"]
+__all__ = ["CM_SCALARS", "confusion_metrics", "prf", "zero_division_value"]
 
 #: The scalar metrics :func:`confusion_metrics` returns (binary ones only for two-class problems).
 CM_SCALARS = ("accuracy", "balanced_accuracy", "precision_micro", "precision_macro", "precision_weighted",
@@ -36,7 +37,7 @@ def zero_division_value(zero_division: Any) -> float:
         return 0.0
     if zero_division in (0, 1):
         return float(zero_division)
-    if isinstance(zero_division, float) and zero_division != zero_division:
+    if isinstance(zero_division, float) and math.isnan(zero_division):
         return float("nan")
     raise ValueError(f"zero_division must be 'warn', 0, 1 or nan, got {zero_division!r}")
 

@@ -47,7 +47,7 @@ from beamlearn.metrics.classification import ClassificationMetrics
 from beamlearn.metrics.gates import GateResult, check_gates, parse_gate
 from beamlearn.metrics.regression import RegressionMetrics
 
-__all__ = ["evaluate", "EvaluationResult", "SCHEMA_VERSION", "plain", "load_metrics"]
+__all__ = ["SCHEMA_VERSION", "EvaluationResult", "evaluate", "load_metrics", "plain"]
 
 SCHEMA_VERSION = 1
 
@@ -213,8 +213,8 @@ def evaluate(data: Any, *, label: str, prediction: str, score: str | Mapping[Any
     if task == "auto":
         floating = label in schema.names and pa.types.is_floating(schema.field(label).type)
         task = "regression" if floating else "classification"
-    common = dict(sample_weight=sample_weight, slices=slicings, min_slice_count=min_slice_count,
-                  n_bootstrap=n_bootstrap, confidence=confidence, exact_max_rows=exact_max_rows)
+    common = {"sample_weight": sample_weight, "slices": slicings, "min_slice_count": min_slice_count,
+              "n_bootstrap": n_bootstrap, "confidence": confidence, "exact_max_rows": exact_max_rows}
     if task == "regression":
         if score is not None:
             raise SpecError("score is for classification; a regression is evaluated from label and prediction")

@@ -34,7 +34,7 @@ from typing import Any
 from beamlearn.errors import SpecError
 from beamlearn.metrics.confusion import CM_SCALARS
 
-__all__ = ["Gate", "GateResult", "parse_gate", "check_gates", "METRIC_NAMES", "PER_CLASS_METRICS"]
+__all__ = ["METRIC_NAMES", "PER_CLASS_METRICS", "Gate", "GateResult", "check_gates", "parse_gate"]
 
 #: Every metric a gate may name at the top level of a metrics block.
 METRIC_NAMES = (*CM_SCALARS, "log_loss", "roc_auc", "average_precision", "count", "weight", "mae", "mse",

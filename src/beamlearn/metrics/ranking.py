@@ -24,8 +24,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["score_bins", "tied_weights", "roc_auc", "roc_auc_bound", "average_precision", "roc_points",
-           "pr_points", "threshold_sweep", "decision_threshold", "calibration_table", "downsample"]
+__all__ = [
+    "average_precision",
+    "calibration_table",
+    "decision_threshold",
+    "downsample",
+    "pr_points",
+    "roc_auc",
+    "roc_auc_bound",
+    "roc_points",
+    "score_bins",
+    "threshold_sweep",
+    "tied_weights",
+]
 
 
 def score_bins(s: np.ndarray, n_bins: int) -> np.ndarray:
@@ -129,7 +140,7 @@ def decision_threshold(sweep: dict[str, list[float]], criterion: str = "f1") -> 
     if crit == "f1":
         ok = np.flatnonzero(f == np.nanmax(f)) if np.isfinite(f).any() else np.zeros(0, int)
         i = ok[0] if len(ok) else None
-    elif crit.startswith("precision>=") or crit.startswith("recall>="):
+    elif crit.startswith(("precision>=", "recall>=")):
         name, value = crit.split(">=")
         ok = np.flatnonzero((p if name == "precision" else r) >= float(value))
         i = (ok[0] if name == "precision" else ok[-1]) if len(ok) else None

@@ -21,7 +21,7 @@ from typing import Any
 
 from beamlearn.report import plots
 
-__all__ = ["write_report", "render_html"]
+__all__ = ["render_html", "write_report"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1100px}
@@ -101,8 +101,8 @@ def _slices(m: dict[str, Any], metric: str) -> str:
     slices = m.get("slices", {})
     if not slices:
         return ""
-    out = [f"<h2>Slices</h2><p>Slices with fewer than {m.get('min_slice_count')} rows are flagged "
-           "(kept, not hidden).</p>"]
+    out = [(f"<h2>Slices</h2><p>Slices with fewer than {m.get('min_slice_count')} rows are flagged "
+            "(kept, not hidden).</p>")]
     keys = _CLASSIFICATION[:1] + ("f1_macro", "roc_auc") if m.get("task") == "classification" else _REGRESSION[:4]
     for cols in m.get("slicing", []):
         mine = {n: b for n, b in slices.items() if list(b.get("columns", {})) == cols}

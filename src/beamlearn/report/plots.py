@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["confusion_png", "roc_png", "pr_png", "calibration_png", "slice_bars_png", "residuals_png"]
+__all__ = ["calibration_png", "confusion_png", "pr_png", "residuals_png", "roc_png", "slice_bars_png"]
 
 
 def _figure(w: float = 4.2, h: float = 3.4) -> Any:

@@ -205,3 +205,26 @@ def test_string_and_mixed_numeric_labels():
         evaluate({"y": ["x", "y"], "p": ["x", "y"], "s": [0.2, 0.8]}, label="y", prediction="p", score="s")
     with pytest.raises(SchemaError, match="did you mean 'pred'"):
         evaluate({"y": [1], "pred": [1]}, label="y", prediction="prd")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"threshold_criterion": "recal>=0.5"}, "unknown threshold criterion"),
+    ({"zero_division": "nan"}, "zero_division"),
+    ({"beta": -1.0}, "beta"),
+    ({"task": "ranking"}, "task must be"),
+])
+def test_bad_parameters_fail_before_reading(kwargs, match):
+    with pytest.raises(SpecError, match=match):
+        evaluate({"y": [0, 1], "p": [0, 1]}, label="y", prediction="p", **kwargs)
+
+
+def test_a_fitted_pipeline_plugs_in_as_the_model():
+    """``model=``: the data is transformed batch by batch first; its output carries the prediction column."""
+    import beamlearn as bl
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=500)
+    table = pa.table({"x": x, "y": (x > 0).astype(int), "p": (x > 0.1).astype(int)})
+    fitted = bl.Pipeline([bl.StandardScaler(["x"])]).fit(table)
+    r = evaluate(table, label="y", prediction="p", model=fitted, batch_size=64)
+    assert r.metrics["overall"]["accuracy"] == skm.accuracy_score(table["y"], table["p"])

@@ -100,6 +100,23 @@ class ClassificationMetrics(MetricReduction):
         self.exact_max_rows, self.n_bins, self.n_thresholds = exact_max_rows, n_bins, n_thresholds
         self.calibration_bins, self.threshold_criterion = calibration_bins, threshold_criterion
 
+    def check(self) -> None:
+        """Validate the parameters (before any data is read); :class:`SpecError` names the bad one."""
+        from beamlearn.metrics.confusion import zero_division_value
+
+        try:
+            zero_division_value(self.zero_division)
+            rk.decision_threshold({"threshold": [0.5], "precision": [1.0], "recall": [1.0], "f1": [1.0]},
+                                  self.threshold_criterion)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
+        if self.n_bins < 1 or self.n_thresholds < 2 or self.n_bins % (self.n_thresholds - 1):
+            raise SpecError(f"n_thresholds - 1 ({self.n_thresholds - 1}) must divide n_bins ({self.n_bins})")
+        if self.calibration_bins < 1 or not 0 < self.confidence < 1 or self.n_bootstrap < 0:
+            raise SpecError("calibration_bins must be >= 1, confidence in (0, 1) and n_bootstrap >= 0")
+        if not (self.beta >= 0):
+            raise SpecError(f"beta must be >= 0, got {self.beta!r}")
+
     def score_columns(self) -> list[str]:
         if self.score is None:
             return []

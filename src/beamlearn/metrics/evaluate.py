@@ -223,6 +223,8 @@ def evaluate(data: Any, *, label: str, prediction: str, score: str | Mapping[Any
         analyzer = ClassificationMetrics(label, prediction, score=score, pos_label=pos_label, beta=beta,
                                          zero_division=zero_division, threshold_criterion=threshold_criterion,
                                          **common)
+    if hasattr(analyzer, "check"):
+        analyzer.check()
     _check_columns(schema, analyzer.columns)
     if task == "regression":
         for c in (label, prediction):

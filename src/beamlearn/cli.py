@@ -5,6 +5,9 @@
     beamlearn fit SPEC.yaml --data PATH... --out MODEL [--engine local|beam] [--errors DEAD.jsonl]
     beamlearn transform MODEL --data PATH... --out PATH       # CSV, Parquet or JSON lines by extension
     beamlearn inspect MODEL [--json]
+
+A spec with a ``model:`` section trains the preprocessing and the model together; ``transform`` then appends the
+model's prediction columns, and ``inspect`` shows what it learned (coefficients, classes, priors, centroids).
     beamlearn evaluate DATA... --label COL --prediction COL [--score COL] [--slice COLS]... [--require EXPR]...
                        [--baseline METRICS.json] [--report DIR] [--json]     # exit 1 when a gate fails
     beamlearn --version
@@ -274,7 +277,8 @@ def transform(ctx: typer.Context,
 @_user_errors
 def inspect(model: Annotated[str, typer.Argument(help="A fitted model.", show_default=False, metavar="MODEL")],
             as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False) -> None:
-    """Show what a fitted MODEL learned: per-step statistics, schemas and lineage."""
+    """Show what a fitted MODEL learned: per-step statistics (and model coefficients, classes, priors,
+    centroids), schemas and lineage."""
     summary = _plain(model_summary(model))
     if as_json:
         print(json.dumps(summary, indent=1, allow_nan=False))

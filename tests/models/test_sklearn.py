@@ -307,3 +307,13 @@ def test_beam_direct_runner_fits_the_same_model(tmp_path):
     beam_fit, local = bl.load(out), bl.Pipeline(steps).fit(t, batch_size=40)
     assert beam_fit.lineage["engine"] == "beam"
     assert beam_fit.transform(t).equals(local.transform(t))
+
+
+def test_scikit_learn_complaints_are_data_errors_naming_the_row():
+    one_class = pa.table({"a": [0.0, 1.0, 2.0], "y": [1, 1, 1]})
+    with pytest.raises(DataError, match="LogisticRegression.fit failed: .*class"):
+        bl.Pipeline([SklearnModel(LogisticRegression(), ["a"], "y")]).fit(one_class)
+    fitted, _ = _fitted_lr()
+    with pytest.raises(DataError, match="predict failed") as exc:
+        fitted.transform(pa.table({"a": [0.0, 1.0, float("inf"), 2.0]}))
+    assert exc.value.row == 2

@@ -32,14 +32,15 @@ split raises :class:`~beamlearn.errors.EngineError`: fit the model with the loca
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from beamlearn.analyzers import Analyzer
-from beamlearn.errors import EngineError, SpecError
+from beamlearn.errors import DataError, EngineError, SpecError
 from beamlearn.models.base import Classes, Estimator, feature_matrix, label_values, weights_of
 from beamlearn.models.sklearn_io import build_estimator, estimator_spec, load_skops
 from beamlearn.steps.base import RowFn, register_step
@@ -120,7 +121,8 @@ class _Fit(Analyzer):
         order = canonical_order(X, y, w)
         X, y, w = X[order], None if y is None else y[order], None if w is None else w[order]
         est = build_estimator(self.spec)
-        est.fit(X, y, **self._fit_kwargs(w)) if y is not None else est.fit(X, **self._fit_kwargs(w))
+        with _sklearn_errors(est, "fit"):
+            est.fit(X, *(() if y is None else (y,)), **self._fit_kwargs(w))
         return _fitted(est, self, len(X), acc["skipped"], acc["dropped"], "fit", X[:1])
 
 
@@ -154,7 +156,8 @@ class _PartialFit(_Fit):
             kw = self._fit_kwargs(w)
             if self.classes is not None:
                 kw["classes"] = np.asarray(self.classes)
-            acc["est"].partial_fit(X, *(() if y is None else (y,)), **kw)
+            with _sklearn_errors(acc["est"], "partial_fit"):
+                acc["est"].partial_fit(X, *(() if y is None else (y,)), **kw)
             acc["rows"] += len(X)
         return acc
 
@@ -188,9 +191,16 @@ class _ClassesThenPartialFit(Classes):
         return nxt
 
 
-def _no_rows() -> Exception:
-    from beamlearn.errors import DataError
+@contextmanager
+def _sklearn_errors(est: Any, method: str) -> Iterator[None]:
+    """scikit-learn's complaints about the data (one class, infinite values...) as a DataError."""
+    try:
+        yield
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise DataError(f"{type(est).__name__}.{method} failed: {exc}") from exc
 
+
+def _no_rows() -> Exception:
     return DataError("SklearnModel: no training row has every feature (and a label); nothing to fit on")
 
 
@@ -230,6 +240,13 @@ class SklearnModel(Estimator):
     partial_fit:
         ``True``: ``partial_fit`` batch by batch (constant memory); ``False``: ``fit`` on all rows collected in
         memory; ``None``: ``partial_fit`` when the estimator has it.
+
+    Notes
+    -----
+    ``transform_one`` calls the estimator on a one-row matrix, so it equals ``transform`` up to the last-bit
+    rounding scikit-learn's own ``predict`` may show between one row and many (BLAS takes other paths); its
+    latency is scikit-learn's (about 0.2-1 ms per record), not beamlearn's microseconds.  Errors scikit-learn
+    raises about the data (one class, infinite values) become :class:`~beamlearn.errors.DataError`.
 
     Examples
     --------
@@ -323,9 +340,10 @@ class SklearnModel(Estimator):
 
     def predict_columns(self, X: np.ndarray, state: dict[str, Any]) -> list[tuple[str, np.ndarray]]:
         est = self._model(state)
-        cols = [(self.output, np.asarray(est.predict(X)))]
-        if state["model"]["proba"]:
-            p = est.predict_proba(X)
+        with _sklearn_errors(est, "predict"):
+            cols = [(self.output, np.asarray(est.predict(X)))]
+            p = est.predict_proba(X) if state["model"]["proba"] else None
+        if p is not None:
             cols += [(name, p[:, j]) for j, (name, _) in enumerate(self.output_types(state)[1:])]
         return cols
 

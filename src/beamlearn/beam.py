@@ -21,32 +21,10 @@ Examples
 ['Fit', 'ReadCsv', 'ReadFiles', 'ReadJsonl']
 """
 
-from beamlearn.engines.beam import (
-                                    Fit,
-                                    Transform,
-                                    Unbatch,
-                                    check_runner,
-                                    load_artifact,
-                                    pass_bound,
-                                    run_fit,
-                                    run_transform,
-                                    unbatch,
-)
+from beamlearn.engines.beam import Fit, Transform, Unbatch, load_artifact, pass_bound, unbatch
 from beamlearn.engines.beam_io import ReadCsv, ReadFiles, ReadJsonl, ReadParquet, WriteFiles
+from beamlearn.engines.beam_jobs import check_runner, portable_services, run_fit, run_transform
 
-__all__ = [
-                                    "Fit",
-                                    "ReadCsv",
-                                    "ReadFiles",
-                                    "ReadJsonl",
-                                    "ReadParquet",
-                                    "Transform",
-                                    "Unbatch",
-                                    "WriteFiles",
-                                    "check_runner",
-                                    "load_artifact",
-                                    "pass_bound",
-                                    "run_fit",
-                                    "run_transform",
-                                    "unbatch",
-]
+__all__ = ["Fit", "Transform", "Unbatch", "unbatch", "ReadFiles", "ReadCsv", "ReadParquet", "ReadJsonl",  # noqa: RUF022
+           "WriteFiles", "run_fit", "run_transform", "check_runner", "load_artifact", "pass_bound",
+           "portable_services"]

@@ -45,6 +45,7 @@ from beamlearn.engines.local import LocalEngine
 from beamlearn.errors import DataError, EngineError
 from beamlearn.io import DeadLetters
 from beamlearn.pipeline import FitPlan, FittedPipeline, Pipeline, step_seeds
+from beamlearn.steps.base import Step
 
 __all__ = [
     "Fit",
@@ -68,21 +69,26 @@ def pass_bound(steps: Sequence[Any], schema: pa.Schema | None = None) -> int:
     """An upper bound on the passes a fit of ``steps`` takes: the longest chain of dependent statistics.
 
     A statistic whose analyzer may ask for a further pass (:meth:`~beamlearn.analyzers.Analyzer.then`) counts
-    two, an iterative step ``max_iter``.  A step depends on an earlier step that reads one of its columns; a
+    two, an iterative estimator its own ``max_passes()``.  An estimator (``waits_for_previous``) depends on every
+    earlier step.  A step depends on an earlier step that reads one of its columns; a
     column not in ``schema`` is produced by a step, so the step reading it depends on every earlier step.  Without
     a schema, a column named after an earlier step's input (``x_a``, ``missingindicator_x``) is taken as that
-    step's output.  One pass of slack covers a rare repeated quantile selection.
+    step's output.  When a statistic may ask for a further pass, one pass of slack covers a rare repeated
+    quantile selection (a sketch bracket that missed).
 
     Examples
     --------
     >>> import beamlearn as bl
     >>> pass_bound([bl.StandardScaler(["x"]), bl.MinMaxScaler(["y"])])
-    2
+    1
     >>> pass_bound([bl.StandardScaler(["x"]), bl.MinMaxScaler(["x"])])
-    3
+    2
+    >>> pass_bound([bl.RobustScaler(["x"]), bl.MinMaxScaler(["x"])])  # exact quantiles: two passes, + slack
+    4
     """
     depth: list[int] = []
     inputs = [set(s.input_columns()) for s in steps]
+    slack = 0
 
     def derived_from(c: str, j: int) -> bool:
         if schema is not None:
@@ -92,10 +98,16 @@ def pass_bound(steps: Sequence[Any], schema: pa.Schema | None = None) -> int:
     for i, s in enumerate(steps):
         an = s.analyzers()
         own = max([1 if type(a).then is Analyzer.then else 2 for a in an.values()], default=0) if an else 0
-        own = max(own, int(getattr(s, "max_iter", 0) or 0) if an else 0)
-        deps = [depth[j] for j in range(i) if inputs[i] & inputs[j] or any(derived_from(c, j) for c in inputs[i])]
+        slack = max(slack, 1 if own > 1 else 0)
+        if callable(getattr(s, "max_passes", None)):  # iterative estimators bound their own passes
+            own, slack = max(own, int(s.max_passes())), max(slack, 1)
+        elif an or type(s).plan is not Step.plan:  # analyzers chosen at planning time: assume one
+            own = max(own, 1, int(getattr(s, "max_iter", 0) or 0))
+        waits = getattr(s, "waits_for_previous", False)  # may read the output of any earlier step
+        deps = [depth[j] for j in range(i) if waits or inputs[i] & inputs[j]
+                or any(derived_from(c, j) for c in inputs[i])]
         depth.append(own + max(deps, default=0))
-    return max(depth, default=0) + 1
+    return max(depth, default=0) + slack
 
 
 class _Registry:
@@ -289,7 +301,7 @@ class Fit(_WithErrors, beam.PTransform):
     --------
     >>> import beamlearn as bl
     >>> Fit(bl.Pipeline([bl.StandardScaler(["x"]), bl.StandardScaler(["x"])])).max_passes
-    3
+    2
     """
 
     def __init__(self, pipeline: Pipeline, *, schema: pa.Schema | None = None, max_passes: int | None = None,

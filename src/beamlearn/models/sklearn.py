@@ -24,9 +24,9 @@ How it fits
 Under the Beam engine the analyzer is the same: the collected rows travel to the pass's combine, where ``fit``
 runs (in the launching process on the DirectRunner; on one worker, which must hold the matrix, on distributed
 runners).  A ``partial_fit`` estimator cannot merge two partly trained copies, so it needs all batches in one
-accumulator, as the local engine does; on Beam that holds only when the runner combines in one bundle - a
-split raises :class:`~beamlearn.errors.EngineError`: fit the model with the local engine on the prepared data
-(or use ``partial_fit=False``).  Predicting runs everywhere.
+accumulator, in order, as the local engine does; the Beam engine refuses such a (``sequential``) pass with an
+:class:`~beamlearn.errors.EngineError`: fit that model with the local engine on the prepared data, or use
+``partial_fit=False``.  Predicting runs everywhere.
 """
 
 from __future__ import annotations
@@ -88,6 +88,11 @@ class _Fit(Analyzer):
         self.spec, self.features, self.label, self.weight = spec, list(features), label, weight
         self.missing_label, self.proba, self.classes = missing_label, proba, classes
         self.columns = tuple(self.features + [c for c in (label, weight) if c])
+
+    def __repr__(self) -> str:
+        return f"SklearnModel({self.spec['class']}).{'partial_fit' if self.sequential else 'fit'}"
+
+    sequential = False
 
     def create(self) -> dict[str, Any]:
         return {"chunks": [], "skipped": 0, "dropped": 0}

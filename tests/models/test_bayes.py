@@ -105,7 +105,7 @@ def test_gaussian_random_data_any_batching(seed, batch, k, weighted):
     w = rng.uniform(0.1, 2, n) if weighted else None
     t = table_of(X, y, w)
     step = bl.GaussianNB(features(3), "y", sample_weight="w" if weighted else None)
-    one, a = fit(step, t)
+    _, a = fit(step, t)
     many, b = fit(step, t, batch_size=batch)
     for key in GAUSS_ATTRS:
         np.testing.assert_allclose(b[key], a[key], rtol=1e-12, atol=1e-300, err_msg=key)

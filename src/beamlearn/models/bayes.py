@@ -26,7 +26,7 @@ from beamlearn.errors import BeamlearnWarning, DataError, SpecError
 from beamlearn.models.base import Classifier, label_values
 from beamlearn.steps.base import RowFn, register_step
 
-__all__ = ["GaussianNB", "MultinomialNB", "BernoulliNB"]
+__all__ = ["BernoulliNB", "GaussianNB", "MultinomialNB"]
 
 
 class ClassStats(GroupedMoments):
@@ -154,7 +154,7 @@ class _NaiveBayes(Classifier):
     def _jll(self, X: np.ndarray, a: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
-    def _row_jll(self, a: dict[str, np.ndarray]):  # noqa: ANN202 - list[float] -> list[float]
+    def _row_jll(self, a: dict[str, np.ndarray]):
         raise NotImplementedError
 
     # -------------------------------------------------------------------- prediction
@@ -179,7 +179,7 @@ class _NaiveBayes(Classifier):
             xs = []
             for c in features:
                 v = row.get(c)
-                if v is None or v != v:
+                if v is None or v != v:  # noqa: PLR0124 - NaN is missing
                     for n in names:
                         row[n] = None
                     return row
@@ -251,7 +251,7 @@ class _DiscreteNB(_NaiveBayes):
             X = (X > self.binarize).astype(np.float64)
         return linear_jll(X, a["_W"], a["_b"])
 
-    def _row_jll(self, a: dict[str, np.ndarray]):  # noqa: ANN202
+    def _row_jll(self, a: dict[str, np.ndarray]):
         W, b = a["_W"].tolist(), a["_b"].tolist()
         pairs = list(zip(W, b))
         thr = self.binarize
@@ -342,7 +342,7 @@ class GaussianNB(_NaiveBayes):
     def _jll(self, X: np.ndarray, a: dict[str, np.ndarray]) -> np.ndarray:
         return gaussian_jll(X, a["theta_"], a["var_"], a["_log_prior"], a["_norm"])
 
-    def _row_jll(self, a: dict[str, np.ndarray]):  # noqa: ANN202
+    def _row_jll(self, a: dict[str, np.ndarray]):
         classes = list(zip(a["theta_"].tolist(), a["var_"].tolist(), a["_log_prior"].tolist(),
                            a["_norm"].tolist()))
 
@@ -452,8 +452,7 @@ class BernoulliNB(_DiscreteNB):
         count, fc = np.asarray(st["count"], dtype=np.float64), np.asarray(st["sum"], dtype=np.float64)
         alpha = self._alpha(fc.shape[1])
         with np.errstate(divide="ignore", invalid="ignore"):
-            flp = np.log(fc + alpha) - np.log((count + alpha * 2).reshape(-1, 1)) if np.ndim(alpha) == 0 else \
-                np.log(fc + alpha) - np.log((count[:, None] + alpha * 2))
+            flp = np.log(fc + alpha) - np.log(count[:, None] + alpha * 2)
             clp = _class_log_prior(count, self.class_prior, self.fit_prior)
             neg = np.log(1 - np.exp(flp))
         return {"class_count_": count, "class_log_prior_": clp, "feature_count_": fc, "feature_log_prob_": flp,

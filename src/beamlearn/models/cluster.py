@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from beamlearn.analyzers import Analyzer, GroupedMoments, _weights
+from beamlearn.batches import raw_values
 from beamlearn.errors import BeamlearnWarning, DataError, SpecError
 from beamlearn.models.base import Estimator, Iteration
 from beamlearn.steps.base import RowFn, register_step
@@ -48,32 +49,48 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def row_hash(X: np.ndarray, seed: int) -> np.ndarray:
-    """A stable 64-bit hash of each row's float64 values and ``seed`` (-0.0 hashes as 0.0).
+def row_hash(XT: np.ndarray, seed: int) -> np.ndarray:
+    """A stable 64-bit hash of each row's float64 values and ``seed`` (-0.0 hashes as 0.0); ``XT`` holds
+    the rows as columns (shape (d, n)).
 
-    >>> h = row_hash(np.array([[1.0, 2.0], [1.0, 2.0], [2.0, 1.0]]), 0)
+    >>> h = row_hash(np.array([[1.0, 1.0, 2.0], [2.0, 2.0, 1.0]]), 0)
     >>> bool(h[0] == h[1]), bool(h[0] == h[2])
     (True, False)
     """
-    bits = np.ascontiguousarray(X + 0.0, dtype=np.float64).view(np.uint64).reshape(X.shape)
     with np.errstate(over="ignore"):
-        h = _mix(np.full(len(X), np.uint64(seed & _M64)) + np.uint64(0x9E3779B97F4A7C15))
-        for j in range(X.shape[1]):
-            h = _mix(h ^ _mix(bits[:, j] + np.uint64(j + 1) * np.uint64(0x9E3779B97F4A7C15)))
+        h = _mix(np.full(XT.shape[1], np.uint64(seed & _M64)) + np.uint64(0x9E3779B97F4A7C15))
+        for j, x in enumerate(XT):
+            bits = np.ascontiguousarray(x + 0.0, dtype=np.float64).view(np.uint64)
+            h = _mix(h ^ _mix(bits + np.uint64(j + 1) * np.uint64(0x9E3779B97F4A7C15)))
     return h
 
 
 def _first(keys: list[np.ndarray], m: int) -> np.ndarray:
-    """Indices of the first ``m`` rows in the lexicographic order of ``keys`` (primary key first)."""
-    return np.lexsort(keys[::-1])[:m]
+    """Indices of the first ``m`` rows in the lexicographic order of ``keys`` (primary key first): by the
+    first key alone when its kept values are distinct (the common case), else by all of them."""
+    first = keys[0]
+    order = np.argsort(first, kind="stable")
+    if len(order) > m:
+        order = order[:m + 1]
+    kept = first[order]
+    if len(kept) > 1 and np.any(kept[1:] == kept[:-1]):
+        order = np.lexsort(keys[::-1])
+    return order[:m]
 
 
 def _complete(columns: Sequence[str], weight: str | None, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-    """``(X, w)`` of the rows with every feature present (w = 1 without a weight column)."""
-    X, ok = GroupedMoments(columns).matrix(batch)
+    """``(XT, w)``: the features of the rows with every feature present, one feature per row of ``XT``
+    (shape (d, n); the layout the Lloyd pass reads fastest), and their weights (1 without a weight column)."""
+    XT = np.empty((len(columns), batch.num_rows))
+    ok = None
+    for j, c in enumerate(columns):
+        x, valid = raw_values(batch.column(c))
+        XT[j] = x
+        if valid is not None:
+            ok = valid.copy() if ok is None else ok & valid
     w = _weights(batch, weight)
     w = np.ones(batch.num_rows) if w is None else w
-    return (X, w) if ok is None else (X[ok], w[ok])
+    return (XT, w) if ok is None else (XT[:, ok], w[ok])
 
 
 class KMeansStart(Analyzer):
@@ -97,10 +114,10 @@ class KMeansStart(Analyzer):
     def add(self, acc: list, batch: pa.RecordBatch) -> list:
         moments = GroupedMoments(self.columns)
         part = moments.add(moments.create(), batch)
-        X, w = _complete(self.columns, self.weight, batch)
+        XT, w = _complete(self.columns, self.weight, batch)
         pos = w > 0
-        X, w = X[pos], w[pos]
-        h = row_hash(X, self.random_state)
+        X, w = XT[:, pos].T, w[pos]
+        h = row_hash(X.T, self.random_state)
         if len(h) > self.init_size:
             keep = np.argpartition(h, self.init_size)[:self.init_size + 1]
             X, w, h = X[keep], w[keep], h[keep]
@@ -148,9 +165,23 @@ class KMeansStart(Analyzer):
                                        "skipped": state["skipped"], "k": self.n_clusters})
 
 
-def _assign(X: np.ndarray, C: np.ndarray) -> np.ndarray:
-    """Nearest centre by scikit-learn's ``||c||^2 - 2 x.c`` (first on ties)."""
-    return np.argmin(np.einsum("ij,ij->i", C, C)[None, :] - 2.0 * (X @ C.T), axis=1)
+def _assign(XT: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centre by scikit-learn's ``||c||^2 - 2 x.c`` (first on ties), and the exact squared distance
+    ``sum_j (x_j - c_j)^2`` to it.  Loops over clusters and features: numpy's argmin along a short axis is slow."""
+    D = (-2.0 * C) @ XT
+    D += np.einsum("ij,ij->i", C, C)[:, None]
+    labels = np.zeros(XT.shape[1], np.intp)
+    best = D[0]
+    for i in range(1, len(C)):
+        closer = D[i] < best
+        labels[closer] = i
+        best = np.where(closer, D[i], best)
+    dist = np.zeros(XT.shape[1])
+    for j, x in enumerate(XT):
+        t = x - C[:, j][labels]
+        t *= t
+        dist += t
+    return labels, dist
 
 
 class LloydIteration(Iteration):
@@ -158,8 +189,9 @@ class LloydIteration(Iteration):
     ``k`` rows farthest from their centres (for empty-cluster relocation)."""
 
     def _rows(self, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-        X, w = _complete(self.columns, self.context["weight"], batch)
-        return X - self.context["mean"], w
+        XT, w = _complete(self.columns, self.context["weight"], batch)
+        XT -= self.context["mean"][:, None]
+        return XT, w
 
     def create(self) -> list:
         k, d = self.params["centers"].shape[1:]
@@ -167,22 +199,21 @@ class LloydIteration(Iteration):
                 for _ in self.params["centers"]]
 
     def add(self, acc: list, batch: pa.RecordBatch) -> list:
-        X, w = self._rows(batch)
-        if not len(X):
+        XT, w = self._rows(batch)
+        if not XT.shape[1]:
             return acc
         k = self.params["centers"].shape[1]
+        weighted = self.context["weight"] is not None
         parts = []
         for r, C in enumerate(self.params["centers"]):
             if not self.params["active"][r]:
                 parts.append(acc[r])
                 continue
-            labels = _assign(X, C)
-            diff = X - C[labels]
-            dist = np.einsum("ij,ij->i", diff, diff)
-            sums = np.stack([np.bincount(labels, X[:, j] * w, minlength=k) for j in range(X.shape[1])], axis=1)
+            labels, dist = _assign(XT, C)
+            sums = np.stack([np.bincount(labels, x * w if weighted else x, minlength=k) for x in XT], axis=1)
             top = np.argpartition(dist, -k)[-k:] if len(dist) > k else np.arange(len(dist))
-            parts.append([sums.reshape(k, X.shape[1]), np.bincount(labels, w, minlength=k), float(dist @ w),
-                          dist[top], X[top], w[top], labels[top]])
+            parts.append([sums.reshape(k, len(XT)), np.bincount(labels, w, minlength=k), float(dist @ w),
+                          dist[top], XT[:, top].T, w[top], labels[top]])
         return self.merge([acc, parts])
 
     def merge(self, accs: Sequence[list]) -> list:
@@ -252,10 +283,9 @@ class KMeansFinish(LloydIteration):
         return [0.0 for _ in self.params["centers"]]
 
     def add(self, acc: list, batch: pa.RecordBatch) -> list:
-        X, w = self._rows(batch)
+        XT, w = self._rows(batch)
         for r, C in enumerate(self.params["centers"]):
-            diff = X - C[_assign(X, C)]
-            acc[r] += float(np.einsum("ij,ij->i", diff, diff) @ w)
+            acc[r] += float(_assign(XT, C)[1] @ w)
         return acc
 
     def merge(self, accs: Sequence[list]) -> list:
@@ -385,7 +415,7 @@ class KMeans(Estimator):
             xs = []
             for c in features:
                 v = row.get(c)
-                if v is None or v != v:
+                if v is None or v != v:  # noqa: PLR0124 - NaN is missing
                     row[out] = None
                     for n in dnames:
                         row[n] = None

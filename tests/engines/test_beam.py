@@ -335,3 +335,20 @@ def test_missing_column_is_a_schema_error(tmp_path):
     _bad_csv(csv, 30)
     with pytest.raises(SchemaError, match="'nope'"):
         run_fit(bl.Pipeline([bl.StandardScaler(["nope"])]), [csv], beam_args=[], batch_size=10, errors=None)
+
+
+def test_one_job_per_pass_equals_the_local_engine(tmp_path):
+    csv = str(tmp_path / "bad.csv")
+    planted = _bad_csv(csv, 200)
+    pipe = bl.Pipeline([bl.SimpleImputer(["a"], strategy="median"), bl.StandardScaler(["a"]),
+                        bl.KBinsDiscretizer(["b"], n_bins=3, encode="ordinal")])
+    local_dead = bl.DeadLetters()
+    local = pipe.fit(csv, batch_size=32, errors=local_dead, schema=_CSV_SCHEMA)
+    errs = str(tmp_path / "errors.jsonl")
+    fitted = run_fit(pipe, [csv], beam_args=[], batch_size=32, errors=errs, schema=_CSV_SCHEMA, jobs="per_pass")
+    assert fitted.lineage["beam_jobs"] == "per_pass"
+    assert fitted.lineage["passes"] == local.lineage["passes"] == 3
+    assert fitted.lineage["rows"] + fitted.lineage["dead_letters"] == planted["rows"]
+    assert _dead_set(_read_jsonl(errs)) == _dead_set(local_dead.records)
+    for g, w in zip(fitted.states, local.states):
+        assert_state_equal(g, w)

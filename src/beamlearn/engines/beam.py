@@ -262,6 +262,20 @@ def _finish(state: tuple[FitPlan, Any], dead: int, bound: int, name: str | None,
     return FittedPipeline(plan.steps, plan.states, plan.input_schema, name=name, lineage=info)
 
 
+def _conform(batches: Any, schema: Any, steps: list, collect: bool, registry: _Registry) -> Any:
+    """Batches cast to the (singleton) schema; outputs ``batches`` of ``(batch, kept)`` and ``errors``."""
+    return batches | "Conform" >> beam.ParDo(_Conform(steps, collect, registry), beam.pvalue.AsSingleton(
+        schema)).with_outputs("errors", main="batches")
+
+
+def _pass(batches: Any, state: Any, k: int, collect: bool, registry: _Registry) -> tuple[Any, Any]:
+    """Pass ``k`` in a graph: per-bundle adds (the ``(plan, pass)`` singleton ``state`` as a side input), then
+    the fused combine.  Returns the extracted states (empty when the plan was done) and the dead letters."""
+    added = batches | f"Pass{k}" >> beam.ParDo(_AddToPass(collect, k == 0, registry), beam.pvalue.AsSingleton(
+        state)).with_outputs("errors", main="accs")
+    return added.accs | f"Combine{k}" >> beam.CombineGlobally(_PassCombineFn()).without_defaults(), added.errors
+
+
 class _WithErrors:
     """``.with_errors()``: return ``(main, errors)`` instead of failing the job on the first bad row."""
 
@@ -323,17 +337,13 @@ class Fit(_WithErrors, beam.PTransform):
             schema = pcoll.pipeline | "Schema" >> beam.Create([self.schema])
         else:
             schema = batches | "Schema" >> beam.CombineGlobally(_FirstSchema())
-        conformed = batches | "Conform" >> beam.ParDo(_Conform(steps, self.collect, registry), beam.pvalue.AsSingleton(
-            schema)).with_outputs("errors", main="batches")
+        conformed = _conform(batches, schema, steps, self.collect, registry)
         dead = [conformed.errors]
         state = schema | "Plan" >> beam.Map(_start, steps, registry)
         for k in range(self.max_passes):
-            added = conformed.batches | f"Pass{k}" >> beam.ParDo(
-                _AddToPass(self.collect, k == 0, registry), beam.pvalue.AsSingleton(state)).with_outputs("errors",
-                                                                                              main="accs")
+            merged, errors_k = _pass(conformed.batches, state, k, self.collect, registry)
             if k == 0:
-                dead.append(added.errors)
-            merged = added.accs | f"Combine{k}" >> beam.CombineGlobally(_PassCombineFn()).without_defaults()
+                dead.append(errors_k)
             state = state | f"Advance{k}" >> beam.Map(
                 _advance, beam.pvalue.AsSingleton(merged, default_value=None), registry)
         if not self.collect:

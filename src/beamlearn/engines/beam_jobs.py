@@ -134,68 +134,142 @@ def _raise_mode(errors: Any) -> bool:
     return errors is None or errors == "raise"
 
 
+MAX_UNROLLED = 8  # run_fit's "auto": passes unrolled in one job up to this bound, else one job per pass
+
+
 def run_fit(pipeline: Any, paths: Any, *, beam_args: list[str] | None = None,
             batch_size: int = DEFAULT_BATCH_SIZE, errors: str | None = None, schema: pa.Schema | None = None,
-            lineage: dict[str, Any] | None = None) -> Any:
-    """Fit ``pipeline`` on files in one Beam job and return the :class:`~beamlearn.FittedPipeline`.
+            lineage: dict[str, Any] | None = None, jobs: str = "auto") -> Any:
+    """Fit ``pipeline`` on files with Beam and return the :class:`~beamlearn.FittedPipeline`.
 
     ``beam_args`` go to ``PipelineOptions`` untouched (``--runner``, ``--direct_num_workers``, ...).  ``errors``
     is None (a bad row fails the fit, naming it) or a path where dead letters are written as JSON lines.
+    ``jobs``: ``"one"`` runs :class:`~beamlearn.engines.beam.Fit` with every pass unrolled in one job;
+    ``"per_pass"`` runs one job per pass (each reads the files again; the driver plans the next pass, so an
+    iterative estimator stops at convergence); ``"auto"`` unrolls up to ``MAX_UNROLLED`` passes.
     """
     from apache_beam.io.filesystems import FileSystems
 
-    from beamlearn import artifact
-    from beamlearn.engines.beam import Fit
+    from beamlearn.engines.beam import pass_bound
     from beamlearn.engines.local import data_fingerprint
 
     t0 = time.perf_counter()
     opts, temp_location = _options(beam_args)
     files = resolve_paths(paths)
     schema = schema if schema is not None else file_schema(files, batch_size)
-    collect = not _raise_mode(errors)
-    tmpdir = None if temp_location else tempfile.mkdtemp(prefix="beamlearn-fit-")
-    out = FileSystems.join(temp_location or tmpdir, f"beamlearn-fit-{uuid.uuid4().hex}.bl")
-    p = beam.Pipeline(options=opts)
-    read, fit = ReadFiles(files, schema=schema, batch_size=batch_size), Fit(pipeline, schema=schema,
-                                                                            lineage=lineage, batch_size=batch_size)
-    if collect:
-        batches, read_errors = p | "Read" >> read.with_errors()
-        fitted, fit_errors = batches | "Fit" >> fit.with_errors()
-        _write_errors((read_errors, fit_errors) | "AllErrors" >> beam.Flatten(), errors)
-    else:
-        fitted = p | "Read" >> read | "Fit" >> fit
-    fitted | "Save" >> beam.ParDo(_SaveArtifact(out))
-    result = _run(p)
+    if jobs not in ("auto", "one", "per_pass"):
+        raise EngineError(f"jobs={jobs!r} is not one of 'auto', 'one', 'per_pass'")
+    per_pass = jobs == "per_pass" or (jobs == "auto" and pass_bound(pipeline.steps, schema) > MAX_UNROLLED)
+    tmpdir = tempfile.mkdtemp(prefix="beamlearn-fit-")
+    scratch = FileSystems.join(temp_location, f"beamlearn-fit-{uuid.uuid4().hex}") if temp_location else tmpdir
     try:
-        with FileSystems.open(out) as fh:
-            data = fh.read()
-        fp = artifact.from_bytes(data)
+        job = _fit_per_pass if per_pass else _fit_one_job
+        fp, dead, runner = job(pipeline, files, schema, opts, batch_size, errors, lineage, scratch)
     finally:
-        try:
-            FileSystems.delete([out])
-        except Exception:  # noqa: BLE001,S110 - a leftover temporary file is harmless
-            pass
-        if tmpdir:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-    dead = _counter(result, "dead_letters") if collect else 0
-    fp.lineage.update({"dead_letters": dead if dead is not None else _count_lines(errors),
-                       "fit_seconds": round(time.perf_counter() - t0, 6),
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    fp.lineage.update({"dead_letters": dead, "fit_seconds": round(time.perf_counter() - t0, 6),
                        "data": data_fingerprint(files) if all(map(_is_local, files)) else {"files": files},
-                       "runner": type(p.runner).__name__})
+                       "runner": runner, "beam_jobs": "per_pass" if per_pass else "one"})
     return fp
 
 
-class _SaveArtifact(beam.DoFn):
-    def __init__(self, path: str) -> None:
-        self.path = path
+def _read(p: Any, files: list[str], schema: pa.Schema, batch_size: int, collect: bool) -> tuple[Any, list]:
+    read = ReadFiles(files, schema=schema, batch_size=batch_size)
+    if collect:
+        batches, read_errors = p | "Read" >> read.with_errors()
+        return batches, [read_errors]
+    return p | "Read" >> read, []
 
-    def process(self, fitted):
+
+def _fit_one_job(pipeline: Any, files: list[str], schema: pa.Schema, opts: Any, batch_size: int, errors: Any,
+                 lineage: Any, scratch: str) -> tuple[Any, int | None, str]:
+    from beamlearn.engines.beam import Fit
+
+    collect = not _raise_mode(errors)
+    out = _join(scratch, "fitted.bl")
+    p = beam.Pipeline(options=opts)
+    batches, dead = _read(p, files, schema, batch_size, collect)
+    fit = Fit(pipeline, schema=schema, lineage=lineage, batch_size=batch_size)
+    if collect:
+        fitted, fit_errors = batches | "Fit" >> fit.with_errors()
+        _write_errors((*dead, fit_errors) | "AllErrors" >> beam.Flatten(), errors)
+    else:
+        fitted = batches | "Fit" >> fit
+    fitted | "Save" >> beam.ParDo(_Save(out, artifact=True))
+    result = _run(p)
+    fp = _load(out, artifact=True)
+    return fp, _dead_count(result, errors), type(p.runner).__name__
+
+
+def _fit_per_pass(pipeline: Any, files: list[str], schema: pa.Schema, opts: Any, batch_size: int, errors: Any,
+                  lineage: Any, scratch: str) -> tuple[Any, int | None, str]:
+    from beamlearn.engines.beam import _advance, _conform, _finish, _next, _pass, _Registry
+    from beamlearn.pipeline import FitPlan
+
+    collect, registry, steps = not _raise_mode(errors), _Registry(), list(pipeline.steps)
+    state, k, dead, runner = _next(FitPlan(steps, schema)), 0, 0, ""
+    while state[1] is not None:
+        out = _join(scratch, f"pass{k}.pkl")
+        p = beam.Pipeline(options=opts)
+        batches, read_errors = _read(p, files, schema, batch_size, collect)
+        conformed = _conform(batches, p | "Schema" >> beam.Create([schema]), steps, collect, registry)
+        merged, pass_errors = _pass(conformed.batches, p | "Plan" >> beam.Create([state]), k, collect, registry)
+        merged | "Save" >> beam.ParDo(_Save(out))
+        if collect and k == 0:  # dead letters of the first pass (later passes see the same rows), as locally
+            _write_errors((*read_errors, conformed.errors, pass_errors) | "AllErrors" >> beam.Flatten(), errors)
+        result = _run(p)
+        if k == 0:
+            dead, runner = _dead_count(result, errors), type(p.runner).__name__
+        state, k = _advance(state, _load(out), registry), k + 1
+    return _finish(state, 0, k, pipeline.name, dict(lineage or {}), registry), dead, runner
+
+
+def _join(scratch: str, name: str) -> str:
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.join(scratch, name)
+
+
+class _Save(beam.DoFn):
+    """Write the one element to ``path`` (an artifact, or pickled states between the jobs of one fit)."""
+
+    def __init__(self, path: str, artifact: bool = False) -> None:
+        self.path, self.artifact = path, artifact
+
+    def process(self, item):
+        import pickle
+
         from apache_beam.io.filesystems import FileSystems
 
         from beamlearn import artifact
 
         with FileSystems.create(self.path) as fh:
-            fh.write(artifact.to_bytes(fitted))
+            fh.write(artifact.to_bytes(item) if self.artifact else pickle.dumps(item, protocol=5))
+
+
+def _load(path: str, artifact: bool = False) -> Any:
+    """What :class:`_Save` wrote (None when nothing was: an empty pass), removing the file."""
+    import pickle
+
+    from apache_beam.io.filesystems import FileSystems
+
+    from beamlearn import artifact as art
+
+    if not FileSystems.exists(path):
+        if artifact:
+            raise EngineError("the Beam job finished without producing the fitted pipeline")
+        return None
+    with FileSystems.open(path) as fh:
+        data = fh.read()
+    FileSystems.delete([path])
+    return art.from_bytes(data) if artifact else pickle.loads(data)  # written by this fit's own job
+
+
+def _dead_count(result: Any, errors: Any) -> int | None:
+    if _raise_mode(errors):
+        return 0
+    dead = _counter(result, "dead_letters")
+    return dead if dead is not None else _count_lines(errors)
 
 
 def _count_lines(path: Any) -> int | None:

@@ -81,7 +81,7 @@ class ClassStats(GroupedMoments):
 
 
 # ---------------------------------------------------------------------------------------------- kernels
-def linear_jll(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _linear_jll(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``X @ W.T + b``, accumulated feature by feature (the order the row function uses)."""
     acc = np.zeros((X.shape[0], W.shape[0]))
     for j in range(W.shape[1]):
@@ -89,7 +89,7 @@ def linear_jll(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     return acc + b
 
 
-def gaussian_jll(X: np.ndarray, theta: np.ndarray, var: np.ndarray, log_prior: np.ndarray,
+def _gaussian_jll(X: np.ndarray, theta: np.ndarray, var: np.ndarray, log_prior: np.ndarray,
                  norm: np.ndarray) -> np.ndarray:
     """``log_prior + (norm - 0.5 * sum_j (x_j - theta_j)**2 / var_j)`` per class, feature by feature."""
     acc = np.zeros((X.shape[0], theta.shape[0]))
@@ -99,7 +99,7 @@ def gaussian_jll(X: np.ndarray, theta: np.ndarray, var: np.ndarray, log_prior: n
     return log_prior + (norm - 0.5 * acc)
 
 
-def proba_from_jll(jll: np.ndarray) -> np.ndarray:
+def _proba_from_jll(jll: np.ndarray) -> np.ndarray:
     """Normalized probabilities ``exp(jll - logsumexp(jll))`` (class sums in a fixed order)."""
     m = jll.max(axis=1)
     e = np.exp(jll - m[:, None])
@@ -161,7 +161,7 @@ class _NaiveBayes(Classifier):
     def predict_columns(self, X: np.ndarray, state: dict[str, Any]) -> list[tuple[str, Any]]:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             jll = self._jll(X, self.fitted_attributes(state))
-            proba = proba_from_jll(jll)
+            proba = _proba_from_jll(jll)
         classes = self.classes_of(state)
         pred = pa.array(classes, type=self.label_type(state)).take(pa.array(np.argmax(jll, axis=1)))
         return [(self.output, pred)] + [(f"proba_{c}", proba[:, i]) for i, c in enumerate(classes)]
@@ -208,6 +208,8 @@ class _NaiveBayes(Classifier):
             for k, v in self.fitted_attributes(state).items():
                 if not k.startswith("_"):
                     out[k] = np.round(v, 6).tolist()
+        if "class_log_prior_" in out:
+            out["class_prior"] = np.round(np.exp(out["class_log_prior_"]), 6).tolist()
         out["skipped_rows"] = int(st["skipped"])
         out["dropped_labels"] = int(st["missing_by"])
         return out
@@ -249,7 +251,7 @@ class _DiscreteNB(_NaiveBayes):
     def _jll(self, X: np.ndarray, a: dict[str, np.ndarray]) -> np.ndarray:
         if self.binarize is not None:
             X = (X > self.binarize).astype(np.float64)
-        return linear_jll(X, a["_W"], a["_b"])
+        return _linear_jll(X, a["_W"], a["_b"])
 
     def _row_jll(self, a: dict[str, np.ndarray]):
         W, b = a["_W"].tolist(), a["_b"].tolist()
@@ -340,7 +342,7 @@ class GaussianNB(_NaiveBayes):
                     "_norm": -0.5 * np.sum(np.log(2.0 * np.pi * var), axis=1)}
 
     def _jll(self, X: np.ndarray, a: dict[str, np.ndarray]) -> np.ndarray:
-        return gaussian_jll(X, a["theta_"], a["var_"], a["_log_prior"], a["_norm"])
+        return _gaussian_jll(X, a["theta_"], a["var_"], a["_log_prior"], a["_norm"])
 
     def _row_jll(self, a: dict[str, np.ndarray]):
         classes = list(zip(a["theta_"].tolist(), a["var_"].tolist(), a["_log_prior"].tolist(),

@@ -98,6 +98,14 @@ class KMeansStart(Analyzer):
 
     State: ``{"params": {"centers": (n_init, k, d) centred}, "mean", "tol", "rows", "skipped"}``; the next
     pass is the first :class:`LloydIteration`.
+
+    Examples
+    --------
+    >>> from beamlearn.analyzers import run_analyzer
+    >>> start = KMeansStart(["x"], weight=None, n_clusters=2, init="k-means++", n_init=1, max_iter=10, tol=1e-4,
+    ...                     random_state=0, init_centers=[[0.0], [1.0]], init_size=100)
+    >>> run_analyzer(start, [pa.record_batch({"x": [0.0, 1.0, 9.0, 10.0]})])["centers"].tolist()
+    [[0.5], [9.5]]
     """
 
     def __init__(self, columns: Sequence[str], *, weight: str | None, n_clusters: int, init: str, n_init: int,
@@ -186,7 +194,18 @@ def _assign(XT: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class LloydIteration(Iteration):
     """One Lloyd iteration of every active run: per-cluster weighted sums and weights, inertia, and the
-    ``k`` rows farthest from their centres (for empty-cluster relocation)."""
+    ``k`` rows farthest from their centres (for empty-cluster relocation).
+
+    Examples
+    --------
+    >>> it = LloydIteration(["x"], {"centers": np.array([[[0.0], [1.0]]]), "active": np.ones(1, bool),
+    ...                             "n_iter": np.zeros(1, int), "converged": np.zeros(1, bool),
+    ...                             "inertia": np.zeros(1), "moved": np.ones(1, bool)},
+    ...                     context={"weight": None, "mean": np.zeros(1), "rows": 3, "skipped": 0})
+    >>> state = it.extract(it.add(it.create(), pa.record_batch({"x": [0.0, 2.0, 4.0]})))
+    >>> state["params"]["centers"].tolist(), state["inertia"]  # inertia of the centres this pass started from
+    ([[[0.0], [3.0]]], 10.0)
+    """
 
     def _rows(self, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
         XT, w = _complete(self.columns, self.context["weight"], batch)
@@ -274,7 +293,16 @@ def _relocate_and_average(sums: np.ndarray, wic: np.ndarray, dist: np.ndarray, X
 
 
 class KMeansFinish(LloydIteration):
-    """The final E-step: the inertia of every run's final centres; the lowest wins."""
+    """The final E-step: the inertia of every run's final centres; the lowest wins.
+
+    Examples
+    --------
+    >>> fin = KMeansFinish(["x"], {"centers": np.array([[[0.0], [3.0]]]), "n_iter": np.ones(1, int),
+    ...                            "converged": np.ones(1, bool)},
+    ...                    context={"weight": None, "mean": np.zeros(1), "rows": 3, "skipped": 0})
+    >>> fin.extract(fin.add(fin.create(), pa.record_batch({"x": [0.0, 2.0, 4.0]})))["inertia"]
+    2.0
+    """
 
     def __init__(self, columns: Sequence[str], params: Any, *, context: Any) -> None:
         super().__init__(columns, params, context=context)

@@ -228,3 +228,18 @@ def test_a_fitted_pipeline_plugs_in_as_the_model():
     fitted = bl.Pipeline([bl.StandardScaler(["x"])]).fit(table)
     r = evaluate(table, label="y", prediction="p", model=fitted, batch_size=64)
     assert r.metrics["overall"]["accuracy"] == skm.accuracy_score(table["y"], table["p"])
+
+
+def test_multiclass_binned_auc_within_bound():
+    rng = np.random.default_rng(9)
+    n, k = 6000, 3
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += 1.0
+    P = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    cols = {"y": y, "pred": P.argmax(axis=1)} | {f"proba_{c}": P[:, c] for c in range(k)}
+    m = evaluate(pa.table(cols), label="y", prediction="pred", score="proba_*", exact_max_rows=1000,
+                 batch_size=700).metrics["overall"]
+    assert m["roc_auc_method"] == "binned" and 0 < m["roc_auc_error_bound"] < 0.01
+    assert abs(m["roc_auc"] - skm.roc_auc_score(y, P, multi_class="ovr")) <= m["roc_auc_error_bound"] + 1e-12
+    assert m["per_class"]["2"]["roc_auc"] == pytest.approx(skm.roc_auc_score(y == 2, P[:, 2]), abs=0.01)

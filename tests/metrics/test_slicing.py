@@ -139,3 +139,22 @@ def test_bootstrap_same_through_evaluate_for_any_batch_size_and_file_format(tmp_
     for k, v in one.items():  # the same file (by name) read in other batches: same rows, same positions
         assert v == pytest.approx(other[k], abs=1e-12), k
     assert runs[2]["overall"]["ci"] != runs[0]["overall"]["ci"]  # the source name takes part in the hash
+
+
+def test_accumulators_pickle_midway_for_both_tasks():
+    import pickle
+
+    from beamlearn.metrics import RegressionMetrics
+
+    t = flights(900)
+    t = t.append_column("s", pa.array(np.linspace(0, 1, 900))).append_column("v", pa.array(np.arange(900.0)))
+    for a in (ClassificationMetrics("y", "p", score="s", slices=["origin"], n_bootstrap=3),
+              RegressionMetrics("v", "hour", slices=["carrier"], n_bootstrap=3)):
+        b1, b2 = t.slice(0, 400).to_batches()[0], t.slice(400).to_batches()[0]
+        acc = pickle.loads(pickle.dumps(a.add(a.create(), tag_batch(b1, "m", 0))))
+        acc = a.add(acc, tag_batch(b2, "m", 400))
+        whole = a.extract(a.add(a.create(), tag_batch(t.combine_chunks().to_batches()[0], "m", 0)))
+        got = a.extract(acc)
+        assert got["overall"]["count"] == whole["overall"]["count"] == 900
+        assert got["slices"].keys() == whole["slices"].keys()
+        assert got["overall"]["ci"] == whole["overall"]["ci"]

@@ -253,3 +253,19 @@ def test_artifact_round_trip_and_describe(tmp_path):
         info = loaded.describe()[0]["fitted"]
         assert info["classes"] == [0, 1, 2] and len(info["class_count_"]) == 3
         assert loaded.steps[0].max_passes() == 1
+
+
+def test_fit_from_files_in_small_batches_equals_one_batch(tmp_path):
+    import pyarrow.parquet as pq
+
+    X, y = counts_data(9, n=400)
+    t = table_of(X, y, np.random.default_rng(1).uniform(0, 2, 400))
+    pq.write_table(t.slice(0, 150), str(tmp_path / "a.parquet"))
+    pq.write_table(t.slice(150), str(tmp_path / "b.parquet"))
+    for step in (bl.MultinomialNB(features(6), "y", sample_weight="w"), bl.GaussianNB(features(6), "y")):
+        files = bl.Pipeline([step]).fit(str(tmp_path / "*.parquet"), batch_size=9)
+        memory = bl.Pipeline([step]).fit(t)
+        a, b = (f.steps[0].fitted_attributes(f.states[0]) for f in (files, memory))
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-12, err_msg=k)
+        assert files.transform(t).column("prediction").equals(memory.transform(t).column("prediction"))

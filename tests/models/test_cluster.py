@@ -30,11 +30,10 @@ def table_of(X: np.ndarray, w: np.ndarray | None = None) -> pa.Table:
     return pa.table(cols)
 
 
-def fit(table: pa.Table, batch_size: int = 65_536, **params):
-    d = sum(1 for c in table.column_names if c.startswith("f"))
+def fit(data, batch_size: int = 65_536, **params):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return bl.Pipeline([bl.KMeans([f"f{j}" for j in range(d)], **params)]).fit(table, batch_size=batch_size)
+        return bl.Pipeline([bl.KMeans("f*", **params)]).fit(data, batch_size=batch_size)
 
 
 def sklearn_fit(X, init, w=None, **params):
@@ -193,16 +192,19 @@ def test_fewer_rows_than_clusters_is_a_data_error():
 
 
 # ---------------------------------------------------------------------------------------------- Beam
-def test_beam_direct_runner_fits_the_same_model(tmp_path):
+@pytest.mark.filterwarnings("ignore::beamlearn.models.ConvergenceWarning")
+def test_beam_direct_runner_fits_the_same_models(tmp_path):
+    """Naive Bayes and KMeans in one pipeline: the Beam engine (DirectRunner, in memory) fits the same models."""
     beam = pytest.importorskip("apache_beam")
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from beamlearn import artifact
     from beamlearn.engines.beam import Fit
 
-    X = iris()
-    t = table_of(X)
-    steps = [bl.StandardScaler(FEATS4), bl.KMeans(FEATS4, n_clusters=3, max_iter=20, distances=True)]
+    X, y = datasets.load_iris(return_X_y=True)
+    t = table_of(X).append_column("y", pa.array(y))
+    steps = [bl.StandardScaler(FEATS4), bl.GaussianNB(FEATS4, "y", output="species"),
+             bl.KMeans(FEATS4, n_clusters=3, max_iter=6, distances=True)]
     local = bl.Pipeline(steps).fit(t, batch_size=40)
     path = os.path.join(str(tmp_path), "beam.bl")
 
@@ -211,10 +213,30 @@ def test_beam_direct_runner_fits_the_same_model(tmp_path):
             fh.write(artifact.to_bytes(fitted))
 
     with beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"])) as p:
-        (p | beam.Create(t.to_batches(max_chunksize=40))
-         | Fit(bl.Pipeline(steps), schema=t.schema, max_passes=steps[1].max_passes() + 1) | beam.Map(save))
+        p | beam.Create(t.to_batches(max_chunksize=40)) | Fit(bl.Pipeline(steps), schema=t.schema) | beam.Map(save)
     remote = bl.load(path)
-    km, want = remote.states[1]["kmeans"], local.states[1]["kmeans"]
+    assert remote.lineage["passes"] == local.lineage["passes"]
+    nb, want_nb = remote.states[1]["stats"], local.states[1]["stats"]
+    assert nb["groups"] == want_nb["groups"] and np.array_equal(nb["rows"], want_nb["rows"])
+    for key in ("count", "sum", "mean", "var"):
+        np.testing.assert_allclose(nb[key], want_nb[key], rtol=1e-12)
+    km, want = remote.states[2]["kmeans"], local.states[2]["kmeans"]
     np.testing.assert_allclose(km["centers"], want["centers"], rtol=1e-10)
     assert km["n_iter_run"] == want["n_iter_run"]
-    assert remote.transform(t).column("cluster").equals(local.transform(t).column("cluster"))
+    got, ref = remote.transform(t), local.transform(t)
+    for col in ("species", "cluster"):
+        assert got.column(col).equals(ref.column(col))
+
+
+def test_fit_from_files_in_small_batches_equals_one_batch(tmp_path):
+    import pyarrow.parquet as pq
+
+    X = blobs(900, seed=4)
+    t = table_of(X)
+    for i in range(3):
+        pq.write_table(t.slice(300 * i, 300), str(tmp_path / f"part{i}.parquet"))
+    files = fit(str(tmp_path / "*.parquet"), batch_size=25, n_clusters=4, random_state=1)
+    memory = fit(t, n_clusters=4, random_state=1)
+    np.testing.assert_allclose(files.states[0]["kmeans"]["centers"], memory.states[0]["kmeans"]["centers"],
+                               rtol=1e-10)
+    assert files.lineage["passes"] == memory.lineage["passes"]

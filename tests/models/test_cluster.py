@@ -180,7 +180,8 @@ def test_non_convergence_warns():
 
 @pytest.mark.parametrize("params,match", [({"init": "kmeans"}, "init"), ({"n_clusters": 0}, "n_clusters"),
                                           ({"init_centers": [[1.0, 2.0]]}, "init_centers"),
-                                          ({"random_state": None}, "random_state"), ({"tol": -1.0}, "tol")])
+                                          ({"random_state": None}, "random_state"),
+                                          ({"random_state": -1}, "random_state"), ({"tol": -1.0}, "tol")])
 def test_bad_parameters_are_spec_errors(params, match):
     with pytest.raises(SpecError, match=match):
         bl.Pipeline([bl.KMeans(FEATS4, **{"n_clusters": 3, **params})]).fit(table_of(iris()))

@@ -388,8 +388,9 @@ class KMeans(Estimator):
             v = getattr(self, name)
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < low:
                 raise SpecError(f"KMeans: {name} must be an integer >= {low}, got {v!r}")
-        if not isinstance(self.random_state, numbers.Integral):
-            raise SpecError("KMeans: random_state must be an int (fits are deterministic on every engine)")
+        if not isinstance(self.random_state, numbers.Integral) or not 0 <= self.random_state < 2**32:
+            raise SpecError("KMeans: random_state must be an int in [0, 2**32) (fits are deterministic on every "
+                            f"engine), got {self.random_state!r}")
         if not isinstance(self.tol, numbers.Real) or self.tol < 0:
             raise SpecError(f"KMeans: tol must be a non-negative number, got {self.tol!r}")
         if self.init_size < self.n_clusters:

@@ -11,6 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import skops.io as sio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
 from sklearn.ensemble import BaggingClassifier, RandomForestClassifier
@@ -317,3 +319,21 @@ def test_scikit_learn_complaints_are_data_errors_naming_the_row():
     with pytest.raises(DataError, match="predict failed") as exc:
         fitted.transform(pa.table({"a": [0.0, 1.0, float("inf"), 2.0]}))
     assert exc.value.row == 2
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(5, 120), batch=st.integers(1, 64), workers=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_any_batching_gives_the_same_model_as_sklearn_in_canonical_order(n, batch, workers, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.integers(-3, 4, size=(n, 2)).astype(float)  # ties: rows equal in features, differing in label
+    y = rng.integers(0, 3, n)
+    miss = rng.random(n) < 0.1
+    t = pa.table({"a": pa.array(X[:, 0], mask=miss), "b": X[:, 1], "y": y})
+    model = SklearnModel(RandomForestClassifier(3, random_state=seed), ["a", "b"], "y")  # bootstrap: order matters
+    f = LocalEngine(batch_size=batch, workers=workers).fit(bl.Pipeline([model]), t)
+    Xk, yk = X[~miss], y[~miss]
+    o = canonical_order(Xk, yk)
+    sk = RandomForestClassifier(3, random_state=seed).fit(Xk[o], yk[o])
+    got = f.transform(t).column("prediction").to_numpy(zero_copy_only=False)
+    np.testing.assert_array_equal(got[~miss], sk.predict(X[~miss]))
+    assert np.isnan(got[miss]).all() and f.states[0]["model"]["skipped_rows"] == int(miss.sum())

@@ -111,6 +111,7 @@ def test_partial_fit_naive_bayes_equals_fit_and_runs_one_lane():
     state = f.states[0]["model"]
     assert state["mode"] == "partial_fit" and f.lineage["passes"] == 2 and state["rows"] == len(y)
     sk = MultinomialNB(alpha=0.5).fit(X, y)
+    np.testing.assert_allclose(f.describe()[0]["fitted"]["class_prior"], np.exp(sk.class_log_prior_), rtol=1e-12)
     nb = load_skops(state["skops"])
     np.testing.assert_allclose(nb.feature_count_, sk.feature_count_, rtol=1e-12)
     np.testing.assert_allclose(nb.class_log_prior_, sk.class_log_prior_, rtol=1e-12)

@@ -383,4 +383,6 @@ class SklearnModel(Estimator):
             value = getattr(est, attr, None)
             if value is not None:
                 out[attr.rstrip("_")] = np.asarray(value).tolist()
+        if "class_prior" not in out and getattr(est, "class_log_prior_", None) is not None:  # discrete NB
+            out["class_prior"] = np.exp(est.class_log_prior_).tolist()
         return out

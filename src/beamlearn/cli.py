@@ -10,6 +10,7 @@ A spec with a ``model:`` section trains the preprocessing and the model together
 model's prediction columns, and ``inspect`` shows what it learned (coefficients, classes, priors, centroids).
     beamlearn evaluate DATA... --label COL --prediction COL [--score COL] [--slice COLS]... [--require EXPR]...
                        [--baseline METRICS.json] [--report DIR] [--json]     # exit 1 when a gate fails
+    beamlearn evaluate MODEL --data PATH... --label COL --prediction COL ...  # predict with MODEL first
     beamlearn --version
 
 ``--data`` takes one or more paths, globs or directories (``--data a.csv b.csv``, ``--data 'part-*.parquet'``).
@@ -289,10 +290,11 @@ def inspect(model: Annotated[str, typer.Argument(help="A fitted model.", show_de
 @app.command("evaluate")
 @_user_errors
 def evaluate_cmd(
-        data: Annotated[list[str], typer.Argument(help="Files, globs or directories holding the label and "
-                                                  "prediction columns.", show_default=False, metavar="DATA...")],
         label: Annotated[str, typer.Option("--label", metavar="COL", help="The true label column.")],
         prediction: Annotated[str, typer.Option("--prediction", metavar="COL", help="The prediction column.")],
+        args: Annotated[list[str] | None, typer.Argument(
+            help="Files, globs or directories holding the label and prediction columns; or, with --data, the "
+                 "MODEL that predicts them.", show_default=False, metavar="DATA... | MODEL")] = None,
         score: Annotated[str | None, typer.Option("--score", metavar="COL", help="Probability of the positive "
                                                   "class, or a pattern such as 'proba_*' (one column per class).")] = None,
         slices: Annotated[list[str] | None, typer.Option("--slice", metavar="COLS", help="Slice by a column; "
@@ -305,8 +307,12 @@ def evaluate_cmd(
                                                    "report.html here.")] = None,
         model: Annotated[str | None, typer.Option("--model", metavar="MODEL", help="Transform the data with this "
                                                   "fitted model first (its output holds the prediction).")] = None,
-        sample_weight: Annotated[str | None, typer.Option("--sample-weight", metavar="COL")] = None,
-        pos_label: Annotated[str | None, typer.Option("--pos-label", metavar="CLASS")] = None,
+        data: Annotated[list[str] | None, typer.Option("--data", "-d", metavar="PATH...", help="The data, when "
+                                                       "the argument is a MODEL.")] = None,
+        sample_weight: Annotated[str | None, typer.Option("--sample-weight", metavar="COL",
+                                                          help="A column of row weights.")] = None,
+        pos_label: Annotated[str | None, typer.Option("--pos-label", metavar="CLASS", help="The positive class of "
+                                                      "binary metrics (default: the larger of 0/1).")] = None,
         min_slice_count: Annotated[int, typer.Option("--min-slice-count", min=0, metavar="ROWS")] = 30,
         bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, metavar="N", help="Poisson-bootstrap "
                                                "replicates for confidence intervals (0: none).")] = 0,
@@ -317,12 +323,23 @@ def evaluate_cmd(
         quiet: QuietOpt = False) -> None:
     """Evaluate predictions in DATA: metrics overall and per slice, quality gates, optional report.
 
-    Exits 1 when a gate fails (each failure listed with its value), 2 on a usage or data mistake.
+    ``beamlearn evaluate DATA...`` evaluates columns already in the data; ``beamlearn evaluate MODEL --data
+    PATH...`` (or ``--model MODEL``) transforms the data with a fitted model first.  Exits 1 when a gate fails
+    (each failure listed with its value), 2 on a usage or data mistake.
     """
     import beamlearn as bl
     from beamlearn.batches import DEFAULT_BATCH_SIZE
+    from beamlearn.errors import SpecError
     from beamlearn.metrics import evaluate as run_evaluation
 
+    if data:
+        if len(args or []) > 1 or (args and model):
+            raise SpecError("with --data, give at most one MODEL argument (or --model), not more paths")
+        model = model or (args[0] if args else None)
+    elif not args:
+        raise SpecError("no data to evaluate: give DATA paths, or a MODEL and --data PATH")
+    else:
+        data = args
     fitted = bl.load(model) if model else None
     with _progress("evaluating", data, quiet or as_json) as progress:
         result = run_evaluation(list(data), label=label, prediction=prediction, score=score, slices=slices or (),

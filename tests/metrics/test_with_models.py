@@ -52,3 +52,18 @@ def test_cli_evaluate_with_a_saved_model(fitted_and_test, tmp_path, capsys):
                  "--require", "accuracy>=0.999"])
     out, err = capsys.readouterr()
     assert code == 1 and "PASS roc_auc>=0.95" in out and "FAIL accuracy>=0.999" in err
+
+
+def test_cli_model_then_data_form(fitted_and_test, tmp_path, capsys):
+    """The issue's form: ``beamlearn evaluate MODEL --data PATH...``."""
+    fitted, test = fitted_and_test
+    model = str(tmp_path / "model.bl")
+    fitted.save(model)
+    pq.write_table(test.slice(0, 80), tmp_path / "a.parquet")
+    pq.write_table(test.slice(80), tmp_path / "b.parquet")
+    code = main(["evaluate", model, "--data", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"),
+                 "--label", "target", "--prediction", "prediction", "--json"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and f'"rows": {test.num_rows}' in out
+    code = main(["evaluate", "--label", "target", "--prediction", "prediction"])
+    assert code == 2 and "no data to evaluate" in capsys.readouterr().err

@@ -341,3 +341,23 @@ def test_beam_direct_runner_fits_the_same_models(tmp_path):
     np.testing.assert_allclose(got["coef"], want["coef"], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(remote.states[2]["model"]["coef"], local.states[2]["model"]["coef"], rtol=1e-10)
     assert remote.transform(t).column("prediction").equals(local.transform(t).column("prediction"))
+
+
+def test_logistic_with_one_hot_features_uses_the_sparse_block_and_equals_sklearn():
+    from beamlearn.models._logistic import Design
+
+    X, y = load_breast_cancer(return_X_y=True)
+    rng = np.random.default_rng(5)
+    levels = np.array([f"c{k:02d}" for k in range(20)])
+    cat = levels[rng.integers(0, 20, len(y))]
+    cat[:5] = levels[:5]
+    t = table_of(X[:, :4], y, cat=cat)
+    steps = [bl.StandardScaler(feats(X[:, :4])), bl.OneHotEncoder(["cat"]),
+             bl.LogisticRegression([*feats(X[:, :4]), "cat"], "y", tol=1e-9)]
+    f = bl.Pipeline(steps).fit(t, batch_size=200)
+    b = bl.Pipeline(steps[:2]).fit(t).transform(t).to_batches()[0]
+    design = Design(b, f.states[2]["features"], True, None)
+    assert len(design.sparse_pos) == 20 and len(design.dense_pos) == 5
+    Xs = np.column_stack([StandardScaler().fit_transform(X[:, :4]), (cat[:, None] == levels).astype(float)])
+    ref = sk.LogisticRegression(tol=1e-10, max_iter=10_000).fit(Xs, y)
+    _check_logistic(f, ref, t, Xs, y)

@@ -30,8 +30,9 @@ from scipy import linalg
 from scipy.special import expit, logsumexp
 
 from beamlearn.analyzers import Analyzer
+from beamlearn.batches import raw_values
 from beamlearn.errors import DataError
-from beamlearn.models.base import Classes, Iteration, feature_matrix, label_values, weights_of
+from beamlearn.models.base import Classes, Iteration, label_values, weights_of
 
 NEWTON_TRIALS = (1.0, 0.5, 0.25, 0.1)
 LBFGS_TRIALS = (1.0, 3.0, 0.5, 0.2, 0.05)
@@ -39,16 +40,107 @@ LBFGS_MEMORY = 10
 ARMIJO = 1e-4
 
 
-def training_rows(batch: pa.RecordBatch, features: Sequence[str], label: str, weight: str | None,
-                  missing_label: str) -> tuple[np.ndarray, pa.Array, np.ndarray | None, int]:
-    """``(X, labels, weights, skipped)`` of the rows of ``batch`` that have every feature and a label."""
-    X, complete = feature_matrix(batch, features)
-    arr, has = label_values(batch, label, missing_label)
-    w = weights_of(batch, weight)
-    keep = has if complete is None else complete if has is None else complete & has
-    if keep is None:
-        return X, arr, w, 0
-    return X[keep], arr.filter(pa.array(keep)), None if w is None else w[keep], int(len(keep) - keep.sum())
+SPARSE_FRACTION = 0.1  # a column with fewer nonzero values than this fraction of rows goes to the sparse block
+
+
+def _int_view(arr: pa.Array) -> np.ndarray | None:
+    """A zero-copy numpy view of an integer column without nulls (one-hot uint8 columns), else None."""
+    if not pa.types.is_integer(arr.type) or arr.null_count:
+        return None
+    dtype = np.dtype(arr.type.to_pandas_dtype())
+    return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
+
+
+def complete_rows(batch: pa.RecordBatch, features: Sequence[str]) -> np.ndarray | None:
+    """A mask of the rows with every feature present, or None when all are."""
+    complete = None
+    for c in features:
+        if _int_view(batch.column(c)) is None:
+            ok = raw_values(batch.column(c))[1]
+            if ok is not None:
+                complete = ok.copy() if complete is None else complete & ok
+    return complete
+
+
+class Design:
+    """The design matrix of one batch, ``[features..., 1]``, as a dense block and a sparse (CSC) block of the
+    mostly-zero columns (one-hot outputs), so that products cost O(nonzeros).  Rows in ``~keep`` are zero.
+
+    >>> b = pa.record_batch({"x": [1.5, 2.0, 3.0], "h": pa.array([0, 1, 0], pa.uint8())})
+    >>> D = Design(b, ["x", "h"], True, None, sparse_fraction=0.5)
+    >>> D.dense_pos, D.sparse_pos, D.matvec(np.array([[1.0, 10.0, 100.0]])).ravel().tolist()
+    ([0, 2], [1], [101.5, 112.0, 103.0])
+    """
+
+    def __init__(self, batch: pa.RecordBatch, features: Sequence[str], intercept: bool, keep: np.ndarray | None,
+                 *, sparse_fraction: float = SPARSE_FRACTION) -> None:
+        from scipy import sparse
+
+        n = batch.num_rows
+        dense: list[tuple[int, np.ndarray]] = []
+        cols: list[tuple[int, np.ndarray]] = []
+        for j, c in enumerate(features):
+            x = _int_view(batch.column(c))
+            if x is None:
+                x = raw_values(batch.column(c))[0]
+            (cols if np.count_nonzero(x) < sparse_fraction * n else dense).append((j, x))
+        q = len(features) + int(intercept)
+        self.dense_pos = [j for j, _ in dense] + ([q - 1] if intercept else [])
+        self.sparse_pos = [j for j, _ in cols]
+        self.D = np.empty((n, len(self.dense_pos)))
+        for i, (_, x) in enumerate(dense):
+            self.D[:, i] = x
+        if intercept:
+            self.D[:, -1] = 1.0
+        if keep is not None:
+            self.D[~keep] = 0.0
+        self.S = None
+        if cols:
+            if all(x.dtype == np.uint8 for _, x in cols):  # one-hot: one nonzero scan of the stacked columns
+                U = np.empty((len(cols), n), dtype=np.uint8)
+                for i, (_, x) in enumerate(cols):
+                    U[i] = x
+                if keep is not None:
+                    U[:, ~keep] = 0
+                which, rows = np.nonzero(U)
+                data = U[which, rows].astype(np.float64)
+                ptr = np.concatenate([[0], np.cumsum(np.bincount(which, minlength=len(cols)))])
+            else:
+                idx = [np.flatnonzero(x) for _, x in cols]
+                if keep is not None:
+                    idx = [i[keep[i]] for i in idx]
+                data = np.concatenate([x[i].astype(np.float64) for (_, x), i in zip(cols, idx)])
+                rows, ptr = np.concatenate(idx), np.concatenate([[0], np.cumsum([len(i) for i in idx])])
+            self.S = sparse.csc_array((data, rows, ptr), shape=(n, len(cols)))
+
+    def matvec(self, W: np.ndarray) -> np.ndarray:
+        """``X @ W.T`` for parameters ``W`` of shape (m, q): (n, m)."""
+        Z = self.D @ W[:, self.dense_pos].T
+        if self.S is not None:
+            Z += self.S @ W[:, self.sparse_pos].T
+        return Z
+
+    def rmatvec(self, R: np.ndarray, q: int) -> np.ndarray:
+        """``R.T @ X`` for residuals ``R`` of shape (n, m): (m, q)."""
+        G = np.zeros((R.shape[1], q))
+        G[:, self.dense_pos] = (self.D.T @ R).T
+        if self.S is not None:
+            G[:, self.sparse_pos] = (self.S.T @ R).T
+        return G
+
+    def gram(self, h: np.ndarray, q: int) -> np.ndarray:
+        """``X.T @ diag(h) @ X``, (q, q), for ``h`` of one sign."""
+        sign = -1.0 if np.any(h < 0) else 1.0
+        Dh = self.D * np.sqrt(np.abs(h))[:, None]
+        H = np.zeros((q, q))
+        H[np.ix_(self.dense_pos, self.dense_pos)] = sign * (Dh.T @ Dh)  # syrk
+        if self.S is not None:
+            sd = self.S.T @ (self.D * h[:, None])
+            H[np.ix_(self.sparse_pos, self.dense_pos)] = sd
+            H[np.ix_(self.dense_pos, self.sparse_pos)] = sd.T
+            ss = self.S.T @ (self.S * h[:, None])
+            H[np.ix_(self.sparse_pos, self.sparse_pos)] = ss.toarray() if hasattr(ss, "toarray") else ss
+        return H
 
 
 class ClassCounts(Classes):
@@ -60,7 +152,10 @@ class ClassCounts(Classes):
         self.features, self.settings = tuple(features), dict(settings or {})
 
     def add(self, acc: list, batch: pa.RecordBatch) -> list:
-        _, complete = feature_matrix(batch, self.features) if batch.num_rows else (None, None)
+        if batch.num_rows == 0:
+            return acc
+        label_values(batch, self.columns[0], self.missing_label)  # names the source row of a missing label
+        complete = complete_rows(batch, self.features)
         return super().add(acc, batch if complete is None else batch.filter(pa.array(complete)))
 
     def then(self, state: list[dict[str, Any]]) -> Analyzer | None:
@@ -127,39 +222,44 @@ class LogisticPass(Iteration):
         return [np.zeros(T), np.zeros((T, p)), None if self.context["lbfgs"] else np.zeros((p, p)), 0.0, 0, 0]
 
     def add(self, acc: list[Any], batch: pa.RecordBatch) -> list[Any]:
-        if batch.num_rows == 0:
+        n = batch.num_rows
+        if n == 0:
             return acc
         ctx = self.context
-        X, arr, w, skipped = training_rows(batch, self.columns, ctx["label"], ctx["weight"], ctx["missing_label"])
+        arr, has = label_values(batch, ctx["label"], ctx["missing_label"])
+        complete = complete_rows(batch, self.columns)
+        keep = has if complete is None else complete if has is None else complete & has
         part = self.create()
-        part[5] = skipped
-        if len(X):
-            y = self._class_index(arr)
-            sw = np.ones(len(y)) if w is None else np.asarray(w, dtype=np.float64)
-            if ctx["class_weight"] is not None:
-                sw = sw * ctx["class_weight"][y]
-            X1 = np.empty((len(X), X.shape[1] + ctx["fit_intercept"]))
-            X1[:, :X.shape[1]] = X
-            if ctx["fit_intercept"]:
-                X1[:, -1] = 1.0
-            self._accumulate(part, X1, y, sw)
-            part[3], part[4] = float(sw.sum()), len(y)
+        sw = weights_of(batch, ctx["weight"])
+        sw = np.ones(n) if sw is None else np.array(sw, dtype=np.float64)
+        if keep is not None:
+            sw[~keep] = 0.0
+            part[5] = int(n - keep.sum())
+        y = self._class_index(arr, keep)
+        if ctx["class_weight"] is not None:
+            sw *= ctx["class_weight"][y]
+        if part[5] < n:
+            self._accumulate(part, Design(batch, self.columns, ctx["fit_intercept"], keep), y, sw)
+            part[3], part[4] = float(sw.sum()), n - part[5]
         return self.merge([acc, part])
 
-    def _class_index(self, arr: pa.Array) -> np.ndarray:
+    def _class_index(self, arr: pa.Array, keep: np.ndarray | None) -> np.ndarray:
         classes = self.context["classes"]
         idx = pc.index_in(arr, value_set=pa.array(classes).cast(arr.type))
-        if idx.null_count:
-            bad = arr.filter(idx.is_null())[0].as_py()
+        unseen = idx.is_null().to_numpy(zero_copy_only=False)
+        if keep is not None:
+            unseen &= keep
+        if unseen.any():
             raise DataError("a label not seen in the first pass (did the data change between passes?)",
-                            column=self.context["label"], value=bad)
-        return idx.to_numpy(zero_copy_only=False).astype(np.intp)
+                            column=self.context["label"], value=arr[int(np.flatnonzero(unseen)[0])].as_py())
+        return pc.fill_null(idx, 0).to_numpy(zero_copy_only=False).astype(np.intp)
 
-    def _accumulate(self, part: list[Any], X1: np.ndarray, y: np.ndarray, sw: np.ndarray) -> None:
+    def _accumulate(self, part: list[Any], X: Design, y: np.ndarray, sw: np.ndarray) -> None:
         m, q = self._shape()
         W, S = self.params["w"].reshape(m, q), self.params["s"].reshape(m, q)
-        Z0 = X1 @ W.T
-        Zs = X1 @ S.T if np.any(S) else None
+        Z0 = X.matvec(W)
+        Zs = X.matvec(S) if np.any(S) else None
+        rows = np.arange(len(y))
         for i, t in enumerate(self._trials()):
             Z = Z0 if Zs is None else Z0 + t * Zs
             if m == 1:
@@ -169,32 +269,22 @@ class LogisticPass(Iteration):
                 R = (sw * (prob - pos))[:, None]
             else:
                 lse = logsumexp(Z, axis=1)
-                part[0][i] = sw @ (lse - Z[np.arange(len(y)), y])
+                part[0][i] = sw @ (lse - Z[rows, y])
                 P = np.exp(Z - lse[:, None])
                 R = P.copy()
-                R[np.arange(len(y)), y] -= 1.0
+                R[rows, y] -= 1.0
                 R *= sw[:, None]
-            part[1][i] = (R.T @ X1).ravel()
+            part[1][i] = X.rmatvec(R, q).ravel()
             if i == 0 and part[2] is not None:  # the Hessian at the full step
                 if m == 1:
-                    Xh = X1 * np.sqrt(sw * prob * (1.0 - prob))[:, None]
-                    part[2] += Xh.T @ Xh
+                    part[2] += X.gram(sw * prob * (1.0 - prob), q)
                 else:
-                    self._multinomial_hessian(part[2], X1, P, sw)
-
-    @staticmethod
-    def _multinomial_hessian(H: np.ndarray, X1: np.ndarray, P: np.ndarray, sw: np.ndarray) -> None:
-        m, q = P.shape[1], X1.shape[1]
-        for a in range(m):
-            for b in range(a, m):
-                h = sw * P[:, a] * ((a == b) - P[:, b])  # >= 0 on the diagonal, <= 0 off it
-                Xh = X1 * np.sqrt(np.abs(h))[:, None]
-                block = Xh.T @ Xh
-                if a != b:
-                    block = -block
-                H[a * q:(a + 1) * q, b * q:(b + 1) * q] += block
-                if a != b:
-                    H[b * q:(b + 1) * q, a * q:(a + 1) * q] += block
+                    for a in range(m):
+                        for b in range(a, m):
+                            block = X.gram(sw * P[:, a] * ((a == b) - P[:, b]), q)  # >= 0 on the diagonal
+                            part[2][a * q:(a + 1) * q, b * q:(b + 1) * q] += block
+                            if a != b:
+                                part[2][b * q:(b + 1) * q, a * q:(a + 1) * q] += block
 
     def merge(self, accs: Sequence[list[Any]]) -> list[Any]:
         f, g, H, sw, rows, skipped = accs[0]

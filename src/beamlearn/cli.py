@@ -352,32 +352,13 @@ def evaluate_cmd(
     if as_json:
         print(result.to_json())
     elif not quiet:
-        _say_evaluation(result, report)
+        from beamlearn.report import summary_text
+
+        print(summary_text(result.to_dict(), report), flush=True)
     for g in result.failures:
         _err(f"gate failed: {g}")
     if result.failures:
         raise typer.Exit(1)
-
-
-def _say_evaluation(result: Any, report: str | None) -> None:
-    m = result.metrics
-    o = m["overall"]
-    keys = (("accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_macro", "log_loss", "roc_auc",
-             "average_precision") if m["task"] == "classification" else
-            ("mae", "mse", "rmse", "r2", "mape", "median_absolute_error"))
-    print(f"evaluate: {m['task']}, {m['rows']:,} rows ({m['skipped']:,} skipped), "
-          f"{len(m['slices'])} slices" + (f" ({sum(b['insufficient'] for b in m['slices'].values())} below "
-                                          f"{m['min_slice_count']} rows)" if m["slices"] else ""))
-    for k in keys:
-        if isinstance(o.get(k), float):
-            ci = o.get("ci", {}).get(k)
-            print(f"  {k:<22} {o[k]:.4f}" + (f"  [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
-    if o.get("roc_auc_method") == "binned":
-        print(f"  (roc_auc binned, error bound {o['roc_auc_error_bound']:.2g})")
-    for g in result.gates:
-        print(f"  {g}")
-    if report:
-        print(f"  report -> {report}")
 
 
 def model_summary(path: str) -> dict[str, Any]:

@@ -163,3 +163,30 @@ def render_html(m: dict[str, Any]) -> str:
     body = "\n".join(p for p in parts if p)
     return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>beamlearn evaluation</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+
+
+def summary_text(m: dict[str, Any], report: str | None = None) -> str:
+    """The plain-text summary ``beamlearn evaluate`` prints: headline metrics (with intervals), then each gate.
+
+    ``m`` is ``EvaluationResult.to_dict()``.
+    """
+    o = m["overall"]
+    keys = (("accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_macro", "log_loss", "roc_auc",
+             "average_precision") if m["task"] == "classification" else _REGRESSION)
+    slices = m.get("slices", {})
+    flagged = sum(bool(b.get("insufficient")) for b in slices.values())
+    lines = [f"evaluate: {m['task']}, {m['rows']:,} rows ({m['skipped']:,} skipped), {len(slices)} slices"
+             + (f" ({flagged} below {m['min_slice_count']} rows)" if slices else "")]
+    for k in keys:
+        if isinstance(o.get(k), (int, float)):
+            ci = o.get("ci", {}).get(k)
+            lines.append(f"  {k:<22} {o[k]:.4f}" + (f"  [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+    if o.get("roc_auc_method") == "binned":
+        lines.append(f"  (roc_auc from score bins, error bound {o['roc_auc_error_bound']:.2g})")
+    for g in m.get("gates", []):
+        value = "n/a" if g["value"] is None else f"{g['value']:.6g}"
+        lines.append(f"  {'PASS' if g['passed'] else 'FAIL'} {g['gate']}: value {value}"
+                     + (f" ({g['reason']})" if g["reason"] else ""))
+    if report:
+        lines.append(f"  report -> {report}")
+    return "\n".join(lines)

@@ -133,9 +133,12 @@ class LocalEngine:
 
         With several workers, batch ``i`` goes to worker ``i % workers``, each with its own accumulators, merged
         in worker order at the end: Beam's combine contract, deterministic for a given batching and worker count
-        (float statistics differ from one worker's within the rtol 1e-12 any re-batching gives).
+        (float statistics differ from one worker's within the rtol 1e-12 any re-batching gives).  A pass with an
+        analyzer marked ``sequential = True`` (its accumulators cannot merge) runs on one worker, in batch order.
         """
         workers = max(1, self.workers)
+        if any(getattr(a, "sequential", False) for a in pass_.analyzers):  # e.g. partial_fit: cannot merge
+            workers = 1
         accs = [[a.create() for a in pass_.analyzers] for _ in range(workers)]
         rows = [0] * workers
 

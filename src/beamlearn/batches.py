@@ -11,6 +11,7 @@ Missing values: Arrow nulls and float NaN both mean "missing" everywhere in beam
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -268,13 +269,15 @@ def raw_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
     x.flags.writeable = False
     if valid is not None:
         valid.flags.writeable = False
-    if len(_RAW_MEMO) >= 64:
-        _RAW_MEMO.pop(next(iter(_RAW_MEMO)))
-    _RAW_MEMO[key] = (arr, x, valid)
+    with _RAW_LOCK:  # engines run batches on several threads
+        if len(_RAW_MEMO) >= 64:
+            _RAW_MEMO.pop(next(iter(_RAW_MEMO)))
+        _RAW_MEMO[key] = (arr, x, valid)
     return x, valid
 
 
 _RAW_MEMO: dict[tuple, tuple[pa.Array, np.ndarray, np.ndarray | None]] = {}
+_RAW_LOCK = threading.Lock()
 
 
 def _raw_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:

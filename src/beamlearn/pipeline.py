@@ -246,8 +246,8 @@ class FittedPipeline:
         """Original input columns that some step reads before any step replaces them."""
         original = set(self.input_schema.names)
         required: list[str] = []
-        for s in self._steps:
-            for c in s.serving_columns():
+        for s, st in zip(self._steps, self._states):
+            for c in s.fitted_serving_columns(st):
                 if c in original and c not in required:
                     required.append(c)
             original -= set(s.input_columns())

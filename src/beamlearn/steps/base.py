@@ -123,6 +123,10 @@ class Step:
         """The columns this step reads (and replaces)."""
         return _as_list(self.columns)
 
+    def fitted_serving_columns(self, state: dict[str, Any]) -> list[str]:
+        """:meth:`serving_columns` once fitted (an estimator's resolved features); default: the same."""
+        return self.serving_columns()
+
     def serving_columns(self) -> list[str]:
         """The input columns a record must carry when transforming (default: every input column; a step that
         only removes columns, like :class:`~beamlearn.Drop`, needs none of them)."""

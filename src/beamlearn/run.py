@@ -115,7 +115,7 @@ def _resolve_data(entry: Any, base: str, source: str) -> list[str]:
         raise SpecError(f"{source}: data: expected a path, a glob or a list of them (relative to the spec file)")
     out = []
     for p in items:
-        full = p if os.path.isabs(p) else os.path.join(base, p)
+        full = os.path.normpath(p if os.path.isabs(p) else os.path.join(base, p))
         if not (glob.has_magic(full) and glob.glob(full)) and not os.path.exists(full):
             raise SpecError(f"{source}: data: no such file or directory: {p!r} (looked for {full})")
         out.append(full)
@@ -190,7 +190,7 @@ def read_run_spec(path: str) -> tuple[Spec, RunConfig]:
         raise SpecError(f"{source}: output: expected a directory path")
     return spec, RunConfig(_resolve_data(c["data"], base, source), split,
                            _validate_evaluate(c.get("evaluate"), source),
-                           output if os.path.isabs(output) else os.path.join(base, output))
+                           os.path.normpath(output if os.path.isabs(output) else os.path.join(base, output)))
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -199,3 +199,32 @@ def test_threshold_needs_binary_classifier() -> None:
     g = bl.Pipeline([bl.LogisticRegression(["x"], "y")]).fit({"x": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]})
     with pytest.raises(SpecError, match="pos_label"):
         with_decision_threshold(g, 0.5, 7)
+
+
+def test_beam_engine_fits_the_same_model(tmp_path) -> None:
+    pytest.importorskip("apache_beam")
+    make_data(tmp_path)
+    spec = write_spec(tmp_path)
+    local = run(spec, output=str(tmp_path / "l"))
+    beam = run(spec, engine="beam", beam_args=["--runner=DirectRunner"], output=str(tmp_path / "b"))
+    assert beam.engine == "beam" and beam.rows == local.rows
+    assert beam.fitted.lineage["engine"] != "local"
+    ol, ob = local.evaluation.metrics["overall"], beam.evaluation.metrics["overall"]
+    assert ob["confusion_matrix"] == ol["confusion_matrix"]
+    assert ob["roc_auc"] == pytest.approx(ol["roc_auc"], abs=1e-9)
+    assert beam.threshold["threshold"] == local.threshold["threshold"]
+
+
+def test_threshold_works_for_other_classifiers() -> None:
+    from beamlearn.testing import assert_serving_consistent
+
+    rng = np.random.default_rng(1)
+    data = pa.table({"x": rng.normal(size=200), "y": pa.array(np.where(rng.random(200) < 0.3, "yes", "no"))})
+    for model in (bl.GaussianNB(["x"], "y"),
+                  bl.SklearnModel({"class": "sklearn.linear_model.LogisticRegression", "params": {}}, features=["x"],
+                                  label="y")):
+        f = with_decision_threshold(bl.Pipeline([model]).fit(data), 0.3, "yes")
+        out = f.transform(data)
+        p = np.array(out.column("proba_yes").to_pylist())
+        assert out.column("prediction").to_pylist() == np.where(p >= 0.3, "yes", "no").tolist()
+        assert_serving_consistent(f, data)

@@ -131,7 +131,7 @@ def test_run_end_to_end(tmp_path, capsys) -> None:
 def test_failing_gate_exits_1(tmp_path, capsys) -> None:
     make_data(tmp_path)
     code = main(["run", write_spec(tmp_path, require='["roc_auc>=0.99", "f1>=0.1"]'), "--quiet"])
-    out, err = capsys.readouterr()
+    _, err = capsys.readouterr()
     assert code == 1
     assert "gate failed: FAIL roc_auc>=0.99: value 0.8" in err and "f1>=0.1" not in err
     assert (tmp_path / "out" / "metrics.json").exists()  # the report is written either way
@@ -149,9 +149,11 @@ def test_failing_gate_exits_1(tmp_path, capsys) -> None:
 def test_bad_spec_exits_2(tmp_path, capsys, change, message) -> None:
     make_data(tmp_path)
     path = write_spec(tmp_path)
-    text = open(path).read()
+    with open(path) as fh:
+        text = fh.read()
     assert change[0] in text
-    open(path, "w").write(text.replace(change[0], change[1]))
+    with open(path, "w") as fh:
+        fh.write(text.replace(change[0], change[1]))
     code = main(["run", path])
     _, err = capsys.readouterr()
     assert code == 2

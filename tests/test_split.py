@@ -102,7 +102,7 @@ def test_part_keeps_source_rows() -> None:
     from beamlearn.batches import batch_rows, tag_batch
 
     b = tag_batch(pa.record_batch({"id": pa.array(np.arange(100))}), "f.parquet", 1000)
-    test = list(HashSplit("id", test_fraction=0.3).part([b], "test"))[0]
+    test = next(iter(HashSplit("id", test_fraction=0.3).part([b], "test")))
     assert batch_rows(test).tolist() == (1000 + np.array(test.column("id").to_pylist())).tolist()
 
 

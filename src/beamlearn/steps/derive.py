@@ -147,7 +147,7 @@ class Derive(Step):
         def fn(row: dict) -> dict:
             xs = [np.array([math.nan if row.get(c) is None else row[c]], dtype=np.float64) for c in cols]
             v = float(compute(xs)[0])
-            row[name] = None if v != v else kind(v)
+            row[name] = None if math.isnan(v) else kind(v)
             return row
 
         return fn

@@ -68,7 +68,7 @@ def resolve_features(patterns: str | Sequence[str], schema: pa.Schema, origins: 
             found = [c for c in schema.names if fnmatch.fnmatchcase(c, p)]
         else:
             found = [c for c in schema.names if p in origins.get(c, ()) and c != p]
-        found = [c for c in found if c not in skip and c not in out]
+        found = [c for c in found if c not in skip]
         if not found:
             raise SchemaError("no column matches this feature (not a column, a glob, or an input column with "
                               f"derived columns; columns: {', '.join(schema.names)})", column=p)
@@ -76,7 +76,7 @@ def resolve_features(patterns: str | Sequence[str], schema: pa.Schema, origins: 
             if column_kind(schema.field(c).type) not in ("numeric", "boolean"):
                 raise SchemaError(f"a feature must be numeric or boolean, got {schema.field(c).type}; encode it "
                                   "first (e.g. OneHotEncoder)", column=c)
-        out += found
+        out += [c for c in found if c not in out]
     return out
 
 
@@ -194,6 +194,10 @@ class Estimator(Step):
 
     def serving_columns(self) -> list[str]:
         return [self.features] if isinstance(self.features, str) else list(self.features or [])
+
+    def fitted_serving_columns(self, state: dict[str, Any]) -> list[str]:
+        """The resolved features: a glob or input-column pattern names real columns once fitted."""
+        return list(state.get("features", self.serving_columns()))
 
     def check(self, schema: pa.Schema) -> None:
         if self.needs_label and not self.label:

@@ -1,0 +1,32 @@
+"""The estimator contract: feature resolution and serving requirements."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import beamlearn as bl
+from beamlearn.errors import SchemaError
+
+
+def _table(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    return pa.table({"num0": rng.normal(size=n), "num1": rng.normal(size=n),
+                     "y": (rng.random(n) > 0.5).astype(np.int64)})
+
+
+def test_glob_features_are_required_when_serving():
+    f = bl.Pipeline([bl.LinearRegression("num*", "y")]).fit(_table())
+    assert f.states[0]["features"] == ["num0", "num1"]
+    assert f.required_columns == ["num0", "num1"]
+    with pytest.raises(SchemaError, match="num1"):
+        f.transform_one({"num0": 1.0})
+
+
+def test_overlapping_patterns_resolve_each_column_once():
+    f = bl.Pipeline([bl.LinearRegression(["num*", "num0"], "y")]).fit(_table())
+    assert f.states[0]["features"] == ["num0", "num1"]
+
+
+def test_no_matching_feature_names_the_pattern():
+    with pytest.raises(SchemaError, match="nope"):
+        bl.Pipeline([bl.LinearRegression(["nope*"], "y")]).fit(_table())

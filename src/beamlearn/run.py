@@ -15,6 +15,7 @@ A run spec is a pipeline spec (:mod:`beamlearn.spec`) with a ``model:`` and four
       require: ["roc_auc>=0.6"]      # quality gates on the test part
       threshold: {criterion: f1}     # or "recall>=0.6", "precision>=0.5"; binary classifiers only
       bootstrap: 0                   # replicates for confidence intervals
+      sample_weight: null            # a weight column
     output: out/flights              # model.blm, metrics.json and report.html
 
 The flow (:func:`run`): every read streams the data through the split's filter (:mod:`beamlearn.split`), so
@@ -27,7 +28,8 @@ metrics, slices and gates.  The artifact's lineage records the split, the thresh
 
 With ``engine="beam"`` the fit runs on Apache Beam (:func:`beamlearn.engines.beam_jobs.run_fit`): the train
 part is first streamed to a temporary Parquet file (constant memory) that the Beam job reads; the threshold
-and evaluation passes run in this process.
+and evaluation passes run in this process.  ``errors`` (a dead-letter path) applies to the fit; the evaluation
+passes stop on a row that cannot be read.
 
 Examples
 --------
@@ -194,16 +196,12 @@ def read_run_spec(path: str) -> tuple[Spec, RunConfig]:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _part(paths: Sequence[str], split: Split, which: str, batch_size: int,
-          counter: dict[str, int] | None = None) -> Callable[[], Iterator[pa.RecordBatch]]:
+def _part(paths: Sequence[str], split: Split, which: str, batch_size: int) -> Callable[[], Iterator[pa.RecordBatch]]:
     """A re-readable source of one part of the data (a function returning a fresh batch iterator)."""
     from beamlearn import io
 
     def read() -> Iterator[pa.RecordBatch]:
-        for b in split.part(io.read(list(paths), batch_size=batch_size), which):
-            if counter is not None:
-                counter[which] = counter.get(which, 0) + b.num_rows
-            yield b
+        return split.part(io.read(list(paths), batch_size=batch_size), which)
 
     return read
 
@@ -305,7 +303,6 @@ def run(spec_path: str, *, engine: str = "local", beam_args: list[str] | None = 
     size = batch_size or spec.batch_size or DEFAULT_BATCH_SIZE
     split = cfg.split
     assert split is not None
-    counts: dict[str, int] = {}
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -358,7 +355,7 @@ def run(spec_path: str, *, engine: str = "local", beam_args: list[str] | None = 
     from beamlearn.metrics import evaluate
 
     t = time.perf_counter()
-    result = evaluate(_predicted(_part(paths, split, "test", size, counts), fitted, keep), slices=ev.get("slices", ()),
+    result = evaluate(_predicted(_part(paths, split, "test", size), fitted, keep), slices=ev.get("slices", ()),
                       require=ev.get("require", ()), min_slice_count=ev.get("min_slice_count", 30),
                       n_bootstrap=ev.get("bootstrap", 0), **common)
     seconds["evaluate"] = time.perf_counter() - t

@@ -49,25 +49,49 @@ def linear_scores(X: np.ndarray, coef: Sequence[float], intercept: float) -> np.
 
 
 def _row_scorer(features: Sequence[str], coefs: np.ndarray, intercepts: np.ndarray) -> Any:
-    """``fn(row) -> [score per row of coefs]`` or None when a feature is missing, in linear_scores' order."""
-    first, rest = features[0], list(enumerate(features[1:], 1))
+    """``fn(row) -> [score per row of coefs]`` or None when a feature is missing, in linear_scores' order.
+
+    Zero features are skipped (one-hot rows are mostly zeros): adding ``0 * c`` to a partial sum leaves it
+    unchanged, so the scores equal :func:`linear_scores`' (a zero score may differ in sign only, and -0.0 == 0.0).
+
+    >>> _row_scorer(["a", "b"], np.array([[2.0, 3.0]]), np.array([1.0]))({"a": 0, "b": 0.5})
+    [2.5]
+    """
+    pairs = list(enumerate(features))
     rows = [(c.tolist(), float(b)) for c, b in zip(coefs, intercepts)]
+    if len(rows) == 1:
+        named = list(zip(features, rows[0][0]))
+        b0 = rows[0][1]
+
+        def score(row: dict) -> list[float] | None:
+            z = 0.0
+            for c, k in named:
+                v = row[c]
+                if v:
+                    if v != v:  # noqa: PLR0124 - NaN is missing
+                        return None
+                    z += v * k
+                elif v is None:
+                    return None
+            return [z + b0]
+
+        return score
 
     def scores(row: dict) -> list[float] | None:
-        x0 = row[first]
-        if x0 is None or x0 != x0:  # noqa: PLR0124 - NaN is missing
-            return None
-        xs = [x0]
-        for _, c in rest:
+        nz = []
+        for j, c in pairs:
             v = row[c]
-            if v is None or v != v:  # noqa: PLR0124 - NaN is missing
+            if v:
+                if v != v:  # noqa: PLR0124 - NaN is missing
+                    return None
+                nz.append((j, v))
+            elif v is None:
                 return None
-            xs.append(v)
         out = []
         for cs, b in rows:
-            z = xs[0] * cs[0]
-            for j in range(1, len(cs)):
-                z += xs[j] * cs[j]
+            z = 0.0
+            for j, v in nz:
+                z += v * cs[j]
             out.append(z + b)
         return out
 

@@ -119,6 +119,9 @@ def test_run_end_to_end(tmp_path, capsys) -> None:
     assert set(metrics["slices"]) == {"cat=a", "cat=b", "cat=c"}
     test_rows = int(HashSplit("id", test_fraction=0.25, seed=1).test_mask(table).sum())
     assert metrics["rows"] == test_rows
+    assert metrics["run"]["decision_threshold"]["threshold"] == dthr["threshold"]
+    assert metrics["run"]["decision_threshold"]["chosen_on"] == "train"
+    assert metrics["run"]["rows_train"] == N - test_rows
     assert fitted.lineage["rows"] == N - test_rows
     page = (tmp_path / "out" / "report.html").read_text()
     parser = _Html()

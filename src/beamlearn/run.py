@@ -24,7 +24,9 @@ probabilities, the decision threshold is chosen on the **train** part (one more 
 part would tune on the data that judges the model) and stored in the model's fitted state
 (``state["decision_threshold"]``, see :mod:`beamlearn.models.base`), so every later prediction - ``transform``,
 ``transform_one``, a reloaded artifact - uses it.  The test part is then evaluated once with the stored model:
-metrics, slices and gates.  The artifact's lineage records the split, the threshold and the test headline.
+metrics, slices and gates.  The artifact's lineage and ``metrics.json`` (a ``run`` block) record the split, the
+rows per part and the stored threshold (``metrics.json``'s ``overall.decision_threshold`` is the test part's
+own sweep, for information only).
 
 With ``engine="beam"`` the fit runs on Apache Beam (:func:`beamlearn.engines.beam_jobs.run_fit`): the train
 part is first streamed to a temporary Parquet file (constant memory) that the Beam job reads; the threshold
@@ -364,9 +366,12 @@ def run(spec_path: str, *, engine: str = "local", beam_args: list[str] | None = 
     overall = result.metrics["overall"]
     headline = {k: overall[k] for k in ("accuracy", "balanced_accuracy", "f1", "roc_auc", "average_precision",
                                         "mae", "rmse", "r2") if isinstance(overall.get(k), float)}
-    fitted.lineage["run"] = {"split": repr(split), "rows_train": rows_train, "rows_test": int(result.metrics["rows"]),
-                             "decision_threshold": threshold, "test_metrics": headline,
-                             "gates": [g.to_dict() for g in result.gates]}
+    info = {"split": repr(split), "rows_train": rows_train, "rows_test": int(result.metrics["rows"]),
+            "decision_threshold": threshold}
+    # metrics.json gets a "run" block too: its overall "decision_threshold" is the test part's own sweep
+    # (informative), while the model predicts with the train-chosen one recorded here
+    result.metrics["run"] = info
+    fitted.lineage["run"] = {**info, "test_metrics": headline, "gates": [g.to_dict() for g in result.gates]}
     os.makedirs(out_dir, exist_ok=True)
     model_path = os.path.join(out_dir, "model.blm")
     fitted.save(model_path)

@@ -344,7 +344,7 @@ def test_beam_direct_runner_fits_the_same_models(tmp_path):
 
 
 def test_logistic_with_one_hot_features_uses_the_sparse_block_and_equals_sklearn():
-    from beamlearn.models._logistic import Design
+    from beamlearn.models._design import Design
 
     X, y = load_breast_cancer(return_X_y=True)
     rng = np.random.default_rng(5)
@@ -365,7 +365,7 @@ def test_logistic_with_one_hot_features_uses_the_sparse_block_and_equals_sklearn
 
 @pytest.mark.parametrize("missing", [False, True])
 def test_design_products_equal_the_dense_matrix(missing):
-    from beamlearn.models._logistic import Design
+    from beamlearn.models._design import Design
 
     rng = np.random.default_rng(11)
     n = 500

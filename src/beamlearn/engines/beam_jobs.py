@@ -309,8 +309,22 @@ def run_transform(fitted: Any, paths: Any, out: str, *, beam_args: list[str] | N
     result_batches | "Write" >> WriteFiles(out, out_schema)
     result = _run(p)
     rows = _counter(result, "rows")
+    if rows is None:  # a runner without metrics: count what was written
+        rows = _written_rows(out)
     dead = _counter(result, "dead_letters") if collect else 0
     return {"rows": rows, "dead_letters": dead if dead is not None else _count_lines(errors)}
+
+
+def _written_rows(out: str) -> int | None:
+    if not _is_local(out) or not os.path.exists(out):
+        return None
+    fmt = io.file_format(out)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(out).metadata.num_rows
+    lines = _count_lines(out) or 0
+    return max(lines - 1, 0) if fmt == "csv" else lines
 
 
 

@@ -7,12 +7,12 @@ without intercept).  The objective is scikit-learn's ``sum_i w_i loss_i + 0.5 / 
 the intercept; ``w_i`` = sample weight x class weight).
 
 A pass receives a base point ``w`` and a direction ``s``.  In the same read of the data it evaluates the loss
-and its gradient at several step sizes ``w + t s`` (cheap: two matrix-vector products and elementwise work per
-step size) and, for Newton, the Hessian at the full step ``t = 1``.  The update picks a step size satisfying
+at several step sizes ``w + t s`` (cheap: two matrix-vector products, then elementwise work per step size) and
+the gradient (for Newton, also the Hessian) at the full step ``t = 1``.  The update picks a step size satisfying
 Armijo's condition (Newton: the largest; L-BFGS: the lowest loss), so a line search costs no extra pass unless
-every tried step fails (then the next pass retries shorter steps from the same point).  The Newton direction
-from the Hessian at ``w + s`` and the gradient at the accepted point is exact when ``t = 1`` (the usual case)
-and a quasi-Newton step otherwise.  Convergence is scikit-learn's: the largest gradient entry of the objective
+every tried step fails (then the next pass retries shorter steps from the same point).  Newton takes the
+gradient and Hessian at ``t = 1`` only (the usual case); after a damped step the next pass evaluates them at
+the accepted point.  L-BFGS takes the gradient at every step size.  Convergence is scikit-learn's: the largest gradient entry of the objective
 divided by the sum of weights is at most ``tol``; Newton then takes its final (unverified, quadratically small)
 step.  Newton also stops one pass earlier when it is visibly converging quadratically (full steps, the gradient
 shrinking at least 10x per pass) and the predicted gradient after its step, ``gmax^2 / previous gmax``, meets
@@ -228,22 +228,26 @@ class LogisticPass(Iteration):
         W, S = self.params["w"].reshape(m, q), self.params["s"].reshape(m, q)
         Z0 = X.matvec(W)
         Zs = X.matvec(S) if np.any(S) else None
-        rows = np.arange(len(y))
+        rows, pos = np.arange(len(y)), (y == 1)
         for i, t in enumerate(self._trials()):
             Z = Z0 if Zs is None else Z0 + t * Zs
+            gradient = i == 0 or self.context["lbfgs"]  # Newton: only the full step's (see update)
             if m == 1:
-                z, pos = Z[:, 0], (y == 1)
+                z = Z[:, 0]
                 part[0][i] = sw @ (np.logaddexp(0.0, z) - np.where(pos, z, 0.0))
-                prob = expit(z)
-                R = (sw * (prob - pos))[:, None]
+                if gradient:
+                    prob = expit(z)
+                    R = (sw * (prob - pos))[:, None]
             else:
                 lse = logsumexp(Z, axis=1)
                 part[0][i] = sw @ (lse - Z[rows, y])
-                P = np.exp(Z - lse[:, None])
-                R = P.copy()
-                R[rows, y] -= 1.0
-                R *= sw[:, None]
-            part[1][i] = X.rmatvec(R, q).ravel()
+                if gradient:
+                    P = np.exp(Z - lse[:, None])
+                    R = P.copy()
+                    R[rows, y] -= 1.0
+                    R *= sw[:, None]
+            if gradient:
+                part[1][i] = X.rmatvec(R, q).ravel()
             if i == 0 and part[2] is not None:  # the Hessian at the full step
                 if m == 1:
                     part[2] += X.gram(sw * prob * (1.0 - prob), q)
@@ -284,6 +288,11 @@ class LogisticPass(Iteration):
             return params, False, self._extra(params["w"], self.params["f"], sw, rows, skipped)
         t, f_new, g_new = trials[best], F[best], G[best]
         w_new = w + t * s
+        if best and not self.context["lbfgs"]:  # a damped Newton step: its gradient is taken by the next pass
+            params = {"w": w_new, "s": np.zeros_like(w_new), "f": f_new, "g": np.zeros_like(w_new)}
+            if self.iteration + 1 >= self.max_iter:
+                params = {"w": w_new}
+            return params, False, self._extra(w_new, f_new, sw, rows, skipped)
         gmax = float(np.max(np.abs(g_new))) / sw
         converged = gmax <= self.tol
         if self.context["lbfgs"]:
@@ -304,7 +313,7 @@ class LogisticPass(Iteration):
         return params, converged, self._extra(params["w"], f_new, sw, rows, skipped)
 
     def _line_search(self, F: list[float], trials: Sequence[float]) -> int | None:
-        if "f" not in self.params:
+        if "f" not in self.params or not np.any(self.params["s"]):  # a first or re-evaluation pass
             return 0
         f0, slope = self.params["f"], float(self.params["g"] @ self.params["s"])
         ok = [i for i, t in enumerate(trials) if F[i] <= f0 + ARMIJO * t * slope]

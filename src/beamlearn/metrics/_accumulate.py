@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from beamlearn.analyzers import Analyzer
 from beamlearn.batches import batch_origin, batch_rows, float_values, missing_mask
-from beamlearn.metrics._core import Groups, _mix, poisson_weights, row_hash, slice_codes
+from beamlearn.metrics._core import Groups, _label, _mix, _py, poisson_weights, row_hash, slice_codes
 
 __all__ = ["MetricAcc", "MetricReduction", "bootstrap_hash", "normalize_slices"]
 
@@ -63,6 +63,16 @@ class MetricReduction(Analyzer):
     Subclasses set ``label``, ``prediction``, ``sample_weight``, ``slices``, ``n_bootstrap`` and
     ``exact_max_rows`` in ``__init__`` and implement ``_arrays`` and ``_keep``.
     """
+
+    def place(self, result: dict, si: int, columns: Sequence[str], key: Sequence[Any], block: dict) -> None:
+        """Put one group's metrics into ``result``: slicing 0 is the overall block; others are named slices,
+        flagged ``insufficient`` below ``min_slice_count`` rows (flagged, never hidden)."""
+        if si == 0:
+            result["overall"] = block
+            return
+        name = ",".join(f"{c}={_label(v)}" for c, v in zip(columns, key))
+        block["insufficient"] = block["count"] < self.min_slice_count
+        result["slices"][name] = {"columns": {c: _py(v) for c, v in zip(columns, key)}, **block}
 
     label: str
     prediction: str

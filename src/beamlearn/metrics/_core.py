@@ -204,3 +204,16 @@ def chan_merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     frac = np.divide(nb, n, out=np.zeros_like(n), where=n > 0)
     delta = mb - ma
     return np.stack([n, ma + delta * frac, qa + qb + delta * delta * na * frac], axis=-1)
+
+
+def _py(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _label(v: Any) -> str:
+    """How a slice value appears in slice names and gates (``null`` for missing, ``1`` for 1.0)."""
+    if v is None:
+        return "null"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)

@@ -30,7 +30,7 @@ from beamlearn.batches import column_kind, float_values
 from beamlearn.errors import SchemaError, SpecError
 from beamlearn.metrics import ranking as rk
 from beamlearn.metrics._accumulate import MetricAcc, MetricReduction
-from beamlearn.metrics._core import class_codes
+from beamlearn.metrics._core import _label, _py, class_codes
 from beamlearn.metrics.confusion import confusion_metrics
 
 __all__ = ["CI_METRICS", "ClassificationMetrics"]
@@ -210,12 +210,7 @@ class ClassificationMetrics(MetricReduction):
             for gi, key in enumerate(groups.keys):
                 rows_of = None if kept is None else kept["groups"][si] == gi
                 block = self._group(arrays, gi, classes, pos_label, kept, rows_of, overall=si == 0)
-                if si == 0:
-                    result["overall"] = block
-                    continue
-                name = ",".join(f"{c}={_label(v)}" for c, v in zip(groups.columns, key))
-                block["insufficient"] = block["count"] < self.min_slice_count
-                result["slices"][name] = {"columns": {c: _py(v) for c, v in zip(groups.columns, key)}, **block}
+                self.place(result, si, groups.columns, key, block)
         if "overall" not in result:
             result["overall"] = self._group({}, 0, classes, pos_label, None, None, overall=True)
         return result
@@ -322,16 +317,3 @@ def _sorted_classes(a: np.ndarray, axes: tuple[int, ...], perm: np.ndarray) -> n
     for ax in axes:
         a = np.take(a, perm, axis=ax)
     return a
-
-
-def _py(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
-
-
-def _label(v: Any) -> str:
-    """How a slice value appears in slice names and gates (``null`` for missing, ``1`` for 1.0)."""
-    if v is None:
-        return "null"
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)

@@ -161,7 +161,6 @@ class RegressionMetrics(MetricReduction):
     def extract(self, acc: MetricAcc) -> dict[str, Any]:
         from datasketches import kll_doubles_sketch
 
-        from beamlearn.metrics.classification import _label, _py
 
         kept = self._kept_arrays(acc, None)
         bound = kll_doubles_sketch.get_normalized_rank_error(self.k, False)
@@ -180,12 +179,7 @@ class RegressionMetrics(MetricReduction):
                     block["median_absolute_error"] = float(sk.get_quantile(0.5)) if sk.n else float("nan")
                     block["median_absolute_error_method"] = "kll"
                     block["median_absolute_error_rank_bound"] = bound
-                if si == 0:
-                    result["overall"] = block
-                    continue
-                name = ",".join(f"{c}={_label(v)}" for c, v in zip(groups.columns, key))
-                block["insufficient"] = block["count"] < self.min_slice_count
-                result["slices"][name] = {"columns": {c: _py(v) for c, v in zip(groups.columns, key)}, **block}
+                self.place(result, si, groups.columns, key, block)
         result.setdefault("overall", {"count": 0, "weight": 0.0})
         result["overall"]["residual_histogram"] = _histogram(acc.residuals.sketch)  # type: ignore[attr-defined]
         return result

@@ -68,6 +68,14 @@ class Pipeline:
             self, data, schema=schema, lineage=lineage)
 
 
+def _origin_of(column: str, inputs: Sequence[str], origins: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """The original columns an output of a step derives from: the input whose name it carries (``x``, ``x_*``,
+    ``missingindicator_x``; the longest such name wins), else every input of the step."""
+    named = [x for x in inputs if column == x or column.startswith(x + "_") or column == f"missingindicator_{x}"]
+    src = [max(named, key=len)] if named else list(inputs)
+    return tuple(sorted({o for x in src for o in origins.get(x, (x,))})) or (column,)
+
+
 def step_seeds(steps: Sequence[Step]) -> dict[str, Any]:
     """The seeds of a pipeline for its lineage: ``{"<index>:<Step>": random_state}`` for steps that have one."""
     return {f"{i}:{type(s).__name__}": getattr(s, "random_state") for i, s in enumerate(steps)
@@ -196,9 +204,8 @@ class FitPlan:
             after = step.apply(empty_batch(view), self.states[i]).schema
             new = set(after.names) - set(view.names)
             touched[i] = set(inputs) | new
-            source = tuple(sorted({o for c in inputs for o in origins.get(c, (c,))}))
             for c in new | (set(inputs) & set(after.names)):
-                origins[c] = source or (c,)
+                origins[c] = _origin_of(c, inputs, origins)
             applied.append(i)
             view = after
         return Pass(analyzers, positions, applied, owners, self.steps, self.states)

@@ -30,3 +30,10 @@ def test_overlapping_patterns_resolve_each_column_once():
 def test_no_matching_feature_names_the_pattern():
     with pytest.raises(SchemaError, match="nope"):
         bl.Pipeline([bl.LinearRegression(["nope*"], "y")]).fit(_table())
+
+
+def test_an_input_name_selects_only_its_own_derived_columns():
+    t = pa.table({"carrier": ["AA", "UA", "AA", "DL"] * 25, "origin": ["JFK", "LGA", "EWR", "JFK"] * 25,
+                  "y": [1.0, 2.0, 3.0, 4.0] * 25})
+    f = bl.Pipeline([bl.OneHotEncoder(["carrier", "origin"]), bl.LinearRegression(["carrier"], "y")]).fit(t)
+    assert f.states[1]["features"] == ["carrier_AA", "carrier_DL", "carrier_UA"]

@@ -45,6 +45,7 @@ def _jsonl(path: str) -> list[dict]:
 def test_fit_and_transform_with_dead_letters_through_the_portable_runner(portable_args, tmp_path):
     table = random_table(600, n_numeric=3, n_string=2, seed=11)
     table = table.append_column("id", pa.array(np.arange(table.num_rows)))
+    table = table.append_column("y", pa.array((np.arange(table.num_rows) * 7919) % 3))  # a label for the model
     data = str(tmp_path / "data.jsonl")
     with open(data, "w") as fh:  # JSON lines with planted bad rows: invalid JSON, and text in a number column
         for i, rec in enumerate(table.to_pylist()):
@@ -58,7 +59,7 @@ def test_fit_and_transform_with_dead_letters_through_the_portable_runner(portabl
     schema = pa.schema([(f.name, f.type) for f in table.schema])
     pipe = bl.Pipeline([bl.SimpleImputer(["num0", "num1"], strategy="median"), bl.StandardScaler(["num0", "num1"]),
                         bl.RobustScaler(["num2"]), bl.OneHotEncoder(["cat0"], handle_unknown="ignore"),
-                        bl.OrdinalEncoder(["cat1"])])
+                        bl.OrdinalEncoder(["cat1"]), bl.GaussianNB(["num*", "cat0"], "y")])
     local_dead = bl.DeadLetters()
     local = pipe.fit(data, batch_size=128, errors=local_dead, schema=schema)
 
@@ -66,7 +67,7 @@ def test_fit_and_transform_with_dead_letters_through_the_portable_runner(portabl
     fitted = run_fit(pipe, [data], beam_args=portable_args, batch_size=128, errors=errs, schema=schema)
     assert fitted.lineage["dead_letters"] == local_dead.count == len(_jsonl(errs)) > 0
     assert fitted.lineage["rows"] + fitted.lineage["dead_letters"] == table.num_rows
-    assert fitted.lineage["passes"] == local.lineage["passes"] == 3
+    assert fitted.lineage["passes"] == local.lineage["passes"] == 4  # the model waits for every earlier step
     key = lambda r: (r["row"], r["column"], r["reason"])
     assert sorted(map(key, _jsonl(errs))) == sorted(map(key, local_dead.records))
     for g, w in zip(fitted.states, local.states):

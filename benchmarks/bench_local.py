@@ -152,7 +152,27 @@ def work_bl_latency(kw: dict[str, Any]) -> dict[str, Any]:
     fitted = beamlearn_pipeline().fit(table)
     records = table.slice(0, kw["n_records"]).to_pylist()
     del table
-    one, clock, n = fitted.transform_one, time.perf_counter_ns, len(records)
+    return _latency(fitted.transform_one, records, kw)
+
+
+def work_bl_latency_model(kw: dict[str, Any]) -> dict[str, Any]:
+    """The same, with a LogisticRegression appended (fitted on 100k rows of a synthetic label)."""
+    import numpy as np
+    import pyarrow as pa
+
+    import beamlearn as bl
+
+    table = _load(kw, False).slice(0, 100_000)
+    x0, x1 = (np.nan_to_num(table.column(c).to_numpy(zero_copy_only=False)) for c in _data.NUMERIC[:2])
+    labelled = table.append_column("y", pa.array((x0 + x1 > 0).astype(np.int64)))
+    model = bl.LogisticRegression(_data.NUMERIC + _data.STRINGS, "y")
+    fitted = bl.Pipeline([*beamlearn_pipeline().steps, model]).fit(labelled)
+    records = table.slice(0, kw["n_records"]).to_pylist()  # served records carry no label
+    return _latency(fitted.transform_one, records, kw) | {"passes": fitted.lineage["passes"]}
+
+
+def _latency(one: Any, records: list[dict], kw: dict[str, Any]) -> dict[str, Any]:
+    clock, n = time.perf_counter_ns, len(records)
     for i in range(kw["warmup"]):
         one(records[i % n])
     ns = []
@@ -276,7 +296,9 @@ def print_report(r: dict[str, Any]) -> None:
           f"beamlearn fit passes: {bl.get('bl_fit', {}).get('passes')}")
     lb, ls = bl.get("bl_latency", {}), sk.get("sk_latency", {})
     print("\nsingle record, microseconds      p50      p90      p99    p99.9     mean   iterations")
-    for label, res in (("beamlearn transform_one(dict)", lb), ("sklearn transform(1-row DataFrame)", ls)):
+    lm = bl.get("bl_latency_model", {})
+    for label, res in (("beamlearn transform_one(dict)", lb), ("  + LogisticRegression appended", lm),
+                       ("sklearn transform(1-row DataFrame)", ls)):
         print(f"{label:<31}" + "".join(f"{_f(res.get(k), '{:.1f}'):>9}" for k in
                                        ("p50_us", "p90_us", "p99_us", "p999_us", "mean_us"))
               + f"{res.get('iterations', ''):>13}")
@@ -395,6 +417,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         r["ratios"][op] = b / s if b is not None and s else None
     if "latency" not in skip:
         run("bl_latency", ipc=ipc, n_records=10_000, warmup=2_000, iters=args.latency_iters)
+        run("bl_latency_model", ipc=ipc, n_records=10_000, warmup=2_000, iters=args.latency_iters)
         if "sklearn" not in skip:
             run("sk_latency", ipc=ipc, n_records=1_000, warmup=100, iters=args.sklearn_latency_iters,
                 sklearn_strings=args.sklearn_strings)

@@ -158,6 +158,54 @@ def _check_columns(schema: pa.Schema, columns: Iterable[str]) -> None:
                               column=c)
 
 
+def build_analyzer(schema: pa.Schema, *, label: str, prediction: str, score: Any = None, task: str = "auto",
+                   pos_label: Any = None, beta: float = 1.0, zero_division: Any = "warn",
+                   threshold_criterion: str = "f1", sample_weight: str | None = None, slices: Any = (),
+                   min_slice_count: int = 30, n_bootstrap: int = 0, confidence: float = 0.95,
+                   exact_max_rows: int = 1_000_000) -> tuple[Any, str, Any]:
+    """The metric analyzer :func:`evaluate` runs on data of ``schema`` (checked against it), the resolved task
+    and score; shared with the Beam engine (:mod:`beamlearn.engines.beam_eval`).
+
+    Examples
+    --------
+    >>> a, task, score = build_analyzer(pa.schema([("y", pa.int64()), ("p", pa.int64())]), label="y",
+    ...                                 prediction="p")
+    >>> type(a).__name__, task
+    ('ClassificationMetrics', 'classification')
+    """
+    slicings = normalize_slices(slices)
+    score = _resolve_score(score, schema)
+    if task == "auto":
+        floating = label in schema.names and pa.types.is_floating(schema.field(label).type)
+        task = "regression" if floating else "classification"
+    common = {"sample_weight": sample_weight, "slices": slicings, "min_slice_count": min_slice_count,
+              "n_bootstrap": n_bootstrap, "confidence": confidence, "exact_max_rows": exact_max_rows}
+    if task == "regression":
+        if score is not None:
+            raise SpecError("score is for classification; a regression is evaluated from label and prediction")
+        analyzer: Any = RegressionMetrics(label, prediction, **common)
+    else:
+        analyzer = ClassificationMetrics(label, prediction, score=score, pos_label=pos_label, beta=beta,
+                                         zero_division=zero_division, threshold_criterion=threshold_criterion,
+                                         **common)
+    if hasattr(analyzer, "check"):
+        analyzer.check()
+    _check_columns(schema, analyzer.columns)
+    if task == "regression":
+        for c in (label, prediction):
+            if column_kind(schema.field(c).type) != "numeric":
+                raise SchemaError(f"a regression needs numeric {c!r}, got {schema.field(c).type}", column=c)
+    return analyzer, task, score
+
+
+def metrics_dict(state: dict[str, Any], *, task: str, label: str, prediction: str, score: Any,
+                 sample_weight: str | None, slices: Any, min_slice_count: int) -> dict[str, Any]:
+    """The metrics dict (see the module docstring) from an analyzer's extracted ``state``."""
+    return {"schema_version": SCHEMA_VERSION, "task": task, "label": label, "prediction": prediction,
+            "score": score, "sample_weight": sample_weight,
+            "slicing": [list(s) for s in normalize_slices(slices)], "min_slice_count": min_slice_count, **state}
+
+
 def evaluate(data: Any, *, label: str, prediction: str, score: str | Mapping[Any, str] | None = None,
              slices: Any = (), sample_weight: str | None = None, task: str = "auto", pos_label: Any = None,
              beta: float = 1.0, zero_division: Any = "warn", min_slice_count: int = 30, n_bootstrap: int = 0,
@@ -208,28 +256,12 @@ def evaluate(data: Any, *, label: str, prediction: str, score: str | Mapping[Any
     first = next(batches, None)
     if first is None:
         raise SchemaError("the data has no rows to evaluate")
-    schema = first.schema
-    score = _resolve_score(score, schema)
-    if task == "auto":
-        floating = label in schema.names and pa.types.is_floating(schema.field(label).type)
-        task = "regression" if floating else "classification"
-    common = {"sample_weight": sample_weight, "slices": slicings, "min_slice_count": min_slice_count,
-              "n_bootstrap": n_bootstrap, "confidence": confidence, "exact_max_rows": exact_max_rows}
-    if task == "regression":
-        if score is not None:
-            raise SpecError("score is for classification; a regression is evaluated from label and prediction")
-        analyzer: Any = RegressionMetrics(label, prediction, **common)
-    else:
-        analyzer = ClassificationMetrics(label, prediction, score=score, pos_label=pos_label, beta=beta,
-                                         zero_division=zero_division, threshold_criterion=threshold_criterion,
-                                         **common)
-    if hasattr(analyzer, "check"):
-        analyzer.check()
-    _check_columns(schema, analyzer.columns)
-    if task == "regression":
-        for c in (label, prediction):
-            if column_kind(schema.field(c).type) != "numeric":
-                raise SchemaError(f"a regression needs numeric {c!r}, got {schema.field(c).type}", column=c)
+    analyzer, task, score = build_analyzer(first.schema, label=label, prediction=prediction, score=score,
+                                           task=task, pos_label=pos_label, beta=beta, zero_division=zero_division,
+                                           threshold_criterion=threshold_criterion, sample_weight=sample_weight,
+                                           slices=slicings, min_slice_count=min_slice_count,
+                                           n_bootstrap=n_bootstrap, confidence=confidence,
+                                           exact_max_rows=exact_max_rows)
     acc = analyzer.add(analyzer.create(), first)
     if progress is not None and model is None:
         progress(first.num_rows)
@@ -238,7 +270,6 @@ def evaluate(data: Any, *, label: str, prediction: str, score: str | Mapping[Any
         if progress is not None and model is None:
             progress(batch.num_rows)
     state = analyzer.extract(acc)
-    metrics = {"schema_version": SCHEMA_VERSION, "task": task, "label": label, "prediction": prediction,
-               "score": score, "sample_weight": sample_weight, "slicing": [list(s) for s in slicings],
-               "min_slice_count": min_slice_count, **state}
+    metrics = metrics_dict(state, task=task, label=label, prediction=prediction, score=score,
+                           sample_weight=sample_weight, slices=slicings, min_slice_count=min_slice_count)
     return EvaluationResult(metrics, check_gates(metrics, gates, baseline=base), base)

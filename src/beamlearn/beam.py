@@ -12,19 +12,20 @@ Compose them in any Beam pipeline (any runner but Dask; see :func:`check_runner`
         out, errors = batches | blb.Transform(fitted).with_errors()   # fit then transform, one job
         out | blb.WriteFiles("out/features.parquet", schema=...)
 
-:func:`run_fit` and :func:`run_transform` run whole jobs over files (the CLI's ``--engine beam``).
+:func:`run_fit`, :func:`run_transform` and :func:`run_evaluate` run whole jobs over files (the CLI's ``--engine beam``).
 
 Examples
 --------
 >>> from beamlearn import beam as blb
 >>> sorted(n for n in blb.__all__ if n[0].isupper())[:4]
-['Fit', 'ReadCsv', 'ReadFiles', 'ReadJsonl']
+['AnalyzerCombineFn', 'Evaluate', 'Fit', 'ReadCsv']
 """
 
 from beamlearn.engines.beam import Fit, Transform, Unbatch, load_artifact, pass_bound, unbatch
+from beamlearn.engines.beam_eval import AnalyzerCombineFn, Evaluate, run_evaluate
 from beamlearn.engines.beam_io import ReadCsv, ReadFiles, ReadJsonl, ReadParquet, WriteFiles
 from beamlearn.engines.beam_jobs import check_runner, portable_services, run_fit, run_transform
 
 __all__ = ["Fit", "Transform", "Unbatch", "unbatch", "ReadFiles", "ReadCsv", "ReadParquet", "ReadJsonl",  # noqa: RUF022
            "WriteFiles", "run_fit", "run_transform", "check_runner", "load_artifact", "pass_bound",
-           "portable_services"]
+           "portable_services", "Evaluate", "AnalyzerCombineFn", "run_evaluate"]

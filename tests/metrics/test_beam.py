@@ -12,26 +12,8 @@ import pytest
 beam = pytest.importorskip("apache_beam")
 
 from beamlearn import beam as blb
+from beamlearn.beam import AnalyzerCombineFn
 from beamlearn.metrics import ClassificationMetrics, RegressionMetrics, evaluate
-
-
-class AnalyzerCombineFn(beam.CombineFn):
-    """Any beamlearn Analyzer as a Beam CombineFn: the four methods map one to one."""
-
-    def __init__(self, analyzer):
-        self.analyzer = analyzer
-
-    def create_accumulator(self):
-        return self.analyzer.create()
-
-    def add_input(self, acc, batch):
-        return self.analyzer.add(acc, batch)
-
-    def merge_accumulators(self, accs):
-        return self.analyzer.merge(list(accs))
-
-    def extract_output(self, acc):
-        return self.analyzer.extract(acc)
 
 
 def same(a, b, path=""):

@@ -206,18 +206,48 @@ def test_threshold_needs_binary_classifier() -> None:
         with_decision_threshold(g, 0.5, 7)
 
 
-def test_beam_engine_fits_the_same_model(tmp_path) -> None:
+def test_beam_engine_fits_the_same_model(tmp_path, monkeypatch) -> None:
     pytest.importorskip("apache_beam")
+    from beamlearn.engines import beam_eval
+
     make_data(tmp_path)
     spec = write_spec(tmp_path)
+    with open(spec) as fh:  # bootstrap intervals too: the same per-row weights on both engines
+        text = fh.read().replace("min_slice_count: 20", "min_slice_count: 20\n  bootstrap: 5")
+    with open(spec, "w") as fh:
+        fh.write(text)
     local = run(spec, output=str(tmp_path / "l"))
+    calls = []
+    real = beam_eval.run_evaluate
+    monkeypatch.setattr(beam_eval, "run_evaluate", lambda *a, **k: calls.append(k) or real(*a, **k))
     beam = run(spec, engine="beam", beam_args=["--runner=DirectRunner"], output=str(tmp_path / "b"))
+    assert [c["part"][1] for c in calls] == ["train", "test"]  # the threshold pass and the test part on Beam
     assert beam.engine == "beam" and beam.rows == local.rows
     assert beam.fitted.lineage["engine"] != "local"
     ol, ob = local.evaluation.metrics["overall"], beam.evaluation.metrics["overall"]
     assert ob["confusion_matrix"] == ol["confusion_matrix"]
     assert ob["roc_auc"] == pytest.approx(ol["roc_auc"], abs=1e-9)
-    assert beam.threshold["threshold"] == local.threshold["threshold"]
+    _same(beam.threshold, local.threshold, "threshold")
+    assert set(local.evaluation.metrics["slices"]) == {"cat=a", "cat=b", "cat=c"} and "ci" in ol
+    for block in ("overall", "slices"):
+        _same(beam.evaluation.metrics[block], local.evaluation.metrics[block], block)
+    assert [g.to_dict() for g in beam.evaluation.gates] == [g.to_dict() for g in local.evaluation.gates]
+
+
+def _same(a, b, path):
+    """Equal metrics: floats to 1e-9 (the fits differ in the last bits), NaN equal to NaN."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-12), (path, a, b)
+    else:
+        assert a == b, (path, a, b)
 
 
 def test_threshold_works_for_other_classifiers() -> None:

@@ -30,8 +30,9 @@ own sweep, for information only).
 
 With ``engine="beam"`` the fit runs on Apache Beam (:func:`beamlearn.engines.beam_jobs.run_fit`): the train
 part is first streamed to a temporary Parquet file (constant memory) that the Beam job reads; the threshold
-and evaluation passes run in this process.  ``errors`` (a dead-letter path) applies to the fit; the evaluation
-passes stop on a row that cannot be read.
+and evaluation passes are Beam jobs too (:func:`beamlearn.engines.beam_eval.run_evaluate`: the same metric
+reductions over the data files, through the same split filter, so bootstrap weights agree).  ``errors`` (a
+dead-letter path) applies to the fit; the evaluation passes stop on a row that cannot be read.
 
 Examples
 --------
@@ -211,7 +212,9 @@ def _part(paths: Sequence[str], split: Split, which: str, batch_size: int) -> Ca
 def _predicted(source: Callable[[], Iterator[pa.RecordBatch]], fitted: FittedPipeline,
                keep: Sequence[str]) -> Callable[[], Iterator[pa.RecordBatch]]:
     """Batches of ``source`` transformed by ``fitted``, with the ``keep`` columns (slice columns a step
-    replaced, e.g. ``carrier`` after one-hot encoding) taken back from the input batch."""
+    replaced, e.g. ``carrier`` after one-hot encoding) taken back from the input batch, and each row's origin
+    (source, row number: the bootstrap hashes them, on every engine alike)."""
+    from beamlearn.batches import batch_origin, batch_rows, tag_batch, tag_rows
 
     def read() -> Iterator[pa.RecordBatch]:
         for raw in source():
@@ -219,7 +222,11 @@ def _predicted(source: Callable[[], Iterator[pa.RecordBatch]], fitted: FittedPip
             for c in keep:
                 if c not in out.column_names and c in raw.schema.names:
                     out = out.append_column(c, raw.column(c))
-            yield from out.to_batches()
+            origin, rows, start = batch_origin(raw)[0], batch_rows(raw), 0
+            for b in out.to_batches():
+                b = tag_batch(b, origin, 0) if origin is not None else b
+                yield tag_rows(b, rows[start:start + b.num_rows])
+                start += b.num_rows
 
     return read
 
@@ -285,6 +292,25 @@ def _fit_beam(spec: Spec, train: Callable[[], Iterator[pa.RecordBatch]], batch_s
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _evaluator(engine: str, paths: Sequence[str], split: Split, keep: Sequence[str],
+               beam_args: list[str] | None) -> Callable[..., EvaluationResult]:
+    """``evaluate(which, fitted, **options)`` of one part of the data: in this process, or as one Beam job
+    (:func:`beamlearn.engines.beam_eval.run_evaluate`) reading the same files through the same split filter."""
+
+    def evaluate_part(which: str, fitted: FittedPipeline, *, batch_size: int, **options: Any) -> EvaluationResult:
+        if engine == "beam":
+            from beamlearn.engines.beam_eval import run_evaluate
+
+            return run_evaluate(list(paths), model=fitted, part=(split, which), beam_args=beam_args,
+                                batch_size=batch_size, **options)
+        from beamlearn.metrics import evaluate
+
+        return evaluate(_predicted(_part(paths, split, which, batch_size), fitted, keep), batch_size=batch_size,
+                        **options)
+
+    return evaluate_part
+
+
 # ---------------------------------------------------------------------------------------------- the flow
 def run(spec_path: str, *, engine: str = "local", beam_args: list[str] | None = None,
         data: Sequence[str] | None = None, output: str | None = None, batch_size: int | None = None,
@@ -336,14 +362,12 @@ def run(spec_path: str, *, engine: str = "local", beam_args: list[str] | None = 
               "sample_weight": ev.get("sample_weight"), "batch_size": size}
 
     keep = [c for cols in ev.get("slices", ()) for c in cols] + [c for c in (label, ev.get("sample_weight")) if c]
+    evaluate_part = _evaluator(engine, paths, split, keep, beam_args)
     threshold = None
     if ev.get("threshold") is not None and classes is not None and len(classes) == 2:
-        from beamlearn.metrics import evaluate
-
         t = time.perf_counter()
         crit = ev["threshold"]["criterion"].replace(" ", "")
-        sweep = evaluate(_predicted(_part(paths, split, "train", size), fitted, keep), threshold_criterion=crit,
-                         **common)
+        sweep = evaluate_part("train", fitted, threshold_criterion=crit, **common)
         seconds["threshold"] = time.perf_counter() - t
         passes += 1
         chosen = sweep.metrics["overall"].get("decision_threshold")
@@ -354,12 +378,10 @@ def run(spec_path: str, *, engine: str = "local", beam_args: list[str] | None = 
     elif ev.get("threshold") is not None:
         raise SpecError(f"{spec.source}: evaluate: threshold: only for a binary classifier with probabilities")
 
-    from beamlearn.metrics import evaluate
-
     t = time.perf_counter()
-    result = evaluate(_predicted(_part(paths, split, "test", size), fitted, keep), slices=ev.get("slices", ()),
-                      require=ev.get("require", ()), min_slice_count=ev.get("min_slice_count", 30),
-                      n_bootstrap=ev.get("bootstrap", 0), **common)
+    result = evaluate_part("test", fitted, slices=ev.get("slices", ()), require=ev.get("require", ()),
+                           min_slice_count=ev.get("min_slice_count", 30), n_bootstrap=ev.get("bootstrap", 0),
+                           **common)
     seconds["evaluate"] = time.perf_counter() - t
     passes += 1
 

@@ -46,7 +46,9 @@ def confusion_png(cm: dict[str, Any]) -> bytes:
     if k <= 20:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f"{m[i, j]:.4g}", ha="center", va="center", fontsize=8,
+                v = m[i, j]  # counts (weights may be fractional): 26,120 rather than 2.612e+04
+                text = f"{v:,.0f}" if float(v).is_integer() else f"{v:,.1f}"
+                ax.text(j, i, f"{text}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=8,
                         color="white" if norm[i, j] > 0.6 else "black")
     ticks = range(k)
     ax.set_xticks(list(ticks), labels if k <= 30 else [""] * k, rotation=45 if k > 6 else 0)

@@ -8,6 +8,7 @@ import sys
 import types
 
 import pyarrow as pa
+import pyarrow.csv  # noqa: F401 - pa.csv
 import pyarrow.parquet as pq
 import pytest
 
@@ -221,3 +222,19 @@ def test_console_script_exit_code_and_one_line(files):
     proc = subprocess.run([*cmd, "fit", "spec.yaml", "--data", "nope.csv", "--out", "m.blm"],
                           check=False, capture_output=True, text=True, timeout=120)
     assert_one_line_error(proc.returncode, proc.stderr, "no such file: 'nope.csv'")
+
+
+def test_import_registers_custom_functions_before_fit_and_load(tmp_path, capsys, monkeypatch):
+    (tmp_path / "cli_custom_fn_mod.py").write_text(
+        "import beamlearn as bl\n\n@bl.register_function('cli_triple')\ndef cli_triple(x):\n    return x * 3\n")
+    (tmp_path / "spec.yaml").write_text("steps:\n  - step: Function\n    columns: [x]\n    func: cli_triple\n")
+    (tmp_path / "d.csv").write_text("x,y\n1,a\n2,b\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec, data, model, out = (str(tmp_path / n) for n in ("spec.yaml", "d.csv", "m.blm", "o.csv"))
+    assert main(["fit", spec, "--data", data, "--out", model, "-q"]) == 2  # not registered yet: a clear error
+    assert "cli_triple" in capsys.readouterr().err
+    assert main(["--import", "cli_custom_fn_mod", "fit", spec, "--data", data, "--out", model, "-q"]) == 0
+    assert main(["--import", "cli_custom_fn_mod", "transform", model, "--data", data, "--out", out, "-q"]) == 0
+    assert pa.csv.read_csv(out).column("x").to_pylist() == [3.0, 6.0]
+    assert main(["--import", "no_such_module_xyz", "inspect", model]) == 2
+    assert "no_such_module_xyz" in capsys.readouterr().err

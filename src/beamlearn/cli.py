@@ -186,9 +186,26 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+def _import_modules(modules: list[str] | None) -> list[str] | None:
+    """Import the user's modules (custom steps and functions register themselves on import)."""
+    import importlib
+
+    for name in modules or []:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            _err(f"--import {name}: cannot import it ({exc}); is it installed or on PYTHONPATH?")
+            raise typer.Exit(2) from None
+    return modules
+
+
 @app.callback()
 def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="Print the version and exit.")] = False) -> None:
+                                                help="Print the version and exit.")] = False,
+          imports: Annotated[list[str] | None, typer.Option(
+              "--import", metavar="MODULE", callback=_import_modules, is_eager=True,
+              help="Import a Python module first, so its custom steps (@register_step) and functions "
+                   "(@register_function) are known to specs and artifacts; repeatable.")] = None) -> None:
     """Fit, apply and inspect beamlearn pipelines."""
 
 

@@ -57,6 +57,7 @@ import itertools
 import json
 import os
 import re
+import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -444,9 +445,10 @@ def _hints(cls: type) -> tuple[dict[str, Any], dict[str, str]]:
     except Exception:  # noqa: BLE001 - unresolvable hints (names behind TYPE_CHECKING): validate what resolves
         hints = {}
         module = __import__(cls.__module__, fromlist=["_"])
-        for k, v in raw.items():
+        for k, v in raw.items():  # one by one: a hint that resolves is checked, the others are not
+            probe = types.SimpleNamespace(__annotations__={k: v})
             try:
-                hints[k] = eval(v, vars(module)) if isinstance(v, str) else v  # the step's own source
+                hints[k] = typing.get_type_hints(probe, globalns=vars(module))[k]
             except Exception:  # noqa: BLE001, S112 - this hint stays unchecked
                 continue
     hints.pop("return", None)

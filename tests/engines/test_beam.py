@@ -354,3 +354,21 @@ def test_one_job_per_pass_equals_the_local_engine(tmp_path):
     assert _dead_set(_read_jsonl(errs)) == _dead_set(local_dead.records)
     for g, w in zip(fitted.states, local.states):
         assert_state_equal(g, w)
+
+
+def test_states_between_per_pass_jobs_are_signed(tmp_path):
+    import pickle
+
+    from beamlearn.engines.beam_jobs import _load, _Save
+    from beamlearn.errors import EngineError
+
+    good, bad = str(tmp_path / "good.bin"), str(tmp_path / "bad.bin")
+    list(_Save(good).process({"states": [1, 2.5]}) or [])
+    assert _load(good) == {"states": [1, 2.5]}
+    list(_Save(bad).process({"states": [1]}) or [])
+    with open(bad, "rb") as fh:
+        mac = fh.read(32)
+    with open(bad, "wb") as fh:  # someone swaps the pickle on the temp location, keeping the old signature
+        fh.write(mac + pickle.dumps({"states": ["evil"]}))
+    with pytest.raises(EngineError, match="signature"):
+        _load(bad)

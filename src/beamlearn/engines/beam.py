@@ -136,7 +136,7 @@ class _Registry:
 
 # ---------------------------------------------------------------------------------------------- fit
 def _copy(obj: Any) -> Any:
-    return pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    return pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))  # safe: copies an in-process object
 
 
 class _Conform(beam.DoFn):

@@ -231,12 +231,19 @@ def _join(scratch: str, name: str) -> str:
 
 
 class _Save(beam.DoFn):
-    """Write the one element to ``path`` (an artifact, or pickled states between the jobs of one fit)."""
+    """Write the one element to ``path``: an artifact, or (between the jobs of one fit) pickled states signed
+    with an HMAC key that exists only in this run's pipeline, so :func:`_load` never unpickles a file someone
+    else put on the (possibly shared) temp location."""
 
     def __init__(self, path: str, artifact: bool = False) -> None:
+        import secrets
+
         self.path, self.artifact = path, artifact
+        self.key = _KEYS.setdefault(path, secrets.token_bytes(32))
 
     def process(self, item):
+        import hashlib
+        import hmac
         import pickle
 
         from apache_beam.io.filesystems import FileSystems
@@ -244,17 +251,27 @@ class _Save(beam.DoFn):
         from beamlearn import artifact
 
         with FileSystems.create(self.path) as fh:
-            fh.write(artifact.to_bytes(item) if self.artifact else pickle.dumps(item, protocol=5))
+            if self.artifact:
+                fh.write(artifact.to_bytes(item))
+            else:
+                data = pickle.dumps(item, protocol=5)
+                fh.write(hmac.new(self.key, data, hashlib.sha256).digest() + data)
+
+
+_KEYS: dict[str, bytes] = {}  # temp path -> the signing key of the job writing it (driver memory only)
 
 
 def _load(path: str, artifact: bool = False) -> Any:
     """What :class:`_Save` wrote (None when nothing was: an empty pass), removing the file."""
+    import hashlib
+    import hmac
     import pickle
 
     from apache_beam.io.filesystems import FileSystems
 
     from beamlearn import artifact as art
 
+    key = _KEYS.pop(path, None)
     if not FileSystems.exists(path):
         if artifact:
             raise EngineError("the Beam job finished without producing the fitted pipeline")
@@ -262,7 +279,13 @@ def _load(path: str, artifact: bool = False) -> Any:
     with FileSystems.open(path) as fh:
         data = fh.read()
     FileSystems.delete([path])
-    return art.from_bytes(data) if artifact else pickle.loads(data)  # written by this fit's own job
+    if artifact:
+        return art.from_bytes(data)
+    mac, body = data[:32], data[32:]
+    if key is None or not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()):
+        raise EngineError(f"{path}: the states written between passes fail their signature check; refusing to "
+                          "load them (was the temp location modified?)")
+    return pickle.loads(body)  # safe: signed by this run's own job with a key only this process made
 
 
 def _dead_count(result: Any, errors: Any) -> int | None:

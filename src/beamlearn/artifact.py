@@ -21,7 +21,6 @@ refuses artifacts that are unsigned or signed with another key.
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import hashlib
 import hmac
@@ -316,7 +315,3 @@ def _verified_members(data: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
         if not hmac.compare_digest(hashlib.sha256(blob).hexdigest(), str(listed[name])):
             raise ArtifactError(f"checksum mismatch for member {name!r}")
     return manifest, members
-
-
-def _b64(data: bytes) -> str:  # pragma: no cover - kept for readable dumps in inspect
-    return base64.b64encode(data).decode()

@@ -223,12 +223,10 @@ def _csv_header(path: str) -> list[str]:
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8", newline="") as fh:  # type: ignore[operator]
         first = fh.readline()
-        sample = first + fh.read(65536)
     delim = "\t" if path.lower().replace(".gz", "").endswith(".tsv") else ","
     header = next(csv.reader(_io.StringIO(first), delimiter=delim), None)
     if not header:
         raise DataError("empty CSV file (no header line)", source=path)
-    del sample
     return header
 
 

@@ -229,6 +229,9 @@ def test_import_registers_custom_functions_before_fit_and_load(tmp_path, capsys,
         "import beamlearn as bl\n\n@bl.register_function('cli_triple')\ndef cli_triple(x):\n    return x * 3\n")
     (tmp_path / "spec.yaml").write_text("steps:\n  - step: Function\n    columns: [x]\n    func: cli_triple\n")
     (tmp_path / "d.csv").write_text("x,y\n1,a\n2,b\n")
+    from beamlearn.steps import expr
+
+    monkeypatch.setattr(expr, "_FUNCTIONS", dict(expr._FUNCTIONS))  # the registration ends with this test
     monkeypatch.syspath_prepend(str(tmp_path))
     spec, data, model, out = (str(tmp_path / n) for n in ("spec.yaml", "d.csv", "m.blm", "o.csv"))
     assert main(["fit", spec, "--data", data, "--out", model, "-q"]) == 2  # not registered yet: a clear error

@@ -372,3 +372,19 @@ def test_states_between_per_pass_jobs_are_signed(tmp_path):
         fh.write(mac + pickle.dumps({"states": ["evil"]}))
     with pytest.raises(EngineError, match="signature"):
         _load(bad)
+
+
+def test_registry_ships_only_what_the_steps_use_and_tolerates_unimportable_items(monkeypatch):
+    import beamlearn as bl
+    from beamlearn.engines.beam import _Registry
+    from beamlearn.steps import expr
+
+    monkeypatch.setattr(expr, "_FUNCTIONS", dict(expr._FUNCTIONS))
+    bl.register_function("reg_used")(lambda x: x + 1)
+    bl.register_function("reg_unused")(lambda x: x - 1)
+    reg = _Registry([bl.Function(["x"], func="reg_used"), bl.StandardScaler(["x"])])
+    assert set(reg.functions) == {"reg_used"} and reg.steps == {}
+    reg.functions["reg_broken"] = b"not a pickle"  # e.g. a function from a module only the driver can import
+    del expr._FUNCTIONS["reg_used"]
+    reg.restore()  # skips what it cannot load, registers the rest
+    assert "reg_used" in expr._FUNCTIONS and "reg_broken" not in expr._FUNCTIONS

@@ -111,27 +111,47 @@ def pass_bound(steps: Sequence[Any], schema: pa.Schema | None = None) -> int:
 
 
 class _Registry:
-    """The steps and functions registered on the driver, re-registered on each worker before any step runs, so
-    custom steps and ``Function`` steps work on every runner (the objects travel by cloudpickle)."""
+    """The custom steps and functions registered on the driver, re-registered on each worker before any step
+    runs, so custom steps and ``Function`` steps work on every runner.
 
-    def __init__(self) -> None:
+    Only what ``steps`` use is shipped when the steps are known (all registered ones otherwise), each as its
+    own cloudpickle blob: a worker that cannot import one (a module only the driver has) skips it, and a step
+    that needs it then fails with the usual "not registered" error instead of the whole job failing to start.
+    """
+
+    def __init__(self, steps: Sequence[Any] | None = None) -> None:
+        import cloudpickle
+
         from beamlearn.steps import registered_steps
         from beamlearn.steps.expr import registered_functions
 
-        self.steps = {n: c for n, c in registered_steps().items() if not c.__module__.startswith("beamlearn.")}
-        self.functions = registered_functions()
+        custom = {n: c for n, c in registered_steps().items() if not c.__module__.startswith("beamlearn.")}
+        functions = registered_functions()
+        if steps is not None:
+            used = {type(s).__name__ for s in steps}
+            named = {v for s in steps for v in s.get_params().values() if isinstance(v, str)}
+            custom = {n: c for n, c in custom.items() if n in used}
+            functions = {n: f for n, f in functions.items() if n in named}
+        self.steps = {n: cloudpickle.dumps(c) for n, c in custom.items()}
+        self.functions = {n: cloudpickle.dumps(f) for n, f in functions.items()}
 
     def restore(self) -> None:
+        import pickle
+
         from beamlearn.steps import register_step, registered_steps
         from beamlearn.steps.expr import register_function, registered_functions
 
         known, fns = registered_steps(), registered_functions()
-        for name, cls in self.steps.items():
-            if name not in known:
-                register_step(cls)
-        for name, fn in self.functions.items():
-            if name not in fns:
-                register_function(name)(fn)
+        for table, have, register in ((self.steps, known, lambda n, o: register_step(o)),
+                                      (self.functions, fns, lambda n, o: register_function(n)(o))):
+            for name, blob in table.items():
+                if name in have:
+                    continue
+                try:
+                    obj = pickle.loads(blob)  # safe: pickled by this pipeline's own driver
+                except Exception:  # noqa: BLE001 - not importable here; a step that needs it says so clearly
+                    continue
+                register(name, obj)
 
 
 # ---------------------------------------------------------------------------------------------- fit
@@ -331,7 +351,8 @@ class Fit(_WithErrors, beam.PTransform):
 
     def expand(self, pcoll):
         _check_pipeline(pcoll)
-        steps, registry = list(self.pipeline.steps), _Registry()
+        steps = list(self.pipeline.steps)
+        registry = _Registry(steps)
         batches = pcoll | "AsBatches" >> _AsBatches(self.schema, self.batch_size)
         if self.schema is not None:
             schema = pcoll.pipeline | "Schema" >> beam.Create([self.schema])

@@ -206,7 +206,8 @@ def _fit_per_pass(pipeline: Any, files: list[str], schema: pa.Schema, opts: Any,
     from beamlearn.engines.beam import _advance, _conform, _finish, _next, _pass, _Registry
     from beamlearn.pipeline import FitPlan
 
-    collect, registry, steps = not _raise_mode(errors), _Registry(), list(pipeline.steps)
+    collect, steps = not _raise_mode(errors), list(pipeline.steps)
+    registry = _Registry(steps)
     state, k, dead, runner = _next(FitPlan(steps, schema)), 0, 0, ""
     while state[1] is not None:
         out = _join(scratch, f"pass{k}.pkl")

@@ -19,6 +19,7 @@ from beamlearn.cli import main
 from beamlearn.errors import SpecError
 from beamlearn.run import read_run_spec, run, with_decision_threshold
 from beamlearn.split import HashSplit
+from beamlearn.testing import assert_nested_close
 
 N = 800
 
@@ -234,20 +235,9 @@ def test_beam_engine_fits_the_same_model(tmp_path, monkeypatch) -> None:
     assert [g.to_dict() for g in beam.evaluation.gates] == [g.to_dict() for g in local.evaluation.gates]
 
 
-def _same(a, b, path):
-    """Equal metrics: floats to 1e-9 (the fits differ in the last bits), NaN equal to NaN."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{path}[{i}]")
-    elif isinstance(a, float):
-        assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-12), (path, a, b)
-    else:
-        assert a == b, (path, a, b)
+
+def _same(a, b, path=""):
+    assert_nested_close(a, b, rtol=1e-9, atol=1e-12, path=path)
 
 
 def test_threshold_works_for_other_classifiers() -> None:

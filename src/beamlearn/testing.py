@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["random_table", "assert_serving_consistent", "assert_rows_equal", "assert_quality"]
+__all__ = ["random_table", "assert_serving_consistent", "assert_rows_equal", "assert_nested_close",
+           "assert_quality"]
 
 
 def random_table(n_rows: int, *, n_numeric: int = 3, n_string: int = 2, n_categories: int = 5,
@@ -39,20 +40,42 @@ def random_table(n_rows: int, *, n_numeric: int = 3, n_string: int = 2, n_catego
     return pa.table(cols)
 
 
-def _same_value(a: Any, b: Any, rtol: float, atol: float) -> bool:
-    if a is None or b is None:
+def _mismatch(a: Any, b: Any, rtol: float, atol: float, path: str, none_is_nan: bool) -> str | None:
+    """Where ``a`` and ``b`` first differ (a path like ``.overall.f1[2]``), or None when they are equal:
+    dicts and lists/tuples compared element by element, floats within ``rtol``/``atol`` with NaN equal to NaN
+    (and to None when ``none_is_nan``), anything else with ``==``."""
+    if none_is_nan and (a is None or b is None):
         na = a is None or (isinstance(a, float) and math.isnan(a))
         nb = b is None or (isinstance(b, float) and math.isnan(b))
-        return na and nb
-    if isinstance(a, float) or isinstance(b, float):
-        if math.isnan(a) or math.isnan(b):
-            return math.isnan(a) and math.isnan(b)
-        return math.isclose(a, b, rel_tol=rtol, abs_tol=atol)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same_value(x, y, rtol, atol) for x, y in zip(a, b))
+        return None if na and nb else f"{path}: {a!r} != {b!r}"
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same_value(a[k], b[k], rtol, atol) for k in a)
-    return a == b
+        if a.keys() != b.keys():
+            return f"{path}: keys {sorted(map(str, a))} != {sorted(map(str, b))}"
+        return next((m for k in a if (m := _mismatch(a[k], b[k], rtol, atol, f"{path}.{k}", none_is_nan))), None)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return f"{path}: length {len(a)} != {len(b)}"
+        return next((m for i, (x, y) in enumerate(zip(a, b))
+                     if (m := _mismatch(x, y, rtol, atol, f"{path}[{i}]", none_is_nan))), None)
+    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        if math.isnan(a) or math.isnan(b):
+            return None if math.isnan(a) and math.isnan(b) else f"{path}: {a!r} != {b!r}"
+        return None if math.isclose(a, b, rel_tol=rtol, abs_tol=atol) else f"{path}: {a!r} != {b!r}"
+    return None if a == b else f"{path}: {a!r} != {b!r}"
+
+
+def _same_value(a: Any, b: Any, rtol: float, atol: float) -> bool:
+    return _mismatch(a, b, rtol, atol, "", none_is_nan=True) is None
+
+
+def assert_nested_close(got: Any, want: Any, *, rtol: float = 1e-9, atol: float = 1e-12, path: str = "") -> None:
+    """Assert two nested results (dicts, lists, numbers; e.g. metrics from two engines) are equal, floats
+    within ``rtol``/``atol`` and NaN equal to NaN; the message names the first differing path.
+
+    >>> assert_nested_close({"f1": [0.5, float("nan")]}, {"f1": [0.5 + 1e-12, float("nan")]})
+    """
+    where = _mismatch(got, want, rtol, atol, path, none_is_nan=False)
+    assert where is None, where
 
 
 def assert_rows_equal(got: dict, want: dict, *, rtol: float = 0.0, atol: float = 0.0, where: str = "") -> None:

@@ -3,8 +3,6 @@ applied first with columns it replaces taken back), and ``beamlearn run --engine
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,21 +17,11 @@ from beamlearn import io
 from beamlearn.errors import SchemaError, SpecError
 from beamlearn.metrics import evaluate
 from beamlearn.run import _predicted
+from beamlearn.testing import assert_nested_close
 
 
 def same(a, b, path=""):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            same(x, y, f"{path}[{i}]")
-    elif isinstance(a, float):
-        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), (path, a, b)
-    else:
-        assert a == b, (path, a, b)
+    assert_nested_close(a, b, rtol=1e-9, atol=1e-12, path=path)
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,21 +12,11 @@ beam = pytest.importorskip("apache_beam")
 from beamlearn import beam as blb
 from beamlearn.beam import AnalyzerCombineFn
 from beamlearn.metrics import ClassificationMetrics, RegressionMetrics, evaluate
+from beamlearn.testing import assert_nested_close
 
 
 def same(a, b, path=""):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            same(x, y, f"{path}[{i}]")
-    elif isinstance(a, float):
-        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12), (path, a, b)
-    else:
-        assert a == b, path
+    assert_nested_close(a, b, rtol=1e-12, atol=1e-12, path=path)
 
 
 def _dump(metrics, path):

@@ -78,6 +78,14 @@ class Analyzer:
         """The analyzer of the next pass, given this pass's state; ``None`` when the statistic is complete."""
         return None
 
+    def reads(self) -> tuple[str, ...] | None:
+        """Every column :meth:`add` reads, or None when the analyzer does not declare them (an engine then
+        reads every column).  Engines use it to read only the columns a pass needs."""
+        return None
+
+    def _reads(self, *extra: str | None) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*self.columns, *(c for c in extra if c)]))
+
 
 class Constant(Analyzer):
     """A statistic known at planning time (e.g. an estimator's resolved feature list): no data is read, the
@@ -89,6 +97,9 @@ class Constant(Analyzer):
 
     def __init__(self, value: Any) -> None:
         self.value = value
+
+    def reads(self) -> tuple[str, ...]:
+        return ()
 
     def create(self) -> None:
         return None
@@ -143,6 +154,9 @@ class RowCount(Analyzer):
     def __init__(self, columns: Sequence[str] = ()) -> None:
         self.columns = tuple(columns)
 
+    def reads(self) -> tuple[str, ...]:
+        return self._reads()
+
     def create(self) -> list[int]:
         return [0] * (len(self.columns) + 1)
 
@@ -174,6 +188,9 @@ class Moments(Analyzer):
 
     def __init__(self, columns: Sequence[str], *, weight: str | None = None) -> None:
         self.columns, self.weight = tuple(columns), weight
+
+    def reads(self) -> tuple[str, ...]:
+        return self._reads(self.weight)
 
     def create(self) -> np.ndarray:
         return np.zeros((3, len(self.columns)))  # rows: n, mean, M2
@@ -231,6 +248,9 @@ class MinMax(Analyzer):
     def __init__(self, columns: Sequence[str]) -> None:
         self.columns = tuple(columns)
 
+    def reads(self) -> tuple[str, ...]:
+        return self._reads()
+
     def create(self) -> np.ndarray:
         return np.full((2, len(self.columns)), np.nan)
 
@@ -279,6 +299,9 @@ class ValueCounts(Analyzer):
 
     def __init__(self, columns: Sequence[str], *, weight: str | None = None) -> None:
         self.columns, self.weight = tuple(columns), weight
+
+    def reads(self) -> tuple[str, ...]:
+        return self._reads(self.weight)
 
     def create(self) -> list[list[Any]]:
         return [[Counter(), 0] for _ in self.columns]
@@ -414,6 +437,9 @@ class Quantiles(Analyzer):
         if method not in _METHODS:
             raise ValueError(f"unknown quantile method {method!r}; choose one of {', '.join(_METHODS)}")
 
+    def reads(self) -> tuple[str, ...]:
+        return self._reads()
+
     def create(self) -> list[_KLL]:
         return [_KLL(self.k) for _ in self.columns]
 
@@ -468,6 +494,9 @@ class _QuantileSelect(Analyzer):
 
     def __init__(self, columns: Sequence[str], counts: list[int], brackets: list[list[tuple]]) -> None:
         self.columns, self.counts, self.brackets = tuple(columns), counts, brackets
+
+    def reads(self) -> tuple[str, ...]:
+        return self._reads()
 
     def create(self) -> list[list[list[Any]]]:
         return [[[0, []] for _ in col] for col in self.brackets]
@@ -539,6 +568,9 @@ class CoMoments(Analyzer):
 
     def __init__(self, columns: Sequence[str], *, weight: str | None = None) -> None:
         self.columns, self.weight = tuple(columns), weight
+
+    def reads(self) -> tuple[str, ...]:
+        return self._reads(self.weight)
 
     def create(self) -> list[Any]:
         d = len(self.columns)
@@ -623,6 +655,9 @@ class GroupedMoments(Analyzer):
 
     def __init__(self, columns: Sequence[str], *, by: str | None = None, weight: str | None = None) -> None:
         self.columns, self.by, self.weight = tuple(columns), by, weight
+
+    def reads(self) -> tuple[str, ...]:
+        return self._reads(self.by, self.weight)
 
     def matrix(self, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray | None]:
         """``(X, complete)``: the (n, d) float64 values of ``columns`` and the mask of complete rows (None

@@ -7,10 +7,13 @@ Compose them in any Beam pipeline (any runner but Dask; see :func:`check_runner`
     from beamlearn import beam as blb
 
     with beam.Pipeline(options=...) as p:
-        batches, read_errors = p | blb.ReadFiles("data/*.parquet").with_errors()
-        fitted = batches | blb.Fit(bl.Pipeline([bl.SimpleImputer(num), bl.StandardScaler(num)]))
-        out, errors = batches | blb.Transform(fitted).with_errors()   # fit then transform, one job
+        splits = p | blb.FileSplits("data/*.parquet")   # read where consumed: by every pass, then the transform
+        fitted = splits | blb.Fit(bl.Pipeline([bl.SimpleImputer(num), bl.StandardScaler(num)]))
+        out, errors = splits | blb.Transform(fitted).with_errors()   # fit then transform, one job
         out | blb.WriteFiles("out/features.parquet", schema=...)
+
+``Fit`` and ``Transform`` also take PCollections of RecordBatches (``blb.ReadFiles(...)``, or your own) or of
+dict rows.
 
 :func:`run_fit`, :func:`run_transform` and :func:`run_evaluate` run whole jobs over files (the CLI's ``--engine beam``).
 
@@ -18,14 +21,22 @@ Examples
 --------
 >>> from beamlearn import beam as blb
 >>> sorted(n for n in blb.__all__ if n[0].isupper())[:4]
-['AnalyzerCombineFn', 'Evaluate', 'Fit', 'ReadCsv']
+['AnalyzerCombineFn', 'Evaluate', 'FileSplit', 'FileSplits']
 """
 
 from beamlearn.engines.beam import Fit, Transform, Unbatch, load_artifact, pass_bound, unbatch
 from beamlearn.engines.beam_eval import AnalyzerCombineFn, Evaluate, run_evaluate
-from beamlearn.engines.beam_io import ReadCsv, ReadFiles, ReadJsonl, ReadParquet, WriteFiles
+from beamlearn.engines.beam_io import (
+           FileSplit,
+           FileSplits,
+           ReadCsv,
+           ReadFiles,
+           ReadJsonl,
+           ReadParquet,
+           WriteFiles,
+)
 from beamlearn.engines.beam_jobs import check_runner, portable_services, run_fit, run_transform
 
-__all__ = ["Fit", "Transform", "Unbatch", "unbatch", "ReadFiles", "ReadCsv", "ReadParquet", "ReadJsonl",  # noqa: RUF022
+__all__ = ["Fit", "Transform", "Unbatch", "unbatch", "FileSplits", "FileSplit", "ReadFiles", "ReadCsv", "ReadParquet", "ReadJsonl",  # noqa: RUF022
            "WriteFiles", "run_fit", "run_transform", "check_runner", "load_artifact", "pass_bound",
            "portable_services", "Evaluate", "AnalyzerCombineFn", "run_evaluate"]

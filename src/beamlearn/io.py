@@ -16,7 +16,7 @@ import io as _io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -153,31 +153,61 @@ def read_batches(paths: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa
     :class:`DataError` naming file, row and column — or, with a ``dead`` sink, go there and the row is dropped.
     A file lacking a ``required`` column raises :class:`SchemaError`; other columns a file lacks become nulls.
     """
-    required = list(required)
     for path in expand_paths(paths):
-        fmt = file_format(path)
-        reader = {"csv": _read_csv, "parquet": _read_parquet, "jsonl": _read_jsonl}[fmt]
-        if schema is None and fmt == "csv":  # CSV is read as text: fix the inferred types before casting
+        if schema is None and file_format(path) == "csv":  # CSV is read as text: fix the inferred types first
             schema = _csv_schema(path)
-        offset = 0
-        for raw in reader(path, batch_size, schema, dead):
-            if batch_origin(raw)[0] != path:  # readers that skip bad lines tag their batches themselves
-                raw = tag_batch(raw, path, offset)
-            offset += raw.num_rows
-            if schema is None:
-                schema = capture_schema(raw)
-            batch, bad = conform(raw, schema, required=required, collect=dead is not None)
-            if len(bad):
-                dead.add_rows(raw, bad.indices, bad.columns, bad.reasons)  # type: ignore[union-attr]
-                keep = np.ones(batch.num_rows, bool)
-                keep[bad.indices] = False
-                batch = tag_rows(batch.filter(pa.array(keep)), batch_rows(raw)[keep])
-            yield _complete(batch, schema)
+        for batch in read_file(path, batch_size=batch_size, schema=schema, dead=dead, required=required):
+            schema = schema if schema is not None else capture_schema(batch)
+            yield batch
 
 
-def _complete(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Add the schema's columns a file lacks as nulls (a later file may omit an optional column)."""
-    missing = [f for f in schema if f.name not in batch.schema.names]
+def read_file(path: str, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Schema | None = None,
+              dead: DeadLetters | None = None, required: Iterable[str] = (),
+              row_groups: Sequence[int] | None = None, first_row: int = 0,
+              columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """One file (or, for Parquet, the ``row_groups`` of it whose first row is ``first_row``) as
+    :func:`read_batches` reads it.
+
+    ``columns`` reads only those columns of a Parquet file, when that cannot change which rows are kept: when the
+    file stores every other column of ``schema`` with exactly its type (no cast, so no bad value); otherwise, and
+    for text formats, every column is read.
+    """
+    required = list(required)
+    fmt = file_format(path)
+    if fmt == "parquet":
+        pf = _open_parquet(path)
+        columns = _projection(pf.schema_arrow, schema, columns)
+        if columns is not None:  # a required column not read must still be in the file
+            absent = [c for c in required if c not in pf.schema_arrow.names]
+            if absent:
+                raise SchemaError("required column is missing (present: " + ", ".join(pf.schema_arrow.names)
+                                  + ")", column=absent[0], source=path)
+            required = [c for c in required if c in columns]
+        rows: Iterator[pa.RecordBatch] = _read_parquet(pf, batch_size, row_groups, columns)
+    else:
+        columns = None
+        rows = {"csv": _read_csv, "jsonl": _read_jsonl}[fmt](path, batch_size, schema, dead)
+    offset = first_row
+    for raw in rows:
+        if batch_origin(raw)[0] != path:  # readers that skip bad lines tag their batches themselves
+            raw = tag_batch(raw, path, offset)
+        offset += raw.num_rows
+        if schema is None:
+            schema = capture_schema(raw)
+        batch, bad = conform(raw, schema, required=required, collect=dead is not None)
+        if len(bad):
+            dead.add_rows(raw, bad.indices, bad.columns, bad.reasons)  # type: ignore[union-attr]
+            keep = np.ones(batch.num_rows, bool)
+            keep[bad.indices] = False
+            batch = tag_rows(batch.filter(pa.array(keep)), batch_rows(raw)[keep])
+        yield _complete(batch, schema, columns)
+
+
+def _complete(batch: pa.RecordBatch, schema: pa.Schema, columns: Sequence[str] | None = None) -> pa.RecordBatch:
+    """Add the schema's columns (of ``columns``, when the read was projected) a file lacks as nulls (a later
+    file may omit an optional column)."""
+    wanted = schema if columns is None else [schema.field(c) for c in columns if c in schema.names]
+    missing = [f for f in wanted if f.name not in batch.schema.names]
     if not missing:
         return batch
     arrays = list(batch.columns) + [pa.nulls(batch.num_rows, f.type) for f in missing]
@@ -203,18 +233,34 @@ def _rechunk(batches: Iterable[pa.RecordBatch], batch_size: int) -> Iterator[pa.
             yield from t.to_batches()
 
 
-def _read_parquet(path: str, batch_size: int, schema: pa.Schema | None,
-                  dead: DeadLetters | None) -> Iterator[pa.RecordBatch]:
+def _open_parquet(path: str) -> pq.ParquetFile:
     try:
-        pf = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering keeps the whole file: memory grows with it
+        return pq.ParquetFile(path, pre_buffer=False)  # pre-buffering keeps the whole file: memory grows with it
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"not a readable Parquet file ({exc})", source=path) from None
+
+
+def _projection(stored: pa.Schema, schema: pa.Schema | None, columns: Sequence[str] | None) -> list[str] | None:
+    """The stored columns to read for ``columns``, or None (all) when skipping the others could change which
+    rows are kept: when a skipped column of ``schema`` is stored with another type (a cast that may fail)."""
+    if columns is None or schema is None:
+        return None
+    skipped = [f for f in schema if f.name not in columns and f.name in stored.names]
+    if any(stored.field(f.name).type != f.type for f in skipped):
+        return None
+    return [c for c in stored.names if c in columns]
+
+
+def _read_parquet(pf: pq.ParquetFile, batch_size: int, row_groups: Sequence[int] | None,
+                  columns: list[str] | None) -> Iterator[pa.RecordBatch]:
     empty = True
-    for b in pf.iter_batches(batch_size=batch_size):
+    for b in pf.iter_batches(batch_size=batch_size, row_groups=row_groups, columns=columns):
         empty = False
         yield b
     if empty:
-        yield pa.RecordBatch.from_pylist([], schema=pf.schema_arrow)
+        stored = pf.schema_arrow
+        yield pa.RecordBatch.from_pylist([], schema=stored if columns is None else
+                                         pa.schema([stored.field(c) for c in columns]))
 
 
 def _csv_header(path: str) -> list[str]:

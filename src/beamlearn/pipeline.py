@@ -108,6 +108,26 @@ class Pass:
             at[pos] = view
         return [at[p] for p in self.positions]
 
+    def input_columns(self) -> list[str] | None:
+        """The columns :meth:`views` reads: those of the analyzers and of every step applied before them; None
+        (every column) when an analyzer does not declare its columns or an estimator is applied on the way.
+        An engine reading files reads only these (columns made by a step are simply absent from the file)."""
+        needed: set[str] = set()
+        for a in self.analyzers:
+            cols = a.reads()
+            if cols is None:
+                return None
+            needed.update(cols)
+        last = max(self.positions, default=0)
+        for k in self.apply_steps:
+            if k < last:
+                step = self.steps[k]
+                if getattr(step, "waits_for_previous", False):
+                    return None
+                needed.update(step.input_columns())
+                needed.update(step.fitted_serving_columns(self.states[k]))
+        return sorted(needed)
+
 
 class FitPlan:
     """Plans passes over the data until every step of a pipeline has its state.

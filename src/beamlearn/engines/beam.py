@@ -39,7 +39,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from beamlearn import artifact, errors
 from beamlearn.analyzers import Analyzer
-from beamlearn.engines.beam_io import _AsBatches, _FirstSchema
+from beamlearn.engines.beam_io import FileSplit, _AsBatches, _FirstSchema, read_split
 from beamlearn.engines.beam_jobs import _check_pipeline, check_runner, run_fit, run_transform, translate_error
 from beamlearn.engines.local import LocalEngine
 from beamlearn.errors import DataError, EngineError
@@ -159,22 +159,17 @@ def _copy(obj: Any) -> Any:
     return pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))  # safe: copies an in-process object
 
 
-class _Conform(beam.DoFn):
-    """Cast batches to the fit schema with the local engine's code; bad rows raise or become dead letters."""
-
-    def __init__(self, steps: Sequence[Any], collect: bool, registry: _Registry) -> None:
-        self.steps, self.collect, self.registry = steps, collect, registry
-
-    def setup(self):
-        self.registry.restore()
-
-    def process(self, batch, schema):
-        if schema is None:
-            raise DataError("no data to fit on")
-        required = [c for s in self.steps for c in s.input_columns() if c in schema.names]
-        dead = DeadLetters() if self.collect else None
-        yield from _ENGINE._conformed([batch], schema, required, dead, True)
-        yield from _dead(dead)
+def _items(item: Any, schema: pa.Schema, required: list[str], dead: DeadLetters | None, report: bool,
+           columns: list[str] | None = None):
+    """The conformed ``(batch, kept)`` pairs an element stands for: a RecordBatch, or a file split read here
+    (only ``columns`` of it, when skipping the others cannot change the rows kept).  Bad rows raise, or go to
+    ``dead`` when ``report`` (a later pass drops the same rows without reporting them again)."""
+    if isinstance(item, FileSplit):
+        quiet = dead if report else (DeadLetters() if dead is not None else None)
+        for b in read_split(item, schema=schema, dead=quiet, required=required, columns=columns):
+            yield b, None
+    else:
+        yield from _ENGINE._conformed([item], schema, required, dead, report)
 
 
 def _dead(dead: DeadLetters | None):
@@ -187,10 +182,11 @@ def _dead(dead: DeadLetters | None):
 
 
 class _AddToPass(beam.DoFn):
-    """One pass, batch side: the views of each batch added to per-bundle accumulators of the pass's analyzers."""
+    """One pass, batch side: each element (a batch, or a file split read here with only the columns the pass
+    needs) conformed, and the views of its batches added to per-bundle accumulators of the pass's analyzers."""
 
-    def __init__(self, collect: bool, report: bool, registry: _Registry) -> None:
-        self.collect, self.report, self.registry = collect, report, registry
+    def __init__(self, steps: Sequence[Any], collect: bool, report: bool, registry: _Registry) -> None:
+        self.steps, self.collect, self.report, self.registry = steps, collect, report, registry
 
     def setup(self):
         self.registry.restore()
@@ -199,17 +195,20 @@ class _AddToPass(beam.DoFn):
         self._pass, self._accs = None, None
 
     def process(self, item, state):
-        _, pass_ = state
+        plan, pass_ = state
         if pass_ is None:  # the plan is done: a no-op pass
             return
-        batch, kept = item
-        dead = DeadLetters() if self.collect else None
-        views, _ = _ENGINE._guard(pass_.views, batch, kept, dead, self.report)
         if self._accs is None:
+            schema = plan.input_schema
             self._pass, self._accs = pass_, [a.create() for a in pass_.analyzers]
-        for j, (a, view) in enumerate(zip(self._pass.analyzers, views)):
-            self._accs[j] = a.add(self._accs[j], view)
-        yield from _dead(dead)
+            self._required = [c for s in self.steps for c in s.input_columns() if c in schema.names]
+            self._columns = pass_.input_columns()
+        dead = DeadLetters() if self.collect else None
+        for batch, kept in _items(item, plan.input_schema, self._required, dead, self.report, self._columns):
+            views, _ = _ENGINE._guard(self._pass.views, batch, kept, dead, self.report)
+            for j, (a, view) in enumerate(zip(self._pass.analyzers, views)):
+                self._accs[j] = a.add(self._accs[j], view)
+            yield from _dead(dead)
 
     def finish_bundle(self):
         if self._accs is not None:
@@ -282,16 +281,11 @@ def _finish(state: tuple[FitPlan, Any], dead: int, bound: int, name: str | None,
     return FittedPipeline(plan.steps, plan.states, plan.input_schema, name=name, lineage=info)
 
 
-def _conform(batches: Any, schema: Any, steps: list, collect: bool, registry: _Registry) -> Any:
-    """Batches cast to the (singleton) schema; outputs ``batches`` of ``(batch, kept)`` and ``errors``."""
-    return batches | "Conform" >> beam.ParDo(_Conform(steps, collect, registry), beam.pvalue.AsSingleton(
-        schema)).with_outputs("errors", main="batches")
-
-
-def _pass(batches: Any, state: Any, k: int, collect: bool, registry: _Registry) -> tuple[Any, Any]:
+def _pass(items: Any, state: Any, k: int, steps: list, collect: bool, registry: _Registry) -> tuple[Any, Any]:
     """Pass ``k`` in a graph: per-bundle adds (the ``(plan, pass)`` singleton ``state`` as a side input), then
-    the fused combine.  Returns the extracted states (empty when the plan was done) and the dead letters."""
-    added = batches | f"Pass{k}" >> beam.ParDo(_AddToPass(collect, k == 0, registry), beam.pvalue.AsSingleton(
+    the fused combine.  Returns the extracted states (empty when the plan was done) and the dead letters (those
+    of pass 0: every pass reads the same rows)."""
+    added = items | f"Pass{k}" >> beam.ParDo(_AddToPass(steps, collect, k == 0, registry), beam.pvalue.AsSingleton(
         state)).with_outputs("errors", main="accs")
     return added.accs | f"Combine{k}" >> beam.CombineGlobally(_PassCombineFn()).without_defaults(), added.errors
 
@@ -353,16 +347,15 @@ class Fit(_WithErrors, beam.PTransform):
         _check_pipeline(pcoll)
         steps = list(self.pipeline.steps)
         registry = _Registry(steps)
-        batches = pcoll | "AsBatches" >> _AsBatches(self.schema, self.batch_size)
+        items = pcoll | "AsBatches" >> _AsBatches(self.schema, self.batch_size, defer=True)
         if self.schema is not None:
             schema = pcoll.pipeline | "Schema" >> beam.Create([self.schema])
         else:
-            schema = batches | "Schema" >> beam.CombineGlobally(_FirstSchema())
-        conformed = _conform(batches, schema, steps, self.collect, registry)
-        dead = [conformed.errors]
+            schema = items | "Schema" >> beam.CombineGlobally(_FirstSchema())
         state = schema | "Plan" >> beam.Map(_start, steps, registry)
+        dead = []
         for k in range(self.max_passes):
-            merged, errors_k = _pass(conformed.batches, state, k, self.collect, registry)
+            merged, errors_k = _pass(items, state, k, steps, self.collect, registry)
             if k == 0:
                 dead.append(errors_k)
             state = state | f"Advance{k}" >> beam.Map(
@@ -393,10 +386,11 @@ class _TransformFn(beam.DoFn):
         fitted = fitted if fitted is not None else self.fitted
         dead = DeadLetters() if self.collect else None
         rows = beam.metrics.Metrics.counter(_NS, "rows")
-        for good, kept in _ENGINE._conformed([batch], fitted.input_schema, fitted.required_columns, dead, True):
+        for good, kept in _items(batch, fitted.input_schema, fitted.required_columns, dead, True):
             out, _ = _ENGINE._guard(fitted.transform_batch, good, kept, dead, True)
             rows.inc(out.num_rows)
             yield out
+            yield from _dead(dead)
         yield from _dead(dead)
 
 
@@ -443,7 +437,7 @@ class Transform(_WithErrors, beam.PTransform):
         _check_pipeline(pcoll)
         f = self.fitted
         schema = f.input_schema if isinstance(f, FittedPipeline) else None
-        batches = pcoll | "AsBatches" >> _AsBatches(schema, self.batch_size)
+        batches = pcoll | "AsBatches" >> _AsBatches(schema, self.batch_size, defer=True)
         if isinstance(f, beam.pvalue.PCollection):
             fn, args = _TransformFn(None, self.collect), [beam.pvalue.AsSingleton(f)]
         elif isinstance(f, FittedPipeline):

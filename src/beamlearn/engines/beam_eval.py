@@ -189,11 +189,12 @@ class Evaluate(beam.PTransform):
 
     def expand(self, pcoll):
         from beamlearn.engines.beam import Transform
+        from beamlearn.engines.beam_io import _AsBatches
         from beamlearn.engines.beam_jobs import _check_pipeline
         from beamlearn.metrics._accumulate import normalize_slices
 
         _check_pipeline(pcoll)
-        batches = pcoll
+        batches = pcoll | "AsBatches" >> _AsBatches(batch_size=self.batch_size)  # one pass: splits read here
         if self.model is not None:
             o = self.options
             keep = [c for cols in normalize_slices(o["slices"]) for c in cols]

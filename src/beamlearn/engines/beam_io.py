@@ -18,8 +18,8 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -30,12 +30,16 @@ from beamlearn.batches import DEFAULT_BATCH_SIZE, batch_origin, capture_schema, 
 from beamlearn.errors import DataError, EngineError
 
 __all__ = [
+    "FileSplit",
+    "FileSplits",
     "ReadCsv",
     "ReadFiles",
     "ReadJsonl",
     "ReadParquet",
     "WriteFiles",
     "file_schema",
+    "file_splits",
+    "read_split",
     "resolve_paths",
     "split_path",
 ]
@@ -86,25 +90,85 @@ def file_schema(files: list[str], batch_size: int = DEFAULT_BATCH_SIZE) -> pa.Sc
     return capture_schema(first)
 
 
-class _ReadFile(beam.DoFn):
-    def __init__(self, schema: pa.Schema, batch_size: int, collect: bool) -> None:
-        self.schema, self.batch_size, self.collect = schema, batch_size, collect
+class FileSplit(NamedTuple):
+    """A part of one file to read where it is consumed: a file, or some row groups of a Parquet file.
 
-    def process(self, path: str):
+    ``first_row`` is the file row the part starts at (provenance and dead letters name file rows), ``schema``
+    the schema the file is cast to unless the consumer gives its own, ``batch_size`` the rows per batch.
+    """
+
+    path: str
+    row_groups: tuple[int, ...] | None
+    first_row: int
+    schema: pa.Schema
+    batch_size: int
+
+
+SPLIT_ROWS = 1 << 20  # Parquet row groups are grouped into splits of at least this many rows
+
+
+def file_splits(files: list[str], schema: pa.Schema, batch_size: int = DEFAULT_BATCH_SIZE,
+                split_rows: int = SPLIT_ROWS) -> list[FileSplit]:
+    """The splits of ``files``: consecutive row groups of at least ``split_rows`` rows for a local Parquet
+    file (from its footer), the whole file otherwise."""
+    import pyarrow.parquet as pq
+
+    out: list[FileSplit] = []
+    for path in files:
+        if not (_is_local(path) and io.file_format(path) == "parquet"):
+            out.append(FileSplit(path, None, 0, schema, batch_size))
+            continue
+        try:
+            meta = pq.ParquetFile(path.removeprefix("file://")).metadata
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"not a readable Parquet file ({exc})", source=path) from None
+        group: list[int] = []
+        first = rows = 0
+        for i in range(meta.num_row_groups):
+            group.append(i)
+            rows += meta.row_group(i).num_rows
+            if rows >= split_rows or i == meta.num_row_groups - 1:
+                whole = len(group) == meta.num_row_groups
+                out.append(FileSplit(path, None if whole else tuple(group), first, schema, batch_size))
+                first, group, rows = first + rows, [], 0
+        if meta.num_row_groups == 0:
+            out.append(FileSplit(path, None, 0, schema, batch_size))
+    return out
+
+
+def read_split(split: FileSplit, *, schema: pa.Schema | None = None, dead: io.DeadLetters | None = None,
+               required: Any = (), columns: Any = None) -> Iterator[pa.RecordBatch]:
+    """The batches of ``split``, cast to ``schema`` (default: the split's), read as the local engine reads
+    files (:func:`beamlearn.io.read_file`, so the same rows, types and dead letters); ``columns`` reads only
+    those of a Parquet file when that cannot change the rows kept.  A remote file is copied to a temporary
+    directory first and keeps its remote name in provenance and dead letters."""
+    tmpdir = tempfile.mkdtemp(prefix="beamlearn-read-")
+    try:
+        local = _localize(split.path, tmpdir).removeprefix("file://")
+        for b in io.read_file(local, batch_size=split.batch_size, schema=schema or split.schema, dead=dead,
+                              required=required, row_groups=split.row_groups, first_row=split.first_row,
+                              columns=columns):
+            if local != split.path:
+                b = tag_batch(b, split.path, batch_origin(b)[1])
+                _renamed(dead, local, split.path)
+            yield b
+        _renamed(dead, local, split.path)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+class _ReadSplit(beam.DoFn):
+    def __init__(self, collect: bool) -> None:
+        self.collect = collect
+
+    def process(self, split: FileSplit):
         from beamlearn.engines.beam import _dead
 
-        tmpdir = tempfile.mkdtemp(prefix="beamlearn-read-")
-        try:
-            local = _localize(path, tmpdir)
-            dead = io.DeadLetters() if self.collect else None
-            for b in io.read_batches(local, batch_size=self.batch_size, schema=self.schema, dead=dead):
-                if local != path:
-                    b = tag_batch(b, path, batch_origin(b)[1])
-                yield b
-                yield from _dead(_renamed(dead, local, path))
-            yield from _dead(_renamed(dead, local, path))
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+        dead = io.DeadLetters() if self.collect else None
+        for b in read_split(split, dead=dead):
+            yield b
+            yield from _dead(dead)
+        yield from _dead(dead)
 
 
 def _renamed(dead: io.DeadLetters | None, local: str, path: str) -> io.DeadLetters | None:
@@ -114,11 +178,18 @@ def _renamed(dead: io.DeadLetters | None, local: str, path: str) -> io.DeadLette
     return dead
 
 
-class ReadFiles(beam.PTransform):
-    """Read CSV, Parquet or JSON-lines files (by extension) as RecordBatches of at most ``batch_size`` rows.
+class FileSplits(beam.PTransform):
+    """The splits of CSV, Parquet or JSON-lines files (:class:`FileSplit`): small elements that
+    :class:`~beamlearn.engines.beam.Fit` and :class:`~beamlearn.engines.beam.Transform` read where they run.
 
-    ``schema`` defaults to the first file's (what the local engine captures); every file is cast to it.  Bad
-    lines and values raise, or with ``.with_errors()`` go to a second output of dead letters.
+    This is the fast way to feed files to them.  A PCollection of RecordBatches consumed by several stages
+    (every pass of a fit, then the transform) is encoded once and decoded by each; splits are read by each stage
+    instead, so no batch crosses a stage boundary and each pass reads only the columns it needs.  Local Parquet
+    files are split by row groups (:data:`SPLIT_ROWS`), so workers read one file in parallel.  Bad rows are
+    the consumer's: they raise, or go to its ``.with_errors()`` output.  Use :class:`ReadFiles` for
+    RecordBatches to give to other transforms.
+
+    ``schema`` defaults to the first file's (what the local engine captures).
     """
 
     def __init__(self, paths: Any, *, schema: pa.Schema | None = None,
@@ -126,7 +197,27 @@ class ReadFiles(beam.PTransform):
         super().__init__()
         self.files = resolve_paths(paths)
         self.schema = schema if schema is not None else file_schema(self.files, batch_size)
-        self.batch_size, self.collect = batch_size, False
+        self.batch_size = batch_size
+        self.splits = file_splits(self.files, self.schema, batch_size)
+
+    def expand(self, pbegin):
+        return pbegin | "Splits" >> beam.Create(self.splits) | "Spread" >> beam.Reshuffle()
+
+
+class ReadFiles(beam.PTransform):
+    """Read CSV, Parquet or JSON-lines files (by extension) as RecordBatches of at most ``batch_size`` rows.
+
+    ``schema`` defaults to the first file's (what the local engine captures); every file is cast to it.  Bad
+    lines and values raise, or with ``.with_errors()`` go to a second output of dead letters.  To feed files to
+    ``Fit`` and ``Transform``, :class:`FileSplits` is faster.
+    """
+
+    def __init__(self, paths: Any, *, schema: pa.Schema | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        super().__init__()
+        self.splits = FileSplits(paths, schema=schema, batch_size=batch_size)
+        self.files, self.schema, self.batch_size = self.splits.files, self.splits.schema, batch_size
+        self.collect = False
 
     def with_errors(self) -> ReadFiles:
         """This transform, returning ``(batches, dead_letters)``."""
@@ -137,11 +228,9 @@ class ReadFiles(beam.PTransform):
         return clone
 
     def expand(self, pbegin):
-        files = (pbegin | "Files" >> beam.Create(self.files)
-                 | "Spread" >> beam.Reshuffle()
-                 | "Read" >> beam.ParDo(_ReadFile(self.schema, self.batch_size, self.collect)).with_outputs(
-                     "errors", main="batches"))
-        return (files.batches, files.errors) if self.collect else files.batches
+        read = (pbegin | "Files" >> self.splits
+                | "Read" >> beam.ParDo(_ReadSplit(self.collect)).with_outputs("errors", main="batches"))
+        return (read.batches, read.errors) if self.collect else read.batches
 
 
 ReadCsv = ReadParquet = ReadJsonl = ReadFiles  # the format comes from each file's extension
@@ -216,8 +305,8 @@ class _ToBatches(beam.DoFn):
     this one fused DoFn (no Flatten on the data path: on DirectRunner's multi-process mode, a Flatten feeding
     several side-input stages lost whole batches at 10M rows in our measurements)."""
 
-    def __init__(self, schema: pa.Schema | None, batch_size: int) -> None:
-        self.schema, self.batch_size = schema, batch_size
+    def __init__(self, schema: pa.Schema | None, batch_size: int, defer: bool) -> None:
+        self.schema, self.batch_size, self.defer = schema, batch_size, defer
 
     def start_bundle(self):
         self._rows: list = []
@@ -225,6 +314,8 @@ class _ToBatches(beam.DoFn):
     def process(self, item: Any):
         if isinstance(item, pa.RecordBatch):
             yield item
+        elif isinstance(item, FileSplit):  # read here, or (defer) by the consumer, in its own stage
+            yield from [item] if self.defer else read_split(item, schema=self.schema)
         elif isinstance(item, pa.Table):
             yield from item.to_batches()
         elif isinstance(item, Mapping):
@@ -232,8 +323,8 @@ class _ToBatches(beam.DoFn):
             if len(self._rows) >= self.batch_size:
                 yield from self._flush()
         else:
-            raise DataError(f"a PCollection for beamlearn must hold pyarrow.RecordBatch or dict rows, got "
-                            f"{type(item).__name__}")
+            raise DataError(f"a PCollection for beamlearn must hold pyarrow.RecordBatch, dict rows or FileSplit, "
+                            f"got {type(item).__name__}")
 
     def finish_bundle(self):
         from apache_beam.transforms.window import GlobalWindows
@@ -256,12 +347,15 @@ def _rows_to_batches(rows: list, schema: pa.Schema | None) -> list[pa.RecordBatc
 
 
 class _AsBatches(beam.PTransform):
-    def __init__(self, schema: pa.Schema | None = None, batch_size: int = 65_536) -> None:
+    """RecordBatches from RecordBatches, Tables, dict rows or file splits; with ``defer``, splits pass on, to
+    be read by the consumer."""
+
+    def __init__(self, schema: pa.Schema | None = None, batch_size: int = 65_536, defer: bool = False) -> None:
         super().__init__()
-        self.schema, self.batch_size = schema, batch_size
+        self.schema, self.batch_size, self.defer = schema, batch_size, defer
 
     def expand(self, pcoll):
-        return pcoll | "ToBatches" >> beam.ParDo(_ToBatches(self.schema, self.batch_size))
+        return pcoll | "ToBatches" >> beam.ParDo(_ToBatches(self.schema, self.batch_size, self.defer))
 
 
 class _FirstSchema(beam.CombineFn):
@@ -272,6 +366,9 @@ class _FirstSchema(beam.CombineFn):
         return None, None
 
     def add_input(self, acc, batch):
+        if isinstance(batch, FileSplit):  # known without reading it
+            return self.merge_accumulators([acc, (((batch.path, batch.first_row, str(batch.schema)),
+                                                   batch.schema), None)])
         source, offset = batch_origin(batch)
         schema = capture_schema(batch)
         if source is None or source == "<rows>":

@@ -28,7 +28,7 @@ import pyarrow as pa
 from beamlearn import errors, io
 from beamlearn.batches import DEFAULT_BATCH_SIZE, conform
 from beamlearn.engines.beam_io import (
-    ReadFiles,
+    FileSplits,
     WriteFiles,
     _is_local,
     _write_errors,
@@ -173,14 +173,6 @@ def run_fit(pipeline: Any, paths: Any, *, beam_args: list[str] | None = None,
     return fp
 
 
-def _read(p: Any, files: list[str], schema: pa.Schema, batch_size: int, collect: bool) -> tuple[Any, list]:
-    read = ReadFiles(files, schema=schema, batch_size=batch_size)
-    if collect:
-        batches, read_errors = p | "Read" >> read.with_errors()
-        return batches, [read_errors]
-    return p | "Read" >> read, []
-
-
 def _fit_one_job(pipeline: Any, files: list[str], schema: pa.Schema, opts: Any, batch_size: int, errors: Any,
                  lineage: Any, scratch: str) -> tuple[Any, int | None, str]:
     from beamlearn.engines.beam import Fit
@@ -188,13 +180,13 @@ def _fit_one_job(pipeline: Any, files: list[str], schema: pa.Schema, opts: Any, 
     collect = not _raise_mode(errors)
     out = _join(scratch, "fitted.bl")
     p = beam.Pipeline(options=opts)
-    batches, dead = _read(p, files, schema, batch_size, collect)
+    splits = p | "Read" >> FileSplits(files, schema=schema, batch_size=batch_size)
     fit = Fit(pipeline, schema=schema, lineage=lineage, batch_size=batch_size)
     if collect:
-        fitted, fit_errors = batches | "Fit" >> fit.with_errors()
-        _write_errors((*dead, fit_errors) | "AllErrors" >> beam.Flatten(), errors)
+        fitted, fit_errors = splits | "Fit" >> fit.with_errors()
+        _write_errors(fit_errors, errors)
     else:
-        fitted = batches | "Fit" >> fit
+        fitted = splits | "Fit" >> fit
     fitted | "Save" >> beam.ParDo(_Save(out, artifact=True))
     result = _run(p)
     fp = _load(out, artifact=True)
@@ -203,7 +195,7 @@ def _fit_one_job(pipeline: Any, files: list[str], schema: pa.Schema, opts: Any, 
 
 def _fit_per_pass(pipeline: Any, files: list[str], schema: pa.Schema, opts: Any, batch_size: int, errors: Any,
                   lineage: Any, scratch: str) -> tuple[Any, int | None, str]:
-    from beamlearn.engines.beam import _advance, _conform, _finish, _next, _pass, _Registry
+    from beamlearn.engines.beam import _advance, _finish, _next, _pass, _Registry
     from beamlearn.pipeline import FitPlan
 
     collect, steps = not _raise_mode(errors), list(pipeline.steps)
@@ -212,12 +204,12 @@ def _fit_per_pass(pipeline: Any, files: list[str], schema: pa.Schema, opts: Any,
     while state[1] is not None:
         out = _join(scratch, f"pass{k}.pkl")
         p = beam.Pipeline(options=opts)
-        batches, read_errors = _read(p, files, schema, batch_size, collect)
-        conformed = _conform(batches, p | "Schema" >> beam.Create([schema]), steps, collect, registry)
-        merged, pass_errors = _pass(conformed.batches, p | "Plan" >> beam.Create([state]), k, collect, registry)
+        splits = p | "Read" >> FileSplits(files, schema=schema, batch_size=batch_size)
+        merged, pass_errors = _pass(splits, p | "Plan" >> beam.Create([state]), k, steps, collect,
+                                    registry)
         merged | "Save" >> beam.ParDo(_Save(out))
         if collect and k == 0:  # dead letters of the first pass (later passes see the same rows), as locally
-            _write_errors((*read_errors, conformed.errors, pass_errors) | "AllErrors" >> beam.Flatten(), errors)
+            _write_errors(pass_errors, errors)
         result = _run(p)
         if k == 0:
             dead, runner = _dead_count(result, errors), type(p.runner).__name__
@@ -322,14 +314,13 @@ def run_transform(fitted: Any, paths: Any, out: str, *, beam_args: list[str] | N
     out_schema = fitted.transform_batch(sample).schema.remove_metadata()
     collect = not _raise_mode(errors)
     p = beam.Pipeline(options=opts)
-    read = ReadFiles(files, schema=fitted.input_schema, batch_size=batch_size)
+    splits = p | "Read" >> FileSplits(files, schema=fitted.input_schema, batch_size=batch_size)
     transform = Transform(fitted, batch_size=batch_size)
     if collect:
-        batches, read_errors = p | "Read" >> read.with_errors()
-        result_batches, tr_errors = batches | "Transform" >> transform.with_errors()
-        _write_errors((read_errors, tr_errors) | "AllErrors" >> beam.Flatten(), errors)
+        result_batches, tr_errors = splits | "Transform" >> transform.with_errors()
+        _write_errors(tr_errors, errors)
     else:
-        result_batches = p | "Read" >> read | "Transform" >> transform
+        result_batches = splits | "Transform" >> transform
     result_batches | "Write" >> WriteFiles(out, out_schema)
     result = _run(p)
     rows = _counter(result, "rows")

@@ -176,14 +176,16 @@ def read_file(path: str, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Sch
     fmt = file_format(path)
     if fmt == "parquet":
         pf = _open_parquet(path)
-        columns = _projection(pf.schema_arrow, schema, columns)
-        if columns is not None:  # a required column not read must still be in the file
+        stored = _projection(pf.schema_arrow, schema, columns)
+        if stored is None:
+            columns = None
+        else:  # a required column not read must still be in the file
             absent = [c for c in required if c not in pf.schema_arrow.names]
             if absent:
                 raise SchemaError("required column is missing (present: " + ", ".join(pf.schema_arrow.names)
                                   + ")", column=absent[0], source=path)
-            required = [c for c in required if c in columns]
-        rows: Iterator[pa.RecordBatch] = _read_parquet(pf, batch_size, row_groups, columns)
+            required = [c for c in required if c in stored]
+        rows: Iterator[pa.RecordBatch] = _read_parquet(pf, batch_size, row_groups, stored)
     else:
         columns = None
         rows = {"csv": _read_csv, "jsonl": _read_jsonl}[fmt](path, batch_size, schema, dead)
@@ -248,7 +250,7 @@ def _projection(stored: pa.Schema, schema: pa.Schema | None, columns: Sequence[s
     skipped = [f for f in schema if f.name not in columns and f.name in stored.names]
     if any(stored.field(f.name).type != f.type for f in skipped):
         return None
-    return [c for c in stored.names if c in columns]
+    return [c for c in stored.names if c in columns] or stored.names[:1]  # a batch without columns has no rows
 
 
 def _read_parquet(pf: pq.ParquetFile, batch_size: int, row_groups: Sequence[int] | None,

@@ -232,7 +232,28 @@ class FitPlan:
 
     def complete(self, pass_: Pass, states: Sequence[Any]) -> None:
         """Record the extracted state of each analyzer of ``pass_``; steps whose analyzers all finished are
-        fitted, and analyzers that ask for another pass are scheduled."""
+        fitted, and analyzers that ask for another pass are scheduled.  Statistics that follow from fitted
+        states (:meth:`~beamlearn.steps.Step.derive`) are then recorded without a pass."""
+        self._record(pass_, states)
+        while True:
+            nxt = self._walk()
+            derived = [self._derived(a, pos, nxt) for a, pos in zip(nxt.analyzers, nxt.positions)]
+            keep = [i for i, d in enumerate(derived) if d is not None]
+            if not keep:
+                return
+            self._record(Pass([nxt.analyzers[i] for i in keep], [nxt.positions[i] for i in keep], nxt.apply_steps,
+                              [nxt.owners[i] for i in keep]), [derived[i] for i in keep])
+
+    def _derived(self, a: Analyzer, pos: int, pass_: Pass) -> Any | None:
+        """``a``'s state derived from the fitted step just before it on its columns, if that step can."""
+        cols = set(a.columns)
+        touching = [k for k in pass_.apply_steps if k < pos and cols & set(self.steps[k].input_columns())]
+        if not touching or not cols <= set(self.steps[touching[-1]].input_columns()):
+            return None
+        k = touching[-1]
+        return self.steps[k].derive(a, self.states[k])  # type: ignore[arg-type]
+
+    def _record(self, pass_: Pass, states: Sequence[Any]) -> None:
         for a, state, owners in zip(pass_.analyzers, states, pass_.owners):
             nxt = a.then(state)
             for i, name in owners:

@@ -236,7 +236,7 @@ def test_artifact_round_trip(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- chains
-@pytest.mark.parametrize("strategy, passes", [("mean", 2), ("median", 3)])
+@pytest.mark.parametrize("strategy, passes", [("mean", 1), ("median", 3)])  # mean: the scaler's moments derived
 def test_imputer_then_scaler_on_the_same_columns(strategy, passes):
     t, x = numeric_table(6, 80, ["normal", "small_int", "int_column"], 0.2, 0.1)
     fitted = bl.Pipeline([bl.SimpleImputer(t.column_names, strategy=strategy),
@@ -245,6 +245,24 @@ def test_imputer_then_scaler_on_the_same_columns(strategy, passes):
     want = make_pipeline(ski.SimpleImputer(strategy=strategy), skp.StandardScaler()).fit_transform(x)
     np.testing.assert_allclose(matrix(fitted.transform(t)), want, rtol=RTOL, atol=ATOL)
     assert_serving_consistent(fitted, t)
+    imputed = bl.Pipeline([bl.SimpleImputer(t.column_names, strategy=strategy)]).fit(t).transform(t)
+    direct = bl.Pipeline([bl.StandardScaler(t.column_names)]).fit(imputed, batch_size=16).states[0]["moments"]
+    for k in ("count", "mean", "var"):  # derived or read, the scaler's statistics are the same
+        np.testing.assert_allclose(fitted.states[1]["moments"][k], direct[k], rtol=1e-13, atol=1e-15, err_msg=k)
+
+
+@pytest.mark.parametrize("keep_empty", [True, False])
+def test_derived_moments_cover_empty_and_full_columns(keep_empty):
+    t = pa.table({"full": [1.0, 2.0, 4.0, 8.0], "empty": pa.array([None] * 4, pa.float64()),
+                  "some": [None, 3.0, float("nan"), 5.0]})
+    cols = ["full", "empty", "some"] if keep_empty else ["full", "some"]
+    pipe = bl.Pipeline([bl.SimpleImputer(t.column_names, keep_empty_features=keep_empty), bl.StandardScaler(cols)])
+    fitted = pipe.fit(t)
+    assert fitted.lineage["passes"] == 1
+    imputed = bl.Pipeline(pipe.steps[:1]).fit(t).transform(t)
+    direct = bl.Pipeline([bl.StandardScaler(cols)]).fit(imputed).states[0]["moments"]
+    for k in ("count", "mean", "var"):
+        np.testing.assert_allclose(fitted.states[1]["moments"][k], direct[k], rtol=1e-15, atol=0, err_msg=k)
 
 
 # ---------------------------------------------------------------------------------------------- errors

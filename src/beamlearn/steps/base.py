@@ -132,6 +132,13 @@ class Step:
         only removes columns, like :class:`~beamlearn.Drop`, needs none of them)."""
         return self.input_columns()
 
+    def derive(self, analyzer: Analyzer, state: dict[str, Any]) -> Any | None:
+        """The state ``analyzer`` would compute over this step's output, derived from this step's fitted
+        ``state`` without reading the data, or None (the default) when it does not follow.  The planner uses it
+        to save a pass: the moments of mean-imputed columns are the raw moments, rescaled
+        (:meth:`~beamlearn.SimpleImputer.derive`)."""
+        return None
+
     waits_for_previous: bool = False
     """When true the step is planned only after every earlier step is fitted (estimators, whose ``features``
     may name outputs of any earlier step)."""

@@ -153,6 +153,43 @@ class SimpleImputer(Step):
             stats["mode"] = MostFrequent(cols)
         return stats
 
+    def derive(self, analyzer: Analyzer, state: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        """The :class:`Moments` of mean-imputed columns, from the fitted state (no pass over the data).
+
+        Imputing ``m`` missing values with ``f`` merges ``(n, mean, M2)`` with ``(m, f, 0)`` (Chan et al.); for
+        the mean, ``f == mean`` and only the count grows.  Unweighted moments of the mean strategy only.
+
+        >>> from beamlearn.analyzers import run_analyzer
+        >>> imp = SimpleImputer(["x"])
+        >>> state = {k: run_analyzer(a, [pa.record_batch({"x": [1.0, None, 4.0]})])
+        ...          for k, a in imp.analyzers().items()}
+        >>> d = imp.derive(Moments(["x"]), state)
+        >>> d["count"].tolist(), d["mean"].tolist(), round(float(d["var"][0]), 12)
+        ([3.0], [2.5], 1.5)
+        >>> run_analyzer(Moments(["x"]), [pa.record_batch({"x": [1.0, 2.5, 4.0]})])["var"].tolist()
+        [1.5]
+        """
+        if (type(analyzer) is not Moments or analyzer.weight is not None or self.strategy != "mean"
+                or not set(analyzer.columns) <= set(self.input_columns())):
+            return None
+        cols, rows = self.input_columns(), float(state["count"]["rows"])
+        out = np.full((3, len(analyzer.columns)), np.nan)
+        for j, c in enumerate(analyzer.columns):
+            i = cols.index(c)
+            fill = self._statistic(state, i, False)
+            if fill is None:  # dropped: not an output column
+                return None
+            n = float(state["moments"]["count"][i])
+            m = rows - n
+            if n == 0:
+                out[:, j] = rows, fill if rows else np.nan, 0.0 if rows else np.nan
+                continue
+            mean, m2 = float(state["moments"]["mean"][i]), float(state["moments"]["var"][i]) * n
+            delta = fill - mean
+            with np.errstate(invalid="ignore", over="ignore"):
+                out[:, j] = rows, mean + delta * (m / rows), (m2 + delta * delta * n * m / rows) / rows
+        return {"count": out[0], "mean": out[1], "var": out[2]}
+
     def _statistic(self, state: dict[str, Any], i: int, string: bool) -> Any:
         """The fill value of column ``i`` as fitted (None: no value at fit, the column is dropped)."""
         if int(state["count"]["missing"][i]) >= int(state["count"]["rows"]):  # no value at fit

@@ -135,18 +135,22 @@ def _json_safe(v: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------- readers
 def read(data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Schema | None = None,
-         dead: DeadLetters | None = None, required: Iterable[str] = ()) -> Iterator[pa.RecordBatch]:
+         dead: DeadLetters | None = None, required: Iterable[str] = (),
+         columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
     """Batches from anything beamlearn accepts: in-memory data (see :func:`beamlearn.batches.to_batches`),
-    file paths and globs, or a function returning either.  ``required`` columns must be in every file."""
+    file paths and globs, or a function returning either.  ``required`` columns must be in every file;
+    ``columns`` (files only) reads just those when that cannot change the rows kept (:func:`read_file`)."""
     if callable(data) and not isinstance(data, type):
         data = data()
     if is_file_input(data):
-        return read_batches(data, batch_size=batch_size, schema=schema, dead=dead, required=required)
+        return read_batches(data, batch_size=batch_size, schema=schema, dead=dead, required=required,
+                            columns=columns)
     return to_batches(data, batch_size=batch_size, schema=schema)
 
 
 def read_batches(paths: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Schema | None = None,
-                 dead: DeadLetters | None = None, required: Iterable[str] = ()) -> Iterator[pa.RecordBatch]:
+                 dead: DeadLetters | None = None, required: Iterable[str] = (),
+                 columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
     """Read files as batches of at most ``batch_size`` rows, cast to one schema.
 
     The schema is ``schema`` if given, else the first file's.  Values that cannot be cast raise
@@ -156,7 +160,8 @@ def read_batches(paths: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa
     for path in expand_paths(paths):
         if schema is None and file_format(path) == "csv":  # CSV is read as text: fix the inferred types first
             schema = _csv_schema(path)
-        for batch in read_file(path, batch_size=batch_size, schema=schema, dead=dead, required=required):
+        for batch in read_file(path, batch_size=batch_size, schema=schema, dead=dead, required=required,
+                               columns=columns if schema is not None else None):
             schema = schema if schema is not None else capture_schema(batch)
             yield batch
 

@@ -52,6 +52,19 @@ def _mismatch(a: Any, b: Any, rtol: float, atol: float, path: str, none_is_nan: 
         if a.keys() != b.keys():
             return f"{path}: keys {sorted(map(str, a))} != {sorted(map(str, b))}"
         return next((m for k in a if (m := _mismatch(a[k], b[k], rtol, atol, f"{path}.{k}", none_is_nan))), None)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        x, y = np.asarray(a), np.asarray(b)
+        if x.shape != y.shape:
+            return f"{path}: shape {x.shape} != {y.shape}"
+        if x.dtype.kind in "fc" or y.dtype.kind in "fc":
+            same = np.isclose(x, y, rtol=rtol, atol=atol, equal_nan=True)
+        else:
+            same = x == y
+        bad = np.argwhere(~np.asarray(same, dtype=bool))
+        if not len(bad):
+            return None
+        at = tuple(int(i) for i in bad[0])
+        return f"{path}{list(at)}: {x[at].item()!r} != {y[at].item()!r}"
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         if len(a) != len(b):
             return f"{path}: length {len(a)} != {len(b)}"
@@ -69,13 +82,19 @@ def _same_value(a: Any, b: Any, rtol: float, atol: float) -> bool:
 
 
 def assert_nested_close(got: Any, want: Any, *, rtol: float = 1e-9, atol: float = 1e-12, path: str = "") -> None:
-    """Assert two nested results (dicts, lists, numbers; e.g. metrics from two engines) are equal, floats
-    within ``rtol``/``atol`` and NaN equal to NaN; the message names the first differing path.
+    """Assert two nested results (dicts, lists, numbers, numpy arrays; e.g. metrics or fitted states from two
+    engines) are equal, floats within ``rtol``/``atol`` and NaN equal to NaN; the message names the first
+    differing path.
 
     >>> assert_nested_close({"f1": [0.5, float("nan")]}, {"f1": [0.5 + 1e-12, float("nan")]})
+    >>> assert_nested_close({"mean": np.array([1.0, np.nan])}, {"mean": np.array([1.0, np.nan])})
+    >>> assert_nested_close({"n": np.array([1, 2])}, {"n": np.array([1, 3])})
+    Traceback (most recent call last):
+    AssertionError: .n[1]: 2 != 3
     """
     where = _mismatch(got, want, rtol, atol, path, none_is_nan=False)
-    assert where is None, where
+    if where is not None:
+        raise AssertionError(where)
 
 
 def assert_rows_equal(got: dict, want: dict, *, rtol: float = 0.0, atol: float = 0.0, where: str = "") -> None:

@@ -155,3 +155,34 @@ def test_worker_lanes_are_deterministic_and_agree_with_one_worker():
     a, b = two_a.transform(t).to_pandas(), one.transform(t).to_pandas()
     np.testing.assert_allclose(a.select_dtypes("number").to_numpy(float), b.select_dtypes("number").to_numpy(float),
                                rtol=1e-9, atol=1e-12)
+
+
+def test_a_later_pass_reads_only_the_columns_it_needs(tmp_path, monkeypatch):
+    """Pass 0 reads every column (the profile counts them all); the passes of a median imputer and of the scaler
+    after it read only the numeric columns, and the fit equals the in-memory one."""
+    import pyarrow.parquet as pq
+
+    from beamlearn import io
+    from beamlearn.testing import assert_nested_close, random_table
+
+    table = random_table(700, n_numeric=3, n_string=2, seed=1)
+    path = str(tmp_path / "d.parquet")
+    pq.write_table(table, path, row_group_size=200)
+    seen: list = []
+    real = io._read_parquet
+
+    def spy(pf, batch_size, row_groups, columns):
+        seen.append(columns)
+        return real(pf, batch_size, row_groups, columns)
+
+    monkeypatch.setattr(io, "_read_parquet", spy)
+    num = ["num0", "num1", "num2"]
+    pipe = bl.Pipeline([bl.SimpleImputer(num, strategy="median"), bl.StandardScaler(num),
+                        bl.OneHotEncoder(["cat0"])])
+    fitted = pipe.fit(path, batch_size=100)
+    assert fitted.lineage["passes"] == 3 and len(seen) == 4  # the schema's first batch, then the three passes
+    assert set(seen[1]) == set(table.column_names)  # the sketch pass, with the profile
+    assert [set(c) for c in seen[2:]] == [set(num), set(num)]  # exact median selection, the scaler's moments
+    want = pipe.fit(table, batch_size=100)
+    for got_state, want_state in zip(fitted.states, want.states):
+        assert_nested_close(got_state, want_state, rtol=1e-12)

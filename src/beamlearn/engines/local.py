@@ -38,12 +38,16 @@ class LocalEngine:
 
     # -------------------------------------------------------------------- reading
     def _conformed(self, data: Any, schema: pa.Schema, required: list[str], dead: io.DeadLetters | None,
-                   report: bool) -> Iterator[tuple[pa.RecordBatch, np.ndarray | None]]:
+                   report: bool, columns: list[str] | None = None
+                   ) -> Iterator[tuple[pa.RecordBatch, np.ndarray | None]]:
         """Batches conformed to ``schema``, bad rows routed to ``dead``, with the original row indices of the
-        kept rows (None when nothing was dropped)."""
+        kept rows (None when nothing was dropped); files are read for ``columns`` only when that cannot change
+        the rows kept (:func:`beamlearn.io.read_file`)."""
         for raw in io.read(data, batch_size=self.batch_size, schema=schema, dead=dead if report else
-                           (io.DeadLetters() if dead is not None else None), required=required):
-            batch, bad = conform(raw, schema, required=required, collect=dead is not None)
+                           (io.DeadLetters() if dead is not None else None), required=required, columns=columns):
+            # a projected read checked the required columns it skipped
+            need = required if columns is None else [c for c in required if c in raw.schema.names]
+            batch, bad = conform(raw, schema, required=need, collect=dead is not None)
             kept = None
             if len(bad):
                 if report:
@@ -113,8 +117,8 @@ class LocalEngine:
                                          "iterable of batches")
                 report = plan.passes == 0
                 pass_ = plan.next_pass()
-                states, n = self._run_pass(pass_, self._conformed(data, schema, required, dead, report), dead,
-                                           report)
+                batches = self._conformed(data, schema, required, dead, report, pass_.input_columns())
+                states, n = self._run_pass(pass_, batches, dead, report)
                 rows += n if report else 0
                 plan.complete(pass_, states)
         finally:

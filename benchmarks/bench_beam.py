@@ -10,9 +10,10 @@ Data: ``benchmarks/_data.py`` (8 float64 columns with 5% nulls, 4 string columns
 cached Parquet files.  Pipeline: ``SimpleImputer(num) -> StandardScaler(num)`` (two passes: the scaler reads the
 imputer's output) and ``OneHotEncoder(str, handle_unknown="ignore")``, as in ``bench_local.py``.
 
-One Beam job per measurement reads the file (``ReadFiles``), fits (``Fit``) and transforms with the fitted
-pipeline as a side input (``Transform``), counting output rows (nothing is written: the write costs the same on
-both engines).  The local engine does the same from the same file: ``Pipeline.fit(path)`` then
+One Beam job per measurement reads the file, fits (``Fit``) and transforms with the fitted pipeline as a side
+input (``Transform``), counting output rows (nothing is written: the write costs the same on both engines).  The
+file is fed as ``FileSplits`` (each pass and the transform read their own splits: the recommended way), or with
+``--input batches`` as the RecordBatches of ``ReadFiles`` (materialized between stages, for comparison).  The local engine does the same from the same file: ``Pipeline.fit(path)`` then
 ``iter_batches(path)``.  Each size is timed after a run at ``--small`` rows; the two points give a fixed overhead
 and a marginal rate (rows/s) per runner:
 
@@ -22,8 +23,8 @@ Runners: DirectRunner in-memory, DirectRunner multi-process (``--direct_num_work
 through Beam's local job service and an external SDK worker pool (started here).  MLTransform is quoted, not run
 (it needs TensorFlow): about 3,500 rows/s was recorded on this machine.  Benchmarks print figures; they do not
 assert them, but they print the rows each run transformed: on Beam 2.77 DirectRunner's multi-process mode drops
-elements at 10M rows (a DoFn emitting many large elements from one input, read by a side-input stage, loses some;
-reproduced without beamlearn), flagged as "ROWS LOST".
+elements at 10M rows when large elements go to a side-input stage (``--input batches``; reproduced without
+beamlearn), flagged as "ROWS LOST".
 """
 
 from __future__ import annotations
@@ -66,10 +67,11 @@ def _num_rows(batch) -> int:
     return batch.num_rows
 
 
-def run_beam(path: str, args: list[str], batch_size: int) -> tuple[float, int]:
+def run_beam(path: str, args: list[str], batch_size: int, source: str = "splits") -> tuple[float, int]:
     t0 = time.perf_counter()
     p = beam.Pipeline(options=PipelineOptions(args))
-    batches = p | FileSplits(path, schema=_data.SCHEMA, batch_size=batch_size)
+    read = FileSplits if source == "splits" else ReadFiles
+    batches = p | read(path, schema=_data.SCHEMA, batch_size=batch_size)
     fitted = batches | Fit(pipeline(), schema=_data.SCHEMA)
     # the transform counts its output rows in a Beam counter; the batches end in a fused step (as a write
     # would), not as an unconsumed output the runner encodes
@@ -94,6 +96,8 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=100_000)
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     ap.add_argument("--batch-size", type=int, default=65_536)
+    ap.add_argument("--input", choices=["splits", "batches"], default="splits",
+                    help="feed the file as FileSplits (default) or as ReadFiles' RecordBatches")
     ap.add_argument("--json", default=None)
     opts = ap.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores shared; timings are noisy)")
@@ -112,14 +116,15 @@ def main() -> None:
         results["seconds"][engine] = secs
         results["split"][engine] = {n: split((opts.small, secs[opts.small]), (n, secs[n])) for n in opts.sizes}
 
-    print("fit + transform from Parquet (SimpleImputer+StandardScaler on 8 numeric, OneHotEncoder on 4 strings)")
+    print("fit + transform from Parquet (SimpleImputer+StandardScaler on 8 numeric, OneHotEncoder on 4 strings); "
+          f"Beam input: {'FileSplits' if opts.input == 'splits' else 'ReadFiles (RecordBatches)'}")
     record("local", lambda path: run_local(path, opts.batch_size))
     for mode in opts.modes:
         if mode == "portable":
             with portable_services() as args:
-                record("beam portable", lambda path, a=args: run_beam(path, a, opts.batch_size))
+                record("beam portable", lambda path, a=args: run_beam(path, a, opts.batch_size, opts.input))
         else:
-            record(f"beam {mode}", lambda path, a=MODES[mode]: run_beam(path, a, opts.batch_size))
+            record(f"beam {mode}", lambda path, a=MODES[mode]: run_beam(path, a, opts.batch_size, opts.input))
 
     print("\nfixed overhead and marginal rate (two-point fit against the small run)")
     print(f"  {'engine':18s} {'rows':>11s} {'fixed s':>8s} {'marginal rows/s':>16s} {'x local':>8s} "

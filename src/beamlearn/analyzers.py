@@ -53,6 +53,9 @@ class Analyzer:
     """
 
     columns: tuple[str, ...] = ()
+    reads_dictionary: bool = False
+    """True when :meth:`add` takes a dictionary-encoded string column exactly as the decoded strings (an engine
+    may then read such columns encoded: no string is built; :meth:`~beamlearn.pipeline.Pass.encoded_columns`)."""
 
     def key(self) -> tuple:
         """A hashable identity: the class and its parameters."""
@@ -150,6 +153,8 @@ class RowCount(Analyzer):
 
     State: ``{"rows": int, "missing": int64 array (one per column)}``.
     """
+
+    reads_dictionary = True  # only null counts of strings
 
     def __init__(self, columns: Sequence[str] = ()) -> None:
         self.columns = tuple(columns)
@@ -297,6 +302,8 @@ class ValueCounts(Analyzer):
     ``weight``), "missing": count}``.  Values sort in their natural order (strings by code point).
     """
 
+    reads_dictionary = True  # counts the dictionary's indices
+
     def __init__(self, columns: Sequence[str], *, weight: str | None = None) -> None:
         self.columns, self.weight = tuple(columns), weight
 
@@ -321,6 +328,8 @@ class ValueCounts(Analyzer):
                     else:
                         counter[v] += k
             else:
+                if pa.types.is_dictionary(arr.type):
+                    arr = arr.dictionary_decode()
                 miss = missing_mask(arr) if (arr.null_count or pa.types.is_floating(arr.type)) else None
                 keep = ~miss if miss is not None else np.ones(len(arr), bool)
                 t = pa.table({"v": arr.filter(pa.array(keep)), "w": pa.array(w[keep])})

@@ -404,9 +404,13 @@ def _cast(arr: pa.Array, typ: pa.DataType) -> tuple[pa.Array, np.ndarray | None]
 
 
 def conform(
-    batch: pa.RecordBatch, schema: pa.Schema, *, required: Iterable[str], collect: bool = False
+    batch: pa.RecordBatch, schema: pa.Schema, *, required: Iterable[str], collect: bool = False,
+    encoded: Iterable[str] = (),
 ) -> tuple[pa.RecordBatch, BadRows]:
     """Cast the columns of ``batch`` that ``schema`` knows to their fitted types; other columns pass through.
+
+    A column of ``encoded`` may stay dictionary-encoded when its values have the fitted type (an engine read it
+    so for consumers that take dictionaries: :func:`beamlearn.io.read_file`).
 
     A column of ``required`` missing from the batch raises :class:`SchemaError`.  A value that cannot be cast
     raises :class:`DataError` naming the source, row and column, unless ``collect`` is true: the bad rows are
@@ -421,9 +425,14 @@ def conform(
                               column=col, source=source)
     bad_rows: dict[int, tuple[str, str]] = {}
     arrays, fields = [], []
+    encoded = set(encoded)
     for field, arr in zip(batch.schema, batch.columns):
         if field.name in schema.names:
             typ = schema.field(field.name).type
+            if field.name in encoded and pa.types.is_dictionary(arr.type) and arr.type.value_type == typ:
+                arrays.append(arr)
+                fields.append(field)
+                continue
             new, bad = _cast(arr, typ)
             if bad is not None:
                 idx = np.flatnonzero(bad)

@@ -136,21 +136,21 @@ def _json_safe(v: Any) -> Any:
 # ---------------------------------------------------------------------------------------------- readers
 def read(data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Schema | None = None,
          dead: DeadLetters | None = None, required: Iterable[str] = (),
-         columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+         columns: Sequence[str] | None = None, encoded: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
     """Batches from anything beamlearn accepts: in-memory data (see :func:`beamlearn.batches.to_batches`),
     file paths and globs, or a function returning either.  ``required`` columns must be in every file;
-    ``columns`` (files only) reads just those when that cannot change the rows kept (:func:`read_file`)."""
+    ``columns`` and ``encoded`` (files only) are :func:`read_file`'s."""
     if callable(data) and not isinstance(data, type):
         data = data()
     if is_file_input(data):
         return read_batches(data, batch_size=batch_size, schema=schema, dead=dead, required=required,
-                            columns=columns)
+                            columns=columns, encoded=encoded)
     return to_batches(data, batch_size=batch_size, schema=schema)
 
 
 def read_batches(paths: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Schema | None = None,
                  dead: DeadLetters | None = None, required: Iterable[str] = (),
-                 columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+                 columns: Sequence[str] | None = None, encoded: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
     """Read files as batches of at most ``batch_size`` rows, cast to one schema.
 
     The schema is ``schema`` if given, else the first file's.  Values that cannot be cast raise
@@ -161,7 +161,7 @@ def read_batches(paths: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa
         if schema is None and file_format(path) == "csv":  # CSV is read as text: fix the inferred types first
             schema = _csv_schema(path)
         for batch in read_file(path, batch_size=batch_size, schema=schema, dead=dead, required=required,
-                               columns=columns if schema is not None else None):
+                               columns=columns if schema is not None else None, encoded=encoded):
             schema = schema if schema is not None else capture_schema(batch)
             yield batch
 
@@ -169,26 +169,35 @@ def read_batches(paths: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa
 def read_file(path: str, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Schema | None = None,
               dead: DeadLetters | None = None, required: Iterable[str] = (),
               row_groups: Sequence[int] | None = None, first_row: int = 0,
-              columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+              columns: Sequence[str] | None = None, encoded: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
     """One file (or, for Parquet, the ``row_groups`` of it whose first row is ``first_row``) as
     :func:`read_batches` reads it.
 
     ``columns`` reads only those columns of a Parquet file, when that cannot change which rows are kept: when the
     file stores every other column of ``schema`` with exactly its type (no cast, so no bad value); otherwise, and
-    for text formats, every column is read.
+    for text formats, every column is read.  String columns of ``encoded`` that a Parquet file stores with the
+    schema's type come back dictionary-encoded (as Parquet stores them: no string is built), for consumers
+    that take dictionaries (:meth:`~beamlearn.pipeline.Pass.encoded_columns`).
     """
     required = list(required)
     fmt = file_format(path)
+    keep: list[str] = []
     if fmt == "parquet":
         pf = _open_parquet(path)
-        stored = _projection(pf.schema_arrow, schema, columns)
+        types = pf.schema_arrow
+        if encoded and schema is not None:
+            keep = [c for c in encoded if c in types.names and c in schema.names
+                    and types.field(c).type == schema.field(c).type and column_kind(types.field(c).type) == "string"]
+            if keep:
+                pf = _open_parquet(path, keep)
+        stored = _projection(types, schema, columns)
         if stored is None:
             columns = None
         else:  # a required column not read must still be in the file
-            absent = [c for c in required if c not in pf.schema_arrow.names]
+            absent = [c for c in required if c not in types.names]
             if absent:
-                raise SchemaError("required column is missing (present: " + ", ".join(pf.schema_arrow.names)
-                                  + ")", column=absent[0], source=path)
+                raise SchemaError("required column is missing (present: " + ", ".join(types.names) + ")",
+                                  column=absent[0], source=path)
             required = [c for c in required if c in stored]
         rows: Iterator[pa.RecordBatch] = _read_parquet(pf, batch_size, row_groups, stored)
     else:
@@ -201,12 +210,12 @@ def read_file(path: str, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Sch
         offset += raw.num_rows
         if schema is None:
             schema = capture_schema(raw)
-        batch, bad = conform(raw, schema, required=required, collect=dead is not None)
+        batch, bad = conform(raw, schema, required=required, collect=dead is not None, encoded=keep)
         if len(bad):
             dead.add_rows(raw, bad.indices, bad.columns, bad.reasons)  # type: ignore[union-attr]
-            keep = np.ones(batch.num_rows, bool)
-            keep[bad.indices] = False
-            batch = tag_rows(batch.filter(pa.array(keep)), batch_rows(raw)[keep])
+            kept = np.ones(batch.num_rows, bool)
+            kept[bad.indices] = False
+            batch = tag_rows(batch.filter(pa.array(kept)), batch_rows(raw)[kept])
         yield _complete(batch, schema, columns)
 
 
@@ -240,9 +249,9 @@ def _rechunk(batches: Iterable[pa.RecordBatch], batch_size: int) -> Iterator[pa.
             yield from t.to_batches()
 
 
-def _open_parquet(path: str) -> pq.ParquetFile:
-    try:
-        return pq.ParquetFile(path, pre_buffer=False)  # pre-buffering keeps the whole file: memory grows with it
+def _open_parquet(path: str, dictionary: Sequence[str] | None = None) -> pq.ParquetFile:
+    try:  # pre-buffering keeps the whole file: memory grows with it
+        return pq.ParquetFile(path, pre_buffer=False, read_dictionary=dictionary)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"not a readable Parquet file ({exc})", source=path) from None
 

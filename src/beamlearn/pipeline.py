@@ -108,6 +108,28 @@ class Pass:
             at[pos] = view
         return [at[p] for p in self.positions]
 
+    def encoded_columns(self) -> list[str]:
+        """The columns that only analyzers taking dictionary-encoded strings read in this pass (no step applied
+        on the way reads them): an engine may read those string columns encoded (:func:`beamlearn.io.read_file`).
+        """
+        last = max(self.positions, default=0)
+        stepped: set[str] = set()
+        for k in self.apply_steps:
+            if k < last:
+                step = self.steps[k]
+                if getattr(step, "waits_for_previous", False):
+                    return []
+                stepped.update(step.input_columns())
+                stepped.update(step.fitted_serving_columns(self.states[k]))
+        ok: set[str] = set()
+        other: set[str] = set()
+        for a in self.analyzers:
+            cols = a.reads()
+            if cols is None:
+                return []
+            (ok if a.reads_dictionary else other).update(cols)
+        return sorted(ok - other - stepped)
+
     def input_columns(self) -> list[str] | None:
         """The columns :meth:`views` reads: those of the analyzers and of every step applied before them; None
         (every column) when an analyzer does not declare its columns or an estimator is applied on the way.
@@ -289,6 +311,21 @@ class FittedPipeline:
             batch = s.apply(batch, st)
         self.output_schema: pa.Schema = batch.schema
         self._row_fn: Callable[[dict], dict] | None = None
+
+    def encoded_columns(self) -> list[str]:
+        """Input columns whose first reader is a step that takes them dictionary-encoded and replaces them (an
+        encoder): an engine may read such string columns encoded (:func:`beamlearn.io.read_file`); they never
+        reach the output."""
+        original, seen, out = set(self.input_schema.names), set(), []
+        for s, st in zip(self._steps, self._states):
+            reads = list(s.input_columns()) + list(s.fitted_serving_columns(st))
+            for c in reads:
+                if c in original and c not in seen:
+                    seen.add(c)
+                    if s.reads_dictionary and c in s.input_columns():
+                        out.append(c)
+            original -= set(s.input_columns())
+        return out
 
     def _required(self) -> list[str]:
         """Original input columns that some step reads before any step replaces them."""

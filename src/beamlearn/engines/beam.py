@@ -160,13 +160,14 @@ def _copy(obj: Any) -> Any:
 
 
 def _items(item: Any, schema: pa.Schema, required: list[str], dead: DeadLetters | None, report: bool,
-           columns: list[str] | None = None):
+           columns: list[str] | None = None, encoded: Sequence[str] = ()):
     """The conformed ``(batch, kept)`` pairs an element stands for: a RecordBatch, or a file split read here
-    (only ``columns`` of it, when skipping the others cannot change the rows kept).  Bad rows raise, or go to
-    ``dead`` when ``report`` (a later pass drops the same rows without reporting them again)."""
+    (only ``columns`` of it, when skipping the others cannot change the rows kept; the string columns of
+    ``encoded`` dictionary-encoded).  Bad rows raise, or go to ``dead`` when ``report`` (a later pass drops the
+    same rows without reporting them again)."""
     if isinstance(item, FileSplit):
         quiet = dead if report else (DeadLetters() if dead is not None else None)
-        for b in read_split(item, schema=schema, dead=quiet, required=required, columns=columns):
+        for b in read_split(item, schema=schema, dead=quiet, required=required, columns=columns, encoded=encoded):
             yield b, None
     else:
         yield from _ENGINE._conformed([item], schema, required, dead, report)
@@ -202,9 +203,10 @@ class _AddToPass(beam.DoFn):
             schema = plan.input_schema
             self._pass, self._accs = pass_, [a.create() for a in pass_.analyzers]
             self._required = [c for s in self.steps for c in s.input_columns() if c in schema.names]
-            self._columns = pass_.input_columns()
+            self._columns, self._encoded = pass_.input_columns(), pass_.encoded_columns()
         dead = DeadLetters() if self.collect else None
-        for batch, kept in _items(item, plan.input_schema, self._required, dead, self.report, self._columns):
+        for batch, kept in _items(item, plan.input_schema, self._required, dead, self.report, self._columns,
+                                  self._encoded):
             views, _ = _ENGINE._guard(self._pass.views, batch, kept, dead, self.report)
             for j, (a, view) in enumerate(zip(self._pass.analyzers, views)):
                 self._accs[j] = a.add(self._accs[j], view)
@@ -386,7 +388,8 @@ class _TransformFn(beam.DoFn):
         fitted = fitted if fitted is not None else self.fitted
         dead = DeadLetters() if self.collect else None
         rows = beam.metrics.Metrics.counter(_NS, "rows")
-        for good, kept in _items(batch, fitted.input_schema, fitted.required_columns, dead, True):
+        encoded = fitted.encoded_columns()
+        for good, kept in _items(batch, fitted.input_schema, fitted.required_columns, dead, True, None, encoded):
             out, _ = _ENGINE._guard(fitted.transform_batch, good, kept, dead, True)
             rows.inc(out.num_rows)
             yield out

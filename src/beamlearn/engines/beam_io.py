@@ -137,17 +137,17 @@ def file_splits(files: list[str], schema: pa.Schema, batch_size: int = DEFAULT_B
 
 
 def read_split(split: FileSplit, *, schema: pa.Schema | None = None, dead: io.DeadLetters | None = None,
-               required: Any = (), columns: Any = None) -> Iterator[pa.RecordBatch]:
+               required: Any = (), columns: Any = None, encoded: Any = ()) -> Iterator[pa.RecordBatch]:
     """The batches of ``split``, cast to ``schema`` (default: the split's), read as the local engine reads
-    files (:func:`beamlearn.io.read_file`, so the same rows, types and dead letters); ``columns`` reads only
-    those of a Parquet file when that cannot change the rows kept.  A remote file is copied to a temporary
+    files (:func:`beamlearn.io.read_file`, so the same rows, types and dead letters; ``columns`` and ``encoded``
+    are its options).  A remote file is copied to a temporary
     directory first and keeps its remote name in provenance and dead letters."""
     tmpdir = tempfile.mkdtemp(prefix="beamlearn-read-")
     try:
         local = _localize(split.path, tmpdir).removeprefix("file://")
         for b in io.read_file(local, batch_size=split.batch_size, schema=schema or split.schema, dead=dead,
                               required=required, row_groups=split.row_groups, first_row=split.first_row,
-                              columns=columns):
+                              columns=columns, encoded=encoded):
             if local != split.path:
                 b = tag_batch(b, split.path, batch_origin(b)[1])
                 _renamed(dead, local, split.path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,16 +38,18 @@ class LocalEngine:
 
     # -------------------------------------------------------------------- reading
     def _conformed(self, data: Any, schema: pa.Schema, required: list[str], dead: io.DeadLetters | None,
-                   report: bool, columns: list[str] | None = None
+                   report: bool, columns: list[str] | None = None, encoded: Sequence[str] = ()
                    ) -> Iterator[tuple[pa.RecordBatch, np.ndarray | None]]:
         """Batches conformed to ``schema``, bad rows routed to ``dead``, with the original row indices of the
         kept rows (None when nothing was dropped); files are read for ``columns`` only when that cannot change
-        the rows kept (:func:`beamlearn.io.read_file`)."""
+        the rows kept, with the string columns of ``encoded`` dictionary-encoded (:func:`beamlearn.io.read_file`).
+        """
         for raw in io.read(data, batch_size=self.batch_size, schema=schema, dead=dead if report else
-                           (io.DeadLetters() if dead is not None else None), required=required, columns=columns):
+                           (io.DeadLetters() if dead is not None else None), required=required, columns=columns,
+                           encoded=encoded):
             # a projected read checked the required columns it skipped
             need = required if columns is None else [c for c in required if c in raw.schema.names]
-            batch, bad = conform(raw, schema, required=need, collect=dead is not None)
+            batch, bad = conform(raw, schema, required=need, collect=dead is not None, encoded=encoded)
             kept = None
             if len(bad):
                 if report:
@@ -117,7 +119,8 @@ class LocalEngine:
                                          "iterable of batches")
                 report = plan.passes == 0
                 pass_ = plan.next_pass()
-                batches = self._conformed(data, schema, required, dead, report, pass_.input_columns())
+                batches = self._conformed(data, schema, required, dead, report, pass_.input_columns(),
+                                          pass_.encoded_columns())
                 states, n = self._run_pass(pass_, batches, dead, report)
                 rows += n if report else 0
                 plan.complete(pass_, states)
@@ -181,7 +184,8 @@ class LocalEngine:
             return self._guard(fitted.transform_batch, item[0], item[1], dead, True)[0]
 
         try:
-            batches = self._conformed(data, fitted.input_schema, fitted.required_columns, dead, True)
+            batches = self._conformed(data, fitted.input_schema, fitted.required_columns, dead, True,
+                                      encoded=fitted.encoded_columns())
             yield from ordered_map(one, batches, self.workers)
         finally:
             if dead is not None and dead.path:

@@ -131,6 +131,8 @@ class Classes(ValueCounts):
     State: ``{"values": [...], "counts": array, "missing": n}`` as :class:`~beamlearn.analyzers.ValueCounts`.
     """
 
+    reads_dictionary = False  # the label check reads the values
+
     def __init__(self, label: str, *, weight: str | None = None, missing_label: str = "error") -> None:
         super().__init__([label], weight=weight)
         self.missing_label = missing_label

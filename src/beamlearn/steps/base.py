@@ -139,6 +139,10 @@ class Step:
         (:meth:`~beamlearn.SimpleImputer.derive`)."""
         return None
 
+    reads_dictionary: bool = False
+    """True when :meth:`apply` takes its string input columns dictionary-encoded exactly as decoded, and replaces
+    them (encoders): an engine may then read them encoded (:meth:`~beamlearn.FittedPipeline.encoded_columns`)."""
+
     waits_for_previous: bool = False
     """When true the step is planned only after every earlier step is fitted (estimators, whose ``features``
     may name outputs of any earlier step)."""

@@ -190,7 +190,15 @@ class _Layout(NamedTuple):
 
 def _lookup(arr: pa.Array, layout: _Layout) -> np.ndarray:
     """The index of each value in the layout's categories; missing values get the missing index, and values
-    not found -1 (so ``layout.codes[index]`` is each row's code)."""
+    not found -1 (so ``layout.codes[index]`` is each row's code).  A dictionary-encoded column is looked up
+    through its (small) dictionary."""
+    if pa.types.is_dictionary(arr.type):
+        by_entry = _lookup(arr.dictionary, layout)
+        if len(by_entry):
+            index = by_entry[arr.indices.fill_null(0).to_numpy(zero_copy_only=False)]
+        else:  # an empty dictionary: every value is null
+            index = np.full(len(arr), -1, dtype=np.int32)
+        return np.where(missing_mask(arr), layout.missing_index, index) if arr.null_count else index
     if len(layout.values) and not pa.types.is_null(arr.type):
         index = pc.index_in(arr, value_set=layout.value_set).fill_null(-1).to_numpy()
     else:
@@ -207,6 +215,7 @@ class _Encoder(Step):
     """Parameter checks, the lookup and the unknown-value policy shared by both encoders."""
 
     _unknown_choices: tuple[str, ...] = ()
+    reads_dictionary = True  # looked up through the dictionary; the input columns are replaced
 
     def _vocabulary(self) -> Vocabulary:  # the analyzer, configured by the subclass
         raise NotImplementedError
@@ -302,7 +311,8 @@ class _Encoder(Step):
 
 
 def _types(schema: pa.Schema, columns: Sequence[str]) -> list[pa.DataType]:
-    return [schema.field(c).type for c in columns]
+    """The columns' value types (a dictionary-encoded column's are its values')."""
+    return [t.value_type if pa.types.is_dictionary(t) else t for t in (schema.field(c).type for c in columns)]
 
 
 def _label(v: Any) -> str:

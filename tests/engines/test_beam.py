@@ -94,6 +94,8 @@ class _Generate(beam.DoFn):
 
 
 class _Save(beam.DoFn):
+    """Fitted pipelines as artifacts, batches as Arrow files, dead letters as JSON, in ``directory``."""
+
     def __init__(self, directory: str) -> None:
         self.directory = directory
 
@@ -102,9 +104,12 @@ class _Save(beam.DoFn):
         if isinstance(item, bl.FittedPipeline):
             with open(name + ".bl", "wb") as fh:
                 fh.write(artifact.to_bytes(item))
-        else:
+        elif isinstance(item, pa.RecordBatch):
             with pa.OSFile(name + ".arrow", "wb") as sink, pa.ipc.new_file(sink, item.schema) as w:
                 w.write_batch(item)
+        else:
+            with open(name + ".json", "w") as fh:
+                json.dump(item, fh)
 
 
 def _run_cases(case_list: list[dict], args: list[str], tmp: str) -> None:

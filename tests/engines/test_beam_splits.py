@@ -14,7 +14,6 @@ import glob
 import json
 import os
 import sys
-import uuid
 
 import apache_beam as beam
 import cloudpickle
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from tests.engines.test_beam import assert_state_equal, assert_tables_equal
+from tests.engines.test_beam import _Save, assert_state_equal, assert_tables_equal
 
 import beamlearn as bl
 from beamlearn import artifact, io
@@ -78,25 +77,6 @@ def steps() -> list:
 
 
 # ---------------------------------------------------------------------------------------------- in the graph
-class _Save(beam.DoFn):
-    """Fitted pipelines as artifacts, batches as Arrow files, dead letters as JSON, in ``directory``."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-
-    def process(self, item):
-        name = os.path.join(self.directory, uuid.uuid4().hex)
-        if isinstance(item, bl.FittedPipeline):
-            with open(name + ".bl", "wb") as fh:
-                fh.write(artifact.to_bytes(item))
-        elif isinstance(item, pa.RecordBatch):
-            with pa.OSFile(name + ".arrow", "wb") as sink, pa.ipc.new_file(sink, item.schema) as w:
-                w.write_batch(item)
-        else:
-            with open(name + ".json", "w") as fh:
-                json.dump(item, fh)
-
-
 _READS: list[tuple[str, tuple[str, ...] | None, tuple[str, ...]]] = []  # (path, columns asked, columns read)
 
 

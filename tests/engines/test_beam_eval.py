@@ -74,3 +74,19 @@ def test_evaluate_transform_without_model_and_errors(data) -> None:
     with pytest.raises(SchemaError, match="no column 'nope'"), beam.Pipeline() as p:
         p | beam.Create(preds.to_batches()) | blb.Evaluate(label="nope", prediction="prediction")
 
+
+
+def test_evaluate_reads_file_splits(data, tmp_path) -> None:
+    """``FileSplits`` feed ``Evaluate`` (read in its one pass) as RecordBatches do, model included."""
+    path, table, fitted = data
+    opts = {"label": "y", "prediction": "prediction", "score": "proba_1", "slices": ["carrier"]}
+    want = evaluate(_predicted(lambda: io.read(path, batch_size=300), fitted, ["carrier"]), batch_size=300,
+                    **opts).metrics
+
+    def check(results):
+        assert len(results) == 1
+        same(results[0], want)
+
+    with beam.Pipeline() as p:
+        splits = p | blb.FileSplits(path, batch_size=300)
+        assert_that(splits | blb.Evaluate(model=fitted, batch_size=300, **opts), check)

@@ -148,8 +148,9 @@ def _split_part(batch: pa.RecordBatch, split: Any, which: str) -> Iterator[pa.Re
 
 
 class Evaluate(beam.PTransform):
-    """Evaluate a PCollection of RecordBatches: a singleton PCollection holding the metrics dict that
-    :func:`beamlearn.metrics.evaluate` gives on the same data (one pass: every metric, overall and per slice).
+    """Evaluate a PCollection of RecordBatches (or file splits, or dict rows): a singleton PCollection holding the
+    metrics dict that :func:`beamlearn.metrics.evaluate` gives on the same data (one pass: every metric, overall
+    and per slice).
 
     Parameters
     ----------
@@ -199,7 +200,7 @@ class Evaluate(beam.PTransform):
             o = self.options
             keep = [c for cols in normalize_slices(o["slices"]) for c in cols]
             keep += [c for c in (o["label"], o["sample_weight"]) if c]
-            batches = (pcoll | "Keep" >> beam.Map(_alias, keep)
+            batches = (batches | "Keep" >> beam.Map(_alias, keep)
                        | "Model" >> Transform(self.model, batch_size=self.batch_size)
                        | "Restore" >> beam.FlatMap(_restore, keep))
         return (batches | "NonEmpty" >> beam.Filter(_nonempty)

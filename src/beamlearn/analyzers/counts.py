@@ -1,0 +1,130 @@
+"""Counting analyzers: rows and missing values (:class:`RowCount`), distinct values (:class:`ValueCounts`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from beamlearn.analyzers.base import Analyzer, _weights
+from beamlearn.batches import missing_mask, raw_values
+
+
+# ---------------------------------------------------------------------------------------------- counts
+class RowCount(Analyzer):
+    """Rows, and missing values per column.
+
+    State: ``{"rows": int, "missing": int64 array (one per column)}``.
+    """
+
+    reads_dictionary = True  # only null counts of strings
+
+    def __init__(self, columns: Sequence[str] = ()) -> None:
+        self.columns = tuple(columns)
+
+    def reads(self) -> tuple[str, ...]:
+        return self._reads()
+
+    def create(self) -> list[int]:
+        return [0] * (len(self.columns) + 1)
+
+    def add(self, acc: list[int], batch: pa.RecordBatch) -> list[int]:
+        acc[0] += batch.num_rows
+        for i, c in enumerate(self.columns, 1):
+            arr = batch.column(c)
+            if pa.types.is_floating(arr.type):
+                _, ok = raw_values(arr)
+                acc[i] += 0 if ok is None else len(arr) - int(np.count_nonzero(ok))
+            else:
+                acc[i] += arr.null_count
+        return acc
+
+    def merge(self, accs: Sequence[list[int]]) -> list[int]:
+        return [sum(x) for x in zip(*accs)]
+
+    def extract(self, acc: list[int]) -> dict[str, Any]:
+        return {"rows": acc[0], "missing": np.array(acc[1:], dtype=np.int64)}
+
+
+
+# ---------------------------------------------------------------------------------------------- vocabularies
+def _distinct_counts(arr: pa.Array) -> tuple[list[Any], list[int]]:
+    """Distinct values (nulls included, as None) and their counts.  Strings go through dictionary encoding and
+    ``np.bincount`` (about 20% faster than ``value_counts``'s hash aggregation)."""
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_dictionary(arr.type):
+        d = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
+        k = len(d.dictionary)
+        idx = d.indices.fill_null(k) if d.null_count else d.indices
+        counts = np.bincount(idx.to_numpy(zero_copy_only=False), minlength=k + 1)
+        values = d.dictionary.to_pylist() + [None]
+        keep = np.flatnonzero(counts)
+        return [values[i] for i in keep], counts[keep].tolist()
+    vc = pc.value_counts(arr)
+    return vc.field("values").to_pylist(), vc.field("counts").to_pylist()
+
+
+class ValueCounts(Analyzer):
+    """How often each distinct value occurs, per column (missing values counted apart).
+
+    State: one dict per column, ``{"values": [sorted distinct values], "counts": int64 array (or float64 with
+    ``weight``), "missing": count}``.  Values sort in their natural order (strings by code point).
+    """
+
+    reads_dictionary = True  # counts the dictionary's indices
+
+    def __init__(self, columns: Sequence[str], *, weight: str | None = None) -> None:
+        self.columns, self.weight = tuple(columns), weight
+
+    def reads(self) -> tuple[str, ...]:
+        return self._reads(self.weight)
+
+    def create(self) -> list[list[Any]]:
+        return [[Counter(), 0] for _ in self.columns]
+
+    def add(self, acc: list[list[Any]], batch: pa.RecordBatch) -> list[list[Any]]:
+        if batch.num_rows == 0:
+            return acc
+        w = _weights(batch, self.weight)
+        for slot, c in zip(acc, self.columns):
+            arr = batch.column(c)
+            if w is None:
+                values, counts = _distinct_counts(arr)
+                counter = slot[0]
+                for v, k in zip(values, counts):
+                    if v is None or v != v:  # null or NaN
+                        slot[1] += k
+                    else:
+                        counter[v] += k
+            else:
+                if pa.types.is_dictionary(arr.type):
+                    arr = arr.dictionary_decode()
+                miss = missing_mask(arr) if (arr.null_count or pa.types.is_floating(arr.type)) else None
+                keep = ~miss if miss is not None else np.ones(len(arr), bool)
+                t = pa.table({"v": arr.filter(pa.array(keep)), "w": pa.array(w[keep])})
+                g = t.group_by("v").aggregate([("w", "sum")])
+                for v, k in zip(g.column("v").to_pylist(), g.column("w_sum").to_pylist()):
+                    slot[0][v] += k
+                if miss is not None:
+                    slot[1] += float(w[miss].sum())
+        return acc
+
+    def merge(self, accs: Sequence[list[list[Any]]]) -> list[list[Any]]:
+        out = [[Counter(), 0] for _ in self.columns]
+        for acc in accs:
+            for o, a in zip(out, acc):
+                o[0].update(a[0])
+                o[1] += a[1]
+        return out
+
+    def extract(self, acc: list[list[Any]]) -> list[dict[str, Any]]:
+        states = []
+        for counter, missing in acc:
+            values = sorted(counter)
+            dtype = np.float64 if self.weight else np.int64
+            states.append({"values": values, "counts": np.array([counter[v] for v in values], dtype=dtype),
+                           "missing": missing})
+        return states

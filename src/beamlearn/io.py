@@ -10,6 +10,7 @@ Dead letters are JSON lines, one per rejected row: ``{"source", "row", "line", "
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import io as _io
@@ -464,12 +465,18 @@ def write_batches(batches: Iterable[pa.RecordBatch], path: str, *, schema: pa.Sc
     writer: Any = None
     try:
         with open(tmp, "wb") as sink:
-            for b in batches:
-                b = b.replace_schema_metadata(None)
-                if writer is None:
-                    writer = _open_writer(fmt, sink, b.schema, path)
-                writer(b)
-                rows += b.num_rows
+            try:
+                for b in batches:
+                    b = b.replace_schema_metadata(None)
+                    if writer is None:
+                        writer = _open_writer(fmt, sink, b.schema, path)
+                    writer(b)
+                    rows += b.num_rows
+            except BaseException:
+                if writer is not None:  # release the writer while its file is open (else it closes it later)
+                    with contextlib.suppress(Exception):
+                        writer(None)
+                raise
             if writer is None and schema is not None:
                 writer = _open_writer(fmt, sink, schema.remove_metadata(), path)
             if writer is not None:

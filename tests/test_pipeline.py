@@ -209,6 +209,22 @@ def test_transform_one_validates_and_matches_transform():
     assert f.transform_one({**row, "a": None})["a"] is None
 
 
+def test_transform_one_casts_pass_through_columns_as_transform_does():
+    t = pa.table({"x": [1.0, 2.0, 4.0], "id": pa.array([7, 8, 9], pa.int64()), "note": ["a", None, "c"]})
+    f = bl.Pipeline([bl.StandardScaler(["x"])]).fit(t)
+    got = f.transform_one({"x": 2.0, "id": np.int64(8), "note": None})
+    want = f.transform(pa.table({"x": [2.0], "id": pa.array([8], pa.int64()), "note": pa.array([None], pa.string())}))
+    assert got == want.to_pylist()[0] and type(got["id"]) is int  # not numpy's int64: the same as transform
+    assert f.transform_one({"x": 2.0, "id": 8.0, "note": "b"})["id"] == 8
+    with pytest.raises(DataError) as ei:  # a value transform would reject is rejected
+        f.transform_one({"x": 2.0, "id": "eight", "note": "b"})
+    assert ei.value.column == "id"
+    with pytest.raises(DataError) as ei:
+        f.transform_one({"x": 2.0, "id": 8, "note": 3})
+    assert ei.value.column == "note"
+    assert f.transform_one({"x": 2.0})["id"] is None  # a pass-through column may be absent, as from a file
+
+
 def test_describe_lists_steps():
     f = bl.Pipeline([bl.StandardScaler(["a"])]).fit(table())
     (d,) = f.describe()

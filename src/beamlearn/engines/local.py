@@ -289,10 +289,12 @@ def compile_row(fitted: FittedPipeline) -> Callable[[dict], dict]:
     same key order and produce the same output order: it is compared with ``output_schema`` once, after which a
     record with exactly the input columns needs no reordering at all.
     """
-    checks = {c: _validator(c, fitted.input_schema.field(c).type) for c in fitted.required_columns}
+    # every input column is checked and cast as transform's conform does (pass-through ones too); only the
+    # required ones must be present
+    checks = {c: _validator(c, fitted.input_schema.field(c).type) for c in fitted.input_schema.names}
     by_type: dict[type, list[str]] = {float: [], str: [], int: [], bool: []}
     other: list[str] = []
-    for c in fitted.required_columns:
+    for c in fitted.input_schema.names:
         typ = fitted.input_schema.field(c).type
         kind = (float if pa.types.is_floating(typ) else str if pa.types.is_string(typ) or pa.types.is_large_string(
             typ) else int if pa.types.is_integer(typ) else bool if pa.types.is_boolean(typ) else None)
@@ -315,7 +317,7 @@ def compile_row(fitted: FittedPipeline) -> Callable[[dict], dict]:
         for t, cols in groups:  # the common case costs one type() test per column
             for c in cols:
                 v = row[c]
-                if type(v) is not t:
+                if type(v) is not t and v is not None:
                     if v is _MISSING:
                         raise SchemaError("required column is missing from the record", column=c)
                     row[c] = checks[c](v)

@@ -109,6 +109,38 @@ def test_csv_bad_value_names_file_row_line_and_column(tmp_path, batch_size):
     assert "d.csv" in str(e) and "row 7 (line 9)" in str(e) and "'x'" in str(e)
 
 
+def test_csv_column_empty_at_first_takes_the_type_of_its_later_values(tmp_path):
+    """Arrow infers types from the first block (1 MiB): a column empty there is typed from its later values, so
+    no row is lost; a column empty throughout is null-typed and every row (all empty) is kept."""
+    path = tmp_path / "late.csv"
+    n, first = 200_000, 150_000  # the first 150k rows (well over 1 MiB) leave b, c and d empty
+    with open(path, "w") as fh:
+        fh.write("a,b,c,d,e\n")
+        for i in range(n):
+            late = i >= first
+            text = f'"k, {i % 3}"' if late else ""
+            fh.write(f"{i},{i * 0.5 if late else ''},{text},{i if late else ''},\n")
+    assert os.path.getsize(path) > 2 << 20
+    schema = io._csv_schema(str(path))
+    assert [str(f.type) for f in schema] == ["int64", "double", "string", "int64", "null"]
+    dead = io.DeadLetters()
+    table = pa.Table.from_batches(list(io.read_batches(str(path), dead=dead)))
+    assert dead.count == 0 and table.num_rows == n
+    assert table.column("b")[n - 1].as_py() == (n - 1) * 0.5 and table.column("c")[n - 1].as_py() == "k, 1"
+    assert table.column("e").null_count == n
+
+
+def test_a_value_in_a_column_that_was_empty_at_fit_is_a_bad_value(tmp_path):
+    (tmp_path / "fit.csv").write_text("a,b\n1,\n2,\n")
+    (tmp_path / "new.csv").write_text("a,b\n3,\n4,x\n")
+    schema = io._csv_schema(str(tmp_path / "fit.csv"))
+    assert schema.field("b").type == pa.null()
+    dead = io.DeadLetters()
+    got = pa.Table.from_batches(list(io.read_batches(str(tmp_path / "new.csv"), schema=schema, dead=dead)))
+    assert got.column("a").to_pylist() == [3] and dead.count == 1
+    assert dead.records[0]["column"] == "b" and dead.records[0]["row"] == 1
+
+
 def test_csv_malformed_line_names_file_and_line(tmp_path):
     p = tmp_path / "d.csv"
     p.write_text("x,k\n1,a\n2,b,extra\n3,c\n")

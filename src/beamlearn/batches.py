@@ -389,6 +389,9 @@ def _cast(arr: pa.Array, typ: pa.DataType) -> tuple[pa.Array, np.ndarray | None]
     """Cast ``arr`` to ``typ``; on failure return the array with the bad values nulled and their mask."""
     if arr.type == typ:
         return arr, None
+    if pa.types.is_null(typ):  # a column seen empty at fit: missing values fit, any value is bad
+        bad_values = arr.is_valid().to_numpy(zero_copy_only=False)
+        return pa.nulls(len(arr)), (bad_values if bad_values.any() else None)
     try:
         return pc.cast(arr, typ), None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):

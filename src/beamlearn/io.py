@@ -294,17 +294,46 @@ def _csv_header(path: str) -> list[str]:
 
 
 def _csv_schema(path: str) -> pa.Schema:
-    """The column types Arrow infers from the first block of a CSV file."""
+    """The column types Arrow infers from the first block of a CSV file; a column empty throughout that block
+    takes the type Arrow infers from its first non-empty values further on (null only if it has none)."""
     delim = "\t" if path.lower().replace(".gz", "").endswith(".tsv") else ","
+    parse = pcsv.ParseOptions(delimiter=delim, invalid_row_handler=lambda r: "skip")
     try:
-        sample = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 20),
-                               parse_options=pcsv.ParseOptions(delimiter=delim, invalid_row_handler=lambda r:
-                                                               "skip"))
+        sample = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 20), parse_options=parse)
         inferred = sample.schema
         sample.close()
+        empty = [f.name for f in inferred if pa.types.is_null(f.type)]
+        if empty:
+            inferred = _later_types(path, inferred, empty, parse)
     except (pa.ArrowInvalid, StopIteration, OSError) as exc:
         raise DataError(f"cannot read CSV ({exc})", source=path) from None
     return capture_schema(pa.RecordBatch.from_pylist([], schema=inferred))
+
+
+def _later_types(path: str, inferred: pa.Schema, empty: list[str], parse: pcsv.ParseOptions,
+                 sample_size: int = 1000) -> pa.Schema:
+    """Types for the ``empty`` columns of ``inferred``: scan the file (those columns only, as text) for up to
+    ``sample_size`` non-empty values each, and let Arrow infer their type from them."""
+    found: dict[str, list[str]] = {c: [] for c in empty}
+    reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 22),
+                           parse_options=parse,
+                           convert_options=pcsv.ConvertOptions(include_columns=empty, strings_can_be_null=True,
+                                                               column_types=dict.fromkeys(empty, pa.string())))
+    with contextlib.closing(reader):
+        for batch in reader:
+            for c in [c for c in empty if len(found[c]) < sample_size]:
+                values = batch.column(c).drop_null()
+                found[c] += values.slice(0, sample_size - len(found[c])).to_pylist()
+            if all(len(v) >= sample_size for v in found.values()):
+                break
+    fields = list(inferred)
+    for c, values in found.items():
+        if values:
+            text = _io.StringIO()
+            csv.writer(text).writerows([[c], *([v] for v in values)])
+            typ = pcsv.read_csv(_io.BytesIO(text.getvalue().encode())).schema.field(c).type
+            fields[inferred.get_field_index(c)] = pa.field(c, typ)
+    return pa.schema(fields)
 
 
 def _read_csv(path: str, batch_size: int, schema: pa.Schema | None,

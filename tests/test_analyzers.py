@@ -206,6 +206,21 @@ def test_value_counts_match_counter(t):
 
 
 @SETTINGS
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d", None, "é"]), min_size=0, max_size=60), max_size=6))
+def test_string_counts_reuse_the_last_vocabulary_and_notice_new_values(parts):
+    """A batch of a column is looked up among the values its previous batch had (when it is long enough); a new
+    value, a null or another column of the same name elsewhere must not fool the lookup."""
+    batches = [pa.record_batch({"s": pa.array(p, pa.string())}) for p in parts]
+    other = [pa.record_batch({"s": pa.array(["zz"] * 40 + ["a"], pa.string())})]  # same name, other vocabulary
+    for run in (batches, other + batches, batches + other):
+        (got,) = run_analyzer(ValueCounts(["s"]), run)
+        values = [v for b in run for v in b.column("s").to_pylist()]
+        want = Counter(v for v in values if v is not None)
+        assert got["values"] == sorted(want) and got["counts"].tolist() == [want[v] for v in sorted(want)]
+        assert got["missing"] == values.count(None)
+
+
+@SETTINGS
 @given(tables())
 def test_weighted_value_counts_match_counter(t):
     (state,) = run_analyzer(ValueCounts(["s"], weight="w"), whole(t))

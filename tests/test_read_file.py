@@ -304,3 +304,17 @@ def test_input_columns_is_none_after_an_estimator_or_an_undeclared_analyzer():
     assert [p[0] for p in passes[1:]] == [["num0", "y"], None]  # the estimator's pass declares its columns
     plan = FitPlan([bl.KMeans(["num0", "num1"], n_clusters=2)], _data().schema, profile=False)
     assert plan.next_pass().input_columns() is None  # KMeansStart does not declare reads()
+
+
+def test_a_batch_never_spans_two_row_groups(tmp_path):
+    """The reader holds one row group at a time: batches are cut at row-group ends (memory stays that of one
+    group, also with dictionary-encoded columns), and the rows and provenance are those of the file."""
+    from beamlearn.batches import batch_origin
+
+    t = pa.table({"x": np.arange(250, dtype=np.float64), "s": [f"v{i % 4}" for i in range(250)]})
+    path = str(tmp_path / "groups.parquet")
+    pq.write_table(t, path, row_group_size=100)
+    batches = list(io.read_file(path, batch_size=64, encoded=["s"], schema=t.schema))
+    assert [b.num_rows for b in batches] == [64, 36, 64, 36, 50]
+    assert [batch_origin(b)[1] for b in batches] == [0, 64, 100, 164, 200]
+    assert pa.Table.from_batches(batches).column("x").to_pylist() == t.column("x").to_pylist()

@@ -270,10 +270,13 @@ def _projection(stored: pa.Schema, schema: pa.Schema | None, columns: Sequence[s
 
 def _read_parquet(pf: pq.ParquetFile, batch_size: int, row_groups: Sequence[int] | None,
                   columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+    """Batches of at most ``batch_size`` rows, one row group at a time: a batch never spans two row groups, so
+    the reader holds one group's pages (and one dictionary per encoded column) at once."""
     empty = True
-    for b in pf.iter_batches(batch_size=batch_size, row_groups=row_groups, columns=columns):
-        empty = False
-        yield b
+    for group in range(pf.num_row_groups) if row_groups is None else row_groups:
+        for b in pf.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns):
+            empty = False
+            yield b
     if empty:
         stored = pf.schema_arrow
         yield pa.RecordBatch.from_pylist([], schema=stored if columns is None else

@@ -112,43 +112,41 @@ class Pass:
         """The columns that only analyzers taking dictionary-encoded strings read in this pass (no step applied
         on the way reads them): an engine may read those string columns encoded (:func:`beamlearn.io.read_file`).
         """
-        last = max(self.positions, default=0)
-        stepped: set[str] = set()
-        for k in self.apply_steps:
-            if k < last:
-                step = self.steps[k]
-                if getattr(step, "waits_for_previous", False):
-                    return []
-                stepped.update(step.input_columns())
-                stepped.update(step.fitted_serving_columns(self.states[k]))
+        stepped = self._stepped()
         ok: set[str] = set()
         other: set[str] = set()
         for a in self.analyzers:
             cols = a.reads()
-            if cols is None:
+            if cols is None or stepped is None:
                 return []
             (ok if a.reads_dictionary else other).update(cols)
-        return sorted(ok - other - stepped)
+        return sorted(ok - other - (stepped or set()))
 
     def input_columns(self) -> list[str] | None:
         """The columns :meth:`views` reads: those of the analyzers and of every step applied before them; None
         (every column) when an analyzer does not declare its columns or an estimator is applied on the way.
         An engine reading files reads only these (columns made by a step are simply absent from the file)."""
-        needed: set[str] = set()
+        needed = self._stepped()
         for a in self.analyzers:
             cols = a.reads()
-            if cols is None:
+            if cols is None or needed is None:
                 return None
             needed.update(cols)
+        return None if needed is None else sorted(needed)
+
+    def _stepped(self) -> set[str] | None:
+        """The columns the steps applied on the way to the analyzers read; None when one is an estimator (it may
+        read any column)."""
         last = max(self.positions, default=0)
+        out: set[str] = set()
         for k in self.apply_steps:
             if k < last:
                 step = self.steps[k]
                 if getattr(step, "waits_for_previous", False):
                     return None
-                needed.update(step.input_columns())
-                needed.update(step.fitted_serving_columns(self.states[k]))
-        return sorted(needed)
+                out.update(step.input_columns())
+                out.update(step.fitted_serving_columns(self.states[k]))
+        return out
 
 
 class FitPlan:

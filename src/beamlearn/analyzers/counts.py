@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -76,6 +77,7 @@ def _distinct_counts(arr: pa.Array, column: str | None = None) -> tuple[list[Any
 
 
 _SEEN: dict[tuple[str, pa.DataType], pa.Array] = {}  # (column, type) -> its distinct values in the last batch
+_SEEN_LOCK = threading.Lock()
 
 
 def _codes(arr: pa.Array, column: str | None) -> tuple[pa.Array, pa.Array]:
@@ -88,9 +90,10 @@ def _codes(arr: pa.Array, column: str | None) -> tuple[pa.Array, pa.Array]:
             return seen, codes
     d = pc.dictionary_encode(arr)
     if column is not None:
-        if len(_SEEN) >= 256:
-            _SEEN.pop(next(iter(_SEEN)), None)
-        _SEEN[key] = d.dictionary  # a plain dict: a racing thread at worst encodes once more
+        with _SEEN_LOCK:  # engines count batches on several threads
+            if len(_SEEN) >= 256:
+                _SEEN.pop(next(iter(_SEEN)), None)
+            _SEEN[key] = d.dictionary
     return d.dictionary, d.indices
 
 

@@ -20,6 +20,9 @@ With ``--engine beam`` every option beamlearn does not know (``--runner=DirectRu
 local engine an unknown option is a usage error.  A user mistake (a bad spec, a missing file, a value that
 cannot be cast) prints one line on stderr and exits with code 2.
 
+The commands are defined here; their shared plumbing (errors, progress, the Beam engine) is in
+:mod:`beamlearn.cli_common`, and ``inspect``'s summary and rendering in :mod:`beamlearn.cli_inspect`.
+
 Examples
 --------
 >>> main(["--version"])  # doctest: +ELLIPSIS
@@ -29,152 +32,33 @@ beamlearn ...
 
 from __future__ import annotations
 
-import difflib
-import enum
-import functools
 import json
-import math
-import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated
 
-import numpy as np
 import typer
 
-from beamlearn.errors import BeamlearnError, EngineError
+from beamlearn.cli_common import (
+    Engine,
+    _beam,
+    _check_extra,
+    _dead_sink,
+    _err,
+    _plural,
+    _progress,
+    _rate,
+    _say,
+    _user_errors,
+)
+from beamlearn.cli_inspect import _plain, _render, escape, model_summary  # noqa: F401 - escape: re-exported
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(name="beamlearn", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fit, apply and inspect beamlearn pipelines.")
 _BEAM_OK = {"allow_extra_args": True, "ignore_unknown_options": True}
-_OWN_OPTIONS = {"fit": ["--data", "--out", "--batch-size", "--errors", "--engine", "--quiet"],
-                "run": ["--data", "--output", "--batch-size", "--errors", "--engine", "--quiet"],
-                "transform": ["--data", "--out", "--batch-size", "--errors", "--engine", "--quiet"]}
-
-
-class Engine(str, enum.Enum):
-    """Where to run: in this process, or as an Apache Beam pipeline."""
-
-    local = "local"
-    beam = "beam"
-
-
-# ---------------------------------------------------------------------------------------------- plumbing
-def _err(message: str) -> None:
-    sys.stderr.write("beamlearn: error: " + " ".join(str(message).split("\n")) + "\n")
-    sys.stderr.flush()
-
-
-def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a user mistake into one line on stderr and exit code 2 (no traceback)."""
-
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        import pyarrow as pa
-
-        try:
-            return fn(*args, **kwargs)
-        except BeamlearnError as exc:
-            _err(str(exc))
-        except OSError as exc:
-            _err(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
-        except (pa.ArrowException, UnicodeDecodeError) as exc:  # unreadable input the readers did not catch
-            _err(f"cannot read the data ({type(exc).__name__}: {exc})")
-        except KeyboardInterrupt:
-            _err("interrupted")
-            raise typer.Exit(130) from None
-        raise typer.Exit(2)
-
-    return run
-
-
-def _check_extra(ctx: typer.Context, engine: Engine) -> list[str]:
-    """The options to pass to Beam; with the local engine, any of them is a usage error."""
-    extra = list(ctx.args)
-    if engine is Engine.local and extra:
-        flag = extra[0].split("=", 1)[0]
-        close = difflib.get_close_matches(flag, _OWN_OPTIONS.get(ctx.info_name or "", []), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        what = f"no such option: {flag}{hint}" if flag.startswith("-") else f"unexpected argument {flag!r}"
-        _err(f"{what}; options beamlearn does not know are passed to Beam only with --engine beam")
-        raise typer.Exit(2)
-    return extra
-
-
-def _rate(rows: int, seconds: float) -> str:
-    return f"{rows / seconds:,.0f} rows/s" if seconds > 0 else "- rows/s"
-
-
-def _plural(n: Any, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith("s") else "s")
-
-
-def _total_rows(paths: Sequence[str]) -> int | None:
-    """The row count of Parquet inputs (from their footers), for a progress bar with an end; else None."""
-    import pyarrow.parquet as pq
-
-    from beamlearn import io
-
-    try:
-        files = io.expand_paths(list(paths))
-        if all(io.file_format(f) == "parquet" for f in files):
-            return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    except Exception:  # noqa: BLE001 - only a nicety; the read itself reports real problems
-        return None
-    return None
-
-
-@contextmanager
-def _progress(label: str, paths: Sequence[str], quiet: bool) -> Iterator[Callable[[int], None] | None]:
-    """A rich progress bar (rows, rows/s) on stderr for reads, or None when quiet or not on a terminal."""
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if quiet or not console.is_terminal:
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    total = _total_rows(paths)
-    columns = [SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-               TextColumn("{task.completed:,.0f} rows"),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(label, total=total, rate="")
-        t0 = time.perf_counter()
-        done = [0]
-
-        def advance(rows: int) -> None:
-            done[0] += rows
-            bar.update(task, advance=rows, rate=_rate(done[0], time.perf_counter() - t0))
-
-        yield advance
-
-
-def _say(quiet: bool, text: str) -> None:
-    if not quiet:
-        print(text, flush=True)
-
-
-def _dead_sink(errors: str | None) -> Any:
-    from beamlearn import io
-
-    return io.DeadLetters(errors) if errors else "raise"
-
-
-def _beam(entry: str) -> Callable[..., Any]:
-    """``beamlearn.engines.beam.<entry>``, imported only when the Beam engine is asked for."""
-    try:
-        from beamlearn.engines import beam
-    except ImportError as exc:
-        raise EngineError(f"the Beam engine is not available ({exc})") from None
-    if not hasattr(beam, entry):
-        raise EngineError(f"this beamlearn's Beam engine has no {entry}(); use --engine local")
-    return getattr(beam, entry)
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -407,103 +291,6 @@ def run_cmd(ctx: typer.Context,
         raise typer.Exit(1)
 
 
-def model_summary(path: str) -> dict[str, Any]:
-    """What ``beamlearn inspect`` shows: the artifact's header, schemas, each step's parameters and fitted
-    statistics (from :meth:`~beamlearn.FittedPipeline.describe`), and the lineage."""
-    import beamlearn as bl
-    from beamlearn.artifact import read_manifest
-    from beamlearn.batches import schema_to_json
-
-    fitted = bl.load(path)
-    manifest = read_manifest(path)
-    return {"model": path, "bytes": os.path.getsize(path), "format_version": manifest.get("format_version"),
-            "library_version": manifest.get("library_version"), "created": manifest.get("created"),
-            "name": fitted.name, "input_schema": schema_to_json(fitted.input_schema),
-            "output_schema": schema_to_json(fitted.output_schema), "required_columns": fitted.required_columns,
-            "steps": fitted.describe(), "lineage": fitted.lineage}
-
-
-def escape(text: str) -> str:
-    from rich.markup import escape as _escape
-
-    return _escape(text)
-
-
-def _fmt(v: Any, limit: int = 8) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    if isinstance(v, list):
-        shown = ", ".join(_fmt(x, limit) for x in v[:limit])
-        return f"[{shown}{f', ... (+{len(v) - limit} more)' if len(v) > limit else ''}]"
-    if isinstance(v, dict):
-        shown = ", ".join(f"{k}={_fmt(x, limit)}" for k, x in list(v.items())[:limit])
-        return shown + (f", ... (+{len(v) - limit} more)" if len(v) > limit else "")
-    return "null" if v is None else str(v)
-
-
-def _columns(schema: list[dict[str, Any]], limit: int = 12) -> str:
-    shown = ", ".join(f"{f['name']} {f['type']}" for f in schema[:limit])
-    return f"{len(schema)} columns: {shown}" + (f", ... (+{len(schema) - limit} more)" if len(schema) > limit else "")
-
-
-def _render(s: dict[str, Any]) -> None:
-    """The human-readable form of :func:`model_summary` (rich tables on stdout)."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    out = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 140, highlight=False)
-    lin = s["lineage"]
-    head = Table.grid(padding=(0, 2))
-    head.add_row("[bold]model", escape(f"{s['model']} ({s['bytes']:,} bytes, format {s['format_version']}, beamlearn "
-                 f"{s['library_version']}, created {s['created']})"))
-    head.add_row("[bold]name", escape(_fmt(s["name"])))
-    if "spec_sha256" in lin:
-        head.add_row("[bold]spec", escape(f"{lin.get('spec_name')} (sha256 {str(lin['spec_sha256'])[:16]}...)"))
-    head.add_row("[bold]trained", f"{lin.get('rows', '?'):,} rows, {lin.get('dead_letters', 0):,} dead letters, "
-                 f"{_plural(lin.get('passes', 0), 'pass')}, {lin.get('fit_seconds', 0):.2f} s, engine {lin.get('engine')}")
-    files = lin.get("data", {}).get("files") if isinstance(lin.get("data"), dict) else None
-    if files:
-        head.add_row("[bold]data", escape(_fmt([f"{f['name']} ({f['bytes']:,} bytes)" for f in files], 4)))
-    if isinstance(lin.get("versions"), dict):
-        head.add_row("[bold]versions", escape(_fmt(lin["versions"])))
-    head.add_row("[bold]input", escape(_columns(s["input_schema"])))
-    head.add_row("[bold]output", escape(_columns(s["output_schema"])))
-    out.print(head)
-    for i, step in enumerate(s["steps"]):
-        params = ", ".join(f"{k}={_fmt(v, 6)}" for k, v in step["params"].items() if v is not None)
-        out.print(f"\n[bold]step {i}: {step['step']}[/bold]({escape(params)})")
-        fitted = step["fitted"]
-        if isinstance(fitted, dict) and fitted and all(isinstance(v, dict) for v in fitted.values()):
-            keys = list(dict.fromkeys(k for v in fitted.values() for k in v))
-            table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
-            for k in ["column", *keys]:
-                table.add_column(escape(str(k)), overflow="fold")
-            for col, stats in fitted.items():
-                table.add_row(escape(str(col)), *(escape(_fmt(stats.get(k), 10)) for k in keys))
-            out.print(table)
-        elif isinstance(fitted, dict) and fitted:
-            for k, v in fitted.items():
-                out.print(escape(f"  {k}: {_fmt(v, 10)}"))
-        else:
-            out.print("  (stateless)" if not fitted else escape(f"  {_fmt(fitted, 10)}"))
-
-
-def _plain(obj: Any) -> Any:
-    """JSON-safe plain data: numpy arrays and scalars become lists and numbers, NaN null, infinities strings."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _plain(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)
 
 
 # ---------------------------------------------------------------------------------------------- entry point

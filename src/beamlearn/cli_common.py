@@ -1,0 +1,144 @@
+"""Plumbing shared by the ``beamlearn`` commands (:mod:`beamlearn.cli`): the engine option, one-line errors,
+the progress bar, the summary line and the lazy import of the Beam engine."""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import functools
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+
+from beamlearn.errors import BeamlearnError, EngineError
+
+__all__ = ["Engine"]
+
+_OWN_OPTIONS = {"fit": ["--data", "--out", "--batch-size", "--errors", "--engine", "--quiet"],
+                "run": ["--data", "--output", "--batch-size", "--errors", "--engine", "--quiet"],
+                "transform": ["--data", "--out", "--batch-size", "--errors", "--engine", "--quiet"]}
+
+
+class Engine(str, enum.Enum):
+    """Where to run: in this process, or as an Apache Beam pipeline."""
+
+    local = "local"
+    beam = "beam"
+
+
+# ---------------------------------------------------------------------------------------------- plumbing
+def _err(message: str) -> None:
+    sys.stderr.write("beamlearn: error: " + " ".join(str(message).split("\n")) + "\n")
+    sys.stderr.flush()
+
+
+def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a user mistake into one line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        import pyarrow as pa
+
+        try:
+            return fn(*args, **kwargs)
+        except BeamlearnError as exc:
+            _err(str(exc))
+        except OSError as exc:
+            _err(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
+        except (pa.ArrowException, UnicodeDecodeError) as exc:  # unreadable input the readers did not catch
+            _err(f"cannot read the data ({type(exc).__name__}: {exc})")
+        except KeyboardInterrupt:
+            _err("interrupted")
+            raise typer.Exit(130) from None
+        raise typer.Exit(2)
+
+    return run
+
+
+def _check_extra(ctx: typer.Context, engine: Engine) -> list[str]:
+    """The options to pass to Beam; with the local engine, any of them is a usage error."""
+    extra = list(ctx.args)
+    if engine is Engine.local and extra:
+        flag = extra[0].split("=", 1)[0]
+        close = difflib.get_close_matches(flag, _OWN_OPTIONS.get(ctx.info_name or "", []), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        what = f"no such option: {flag}{hint}" if flag.startswith("-") else f"unexpected argument {flag!r}"
+        _err(f"{what}; options beamlearn does not know are passed to Beam only with --engine beam")
+        raise typer.Exit(2)
+    return extra
+
+
+def _rate(rows: int, seconds: float) -> str:
+    return f"{rows / seconds:,.0f} rows/s" if seconds > 0 else "- rows/s"
+
+
+def _plural(n: Any, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith("s") else "s")
+
+
+def _total_rows(paths: Sequence[str]) -> int | None:
+    """The row count of Parquet inputs (from their footers), for a progress bar with an end; else None."""
+    import pyarrow.parquet as pq
+
+    from beamlearn import io
+
+    try:
+        files = io.expand_paths(list(paths))
+        if all(io.file_format(f) == "parquet" for f in files):
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    except Exception:  # noqa: BLE001 - only a nicety; the read itself reports real problems
+        return None
+    return None
+
+
+@contextmanager
+def _progress(label: str, paths: Sequence[str], quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """A rich progress bar (rows, rows/s) on stderr for reads, or None when quiet or not on a terminal."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    total = _total_rows(paths)
+    columns = [SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+               TextColumn("{task.completed:,.0f} rows"),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(label, total=total, rate="")
+        t0 = time.perf_counter()
+        done = [0]
+
+        def advance(rows: int) -> None:
+            done[0] += rows
+            bar.update(task, advance=rows, rate=_rate(done[0], time.perf_counter() - t0))
+
+        yield advance
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, flush=True)
+
+
+def _dead_sink(errors: str | None) -> Any:
+    from beamlearn import io
+
+    return io.DeadLetters(errors) if errors else "raise"
+
+
+def _beam(entry: str) -> Callable[..., Any]:
+    """``beamlearn.engines.beam.<entry>``, imported only when the Beam engine is asked for."""
+    try:
+        from beamlearn.engines import beam
+    except ImportError as exc:
+        raise EngineError(f"the Beam engine is not available ({exc})") from None
+    if not hasattr(beam, entry):
+        raise EngineError(f"this beamlearn's Beam engine has no {entry}(); use --engine local")
+    return getattr(beam, entry)

@@ -225,6 +225,8 @@ def test_beam_engine_fits_the_same_model(tmp_path, monkeypatch) -> None:
     assert [c["part"][1] for c in calls] == ["train", "test"]  # the threshold pass and the test part on Beam
     assert beam.engine == "beam" and beam.rows == local.rows
     assert beam.fitted.lineage["engine"] != "local"
+    # the workers read the data files and keep the train part themselves: no copy of it is written
+    assert [f["path"] for f in beam.fitted.lineage["data"]["files"]] == [str(tmp_path / "data.csv")]
     ol, ob = local.evaluation.metrics["overall"], beam.evaluation.metrics["overall"]
     assert ob["confusion_matrix"] == ol["confusion_matrix"]
     assert ob["roc_auc"] == pytest.approx(ol["roc_auc"], abs=1e-9)

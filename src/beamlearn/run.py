@@ -28,8 +28,8 @@ metrics, slices and gates.  The artifact's lineage and ``metrics.json`` (a ``run
 rows per part and the stored threshold (``metrics.json``'s ``overall.decision_threshold`` is the test part's
 own sweep, for information only).
 
-With ``engine="beam"`` the fit runs on Apache Beam (:func:`beamlearn.engines.beam_jobs.run_fit`): the train
-part is first streamed to a temporary Parquet file (constant memory) that the Beam job reads; the threshold
+With ``engine="beam"`` the fit runs on Apache Beam (:func:`beamlearn.engines.beam_jobs.run_fit`): the workers
+read the files and keep the train part themselves (the split filters rows where they are read); the threshold
 and evaluation passes are Beam jobs too (:func:`beamlearn.engines.beam_eval.run_evaluate`: the same metric
 reductions over the data files, through the same split filter, so bootstrap weights agree).  ``errors`` (a
 dead-letter path) applies to the fit; the evaluation passes stop on a row that cannot be read.
@@ -60,8 +60,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -276,20 +274,13 @@ def with_decision_threshold(fitted: FittedPipeline, threshold: float, pos_label:
     return FittedPipeline(fitted.steps, states, fitted.input_schema, name=fitted.name, lineage=fitted.lineage)
 
 
-def _fit_beam(spec: Spec, train: Callable[[], Iterator[pa.RecordBatch]], batch_size: int,
-              beam_args: list[str] | None, errors: str | None) -> FittedPipeline:
-    from beamlearn import io
+def _fit_beam(spec: Spec, paths: Sequence[str], split: Split, batch_size: int, beam_args: list[str] | None,
+              errors: str | None) -> FittedPipeline:
     from beamlearn.engines.beam_jobs import run_fit
 
-    tmp = tempfile.mkdtemp(prefix="beamlearn-run-")
-    try:
-        path = os.path.join(tmp, "train.parquet")
-        io.write_batches(train(), path)
-        schema = spec.resolve_schema([path]) if spec.schema is not None else None
-        return run_fit(spec.pipeline, [path], beam_args=beam_args, batch_size=batch_size, errors=errors,
-                       schema=schema, lineage=spec.lineage())
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    schema = spec.resolve_schema(list(paths)) if spec.schema is not None else None
+    return run_fit(spec.pipeline, list(paths), beam_args=beam_args, batch_size=batch_size, errors=errors,
+                   schema=schema, lineage=spec.lineage(), part=(split, "train"))
 
 
 def _evaluator(engine: str, paths: Sequence[str], split: Split, keep: Sequence[str],
@@ -335,7 +326,7 @@ def run(spec_path: str, *, engine: str = "local", beam_args: list[str] | None = 
 
     t = time.perf_counter()
     if engine == "beam":
-        fitted = _fit_beam(spec, _part(paths, split, "train", size), size, beam_args, errors)
+        fitted = _fit_beam(spec, paths, split, size, beam_args, errors)
     else:
         dead = io.DeadLetters(errors) if errors else "raise"
         fitted = spec.fit(_part(paths, split, "train", size), batch_size=size, errors=dead, progress=progress)

@@ -29,6 +29,7 @@ from beamlearn import artifact, io
 from beamlearn.engines import beam_io, beam_jobs
 from beamlearn.engines.beam import Fit, Transform, run_fit, run_transform
 from beamlearn.engines.beam_io import FileSplit, FileSplits, file_splits
+from beamlearn.split import HashSplit
 
 pytestmark = pytest.mark.filterwarnings("ignore::beamlearn.errors.DataWarning")
 
@@ -181,9 +182,8 @@ def test_fit_and_transform_from_file_splits_equal_the_local_engine(tmp_path, mon
 class _SmallSplits(FileSplits):
     """FileSplits with splits of at least 100 rows (the default, 2**20, would give one split per small file)."""
 
-    def __init__(self, paths, *, schema=None, batch_size=65_536) -> None:
-        super().__init__(paths, schema=schema, batch_size=batch_size)
-        self.splits = file_splits(self.files, self.schema, batch_size, split_rows=100)
+    def __init__(self, paths, **kw) -> None:
+        super().__init__(paths, split_rows=100, **kw)
 
 
 def test_one_job_per_pass_over_row_group_splits_equals_the_local_engine(tmp_path, monkeypatch):
@@ -223,3 +223,27 @@ def test_a_file_split_is_a_small_picklable_element(tmp_path):
     assert cloudpickle.loads(blob) == split and len(blob) < 4096
     default = beam_io.FileSplits(files, schema=SCHEMA, batch_size=64)
     assert default.splits == [FileSplit(f, None, 0, SCHEMA, 64) for f in files]  # small files: whole
+
+
+@pytest.mark.parametrize("split", [HashSplit(test_fraction=0.3, seed=4), HashSplit("id", test_fraction=0.4)],
+                         ids=["whole-row", "key"])
+def test_a_split_part_is_kept_where_the_files_are_read(tmp_path, monkeypatch, split):
+    """``run_fit(part=(split, "train"))`` fits on the train rows the local engine sees (``split.part`` of the read
+    files): the split reads its key (every column for a whole-row hash) even in a pass that projects others, and
+    dead letters of the kept rows are reported with their file rows."""
+    files, _ = write_files(str(tmp_path))
+    monkeypatch.setattr(beam_jobs, "FileSplits", _SmallSplits)
+    pipe = bl.Pipeline(steps())
+    local_dead = bl.DeadLetters()
+    local = pipe.fit(lambda: split.part(io.read(files[:3], batch_size=32, dead=local_dead), "train"),
+                     batch_size=32)
+    errs = str(tmp_path / "errors.jsonl")
+    for jobs in ("one", "per_pass"):
+        fitted = run_fit(pipe, files[:3], beam_args=[], batch_size=32, errors=errs, part=(split, "train"),
+                         jobs=jobs)
+        assert fitted.lineage["rows"] == local.lineage["rows"] < 1350 - len(BAD_W) - len(BAD_B)
+        for i, (g, w) in enumerate(zip(fitted.states, local.states)):
+            assert_state_equal(g, w, f"{jobs} step{i}")
+        with open(errs) as fh:  # bad values are found as rows are read, before the split: all of them, once
+            got = [json.loads(line) for line in fh]
+        assert len(got) == len(BAD_W) + len(BAD_B) and dead_set(got) == dead_set(local_dead.records)

@@ -94,7 +94,8 @@ class FileSplit(NamedTuple):
     """A part of one file to read where it is consumed: a file, or some row groups of a Parquet file.
 
     ``first_row`` is the file row the part starts at (provenance and dead letters name file rows), ``schema``
-    the schema the file is cast to unless the consumer gives its own, ``batch_size`` the rows per batch.
+    the schema the file is cast to unless the consumer gives its own, ``batch_size`` the rows per batch, and
+    ``part`` a ``(split, "train" | "test")`` pair keeping one part of a :class:`~beamlearn.split.Split`'s rows.
     """
 
     path: str
@@ -102,21 +103,22 @@ class FileSplit(NamedTuple):
     first_row: int
     schema: pa.Schema
     batch_size: int
+    part: tuple[Any, str] | None = None
 
 
 SPLIT_ROWS = 1 << 20  # Parquet row groups are grouped into splits of at least this many rows
 
 
 def file_splits(files: list[str], schema: pa.Schema, batch_size: int = DEFAULT_BATCH_SIZE,
-                split_rows: int = SPLIT_ROWS) -> list[FileSplit]:
+                split_rows: int = SPLIT_ROWS, part: tuple[Any, str] | None = None) -> list[FileSplit]:
     """The splits of ``files``: consecutive row groups of at least ``split_rows`` rows for a local Parquet
-    file (from its footer), the whole file otherwise."""
+    file (from its footer), the whole file otherwise; each keeps the ``part`` of a split's rows if given."""
     import pyarrow.parquet as pq
 
     out: list[FileSplit] = []
     for path in files:
         if not (_is_local(path) and io.file_format(path) == "parquet"):
-            out.append(FileSplit(path, None, 0, schema, batch_size))
+            out.append(FileSplit(path, None, 0, schema, batch_size, part))
             continue
         try:
             meta = pq.ParquetFile(path.removeprefix("file://")).metadata
@@ -129,10 +131,10 @@ def file_splits(files: list[str], schema: pa.Schema, batch_size: int = DEFAULT_B
             rows += meta.row_group(i).num_rows
             if rows >= split_rows or i == meta.num_row_groups - 1:
                 whole = len(group) == meta.num_row_groups
-                out.append(FileSplit(path, None if whole else tuple(group), first, schema, batch_size))
+                out.append(FileSplit(path, None if whole else tuple(group), first, schema, batch_size, part))
                 first, group, rows = first + rows, [], 0
         if meta.num_row_groups == 0:
-            out.append(FileSplit(path, None, 0, schema, batch_size))
+            out.append(FileSplit(path, None, 0, schema, batch_size, part))
     return out
 
 
@@ -141,7 +143,17 @@ def read_split(split: FileSplit, *, schema: pa.Schema | None = None, dead: io.De
     """The batches of ``split``, cast to ``schema`` (default: the split's), read as the local engine reads
     files (:func:`beamlearn.io.read_file`, so the same rows, types and dead letters; ``columns`` and ``encoded``
     are its options).  A remote file is copied to a temporary
-    directory first and keeps its remote name in provenance and dead letters."""
+    directory first and keeps its remote name in provenance and dead letters.
+
+    A split with a ``part`` keeps only that part's rows, as the local engine does: the split is decided on the
+    rows read with the split's own schema (with the split's columns, all of them for a hash of whole rows, never
+    encoded), and the kept rows are then cast to ``schema``."""
+    target = schema or split.schema
+    if split.part is not None:
+        keys = split.part[0].columns()
+        columns = None if columns is None or not keys else list(dict.fromkeys([*columns, *keys]))
+        encoded = [c for c in encoded if c not in keys] if keys else []
+        schema = split.schema
     tmpdir = tempfile.mkdtemp(prefix="beamlearn-read-")
     try:
         local = _localize(split.path, tmpdir).removeprefix("file://")
@@ -151,10 +163,30 @@ def read_split(split: FileSplit, *, schema: pa.Schema | None = None, dead: io.De
             if local != split.path:
                 b = tag_batch(b, split.path, batch_origin(b)[1])
                 _renamed(dead, local, split.path)
-            yield b
+            if split.part is None:
+                yield b
+            else:
+                for kept in split.part[0].part([b], split.part[1]):
+                    yield _recast(kept, target, required, dead)
         _renamed(dead, local, split.path)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _recast(batch: pa.RecordBatch, schema: pa.Schema, required: Any, dead: io.DeadLetters | None) -> pa.RecordBatch:
+    """``batch`` cast to ``schema``; bad rows raise, or go to ``dead`` and are dropped."""
+    import numpy as np
+
+    from beamlearn.batches import batch_rows, conform, tag_rows
+
+    out, bad = conform(batch, schema, required=[c for c in required if c in batch.schema.names],
+                       collect=dead is not None)
+    if not len(bad):
+        return out
+    dead.add_rows(batch, bad.indices, bad.columns, bad.reasons)  # type: ignore[union-attr]
+    keep = np.ones(out.num_rows, bool)
+    keep[bad.indices] = False
+    return tag_rows(out.filter(pa.array(keep)), batch_rows(batch)[keep])
 
 
 class _ReadSplit(beam.DoFn):
@@ -189,16 +221,18 @@ class FileSplits(beam.PTransform):
     the consumer's: they raise, or go to its ``.with_errors()`` output.  Use :class:`ReadFiles` for
     RecordBatches to give to other transforms.
 
-    ``schema`` defaults to the first file's (what the local engine captures).
+    ``schema`` defaults to the first file's (what the local engine captures); ``part``, a ``(split, "train" |
+    "test")`` pair, keeps one part of a :class:`~beamlearn.split.Split` (filtered where read: no copy);
+    ``split_rows`` is the least rows of a Parquet split.
     """
 
-    def __init__(self, paths: Any, *, schema: pa.Schema | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(self, paths: Any, *, schema: pa.Schema | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 part: tuple[Any, str] | None = None, split_rows: int = SPLIT_ROWS) -> None:
         super().__init__()
         self.files = resolve_paths(paths)
         self.schema = schema if schema is not None else file_schema(self.files, batch_size)
         self.batch_size = batch_size
-        self.splits = file_splits(self.files, self.schema, batch_size)
+        self.splits = file_splits(self.files, self.schema, batch_size, split_rows, part)
 
     def expand(self, pbegin):
         return pbegin | "Splits" >> beam.Create(self.splits) | "Spread" >> beam.Reshuffle()

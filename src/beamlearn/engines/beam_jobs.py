@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -139,11 +139,13 @@ MAX_UNROLLED = 8  # run_fit's "auto": passes unrolled in one job up to this boun
 
 def run_fit(pipeline: Any, paths: Any, *, beam_args: list[str] | None = None,
             batch_size: int = DEFAULT_BATCH_SIZE, errors: str | None = None, schema: pa.Schema | None = None,
-            lineage: dict[str, Any] | None = None, jobs: str = "auto") -> Any:
+            lineage: dict[str, Any] | None = None, jobs: str = "auto", part: tuple[Any, str] | None = None) -> Any:
     """Fit ``pipeline`` on files with Beam and return the :class:`~beamlearn.FittedPipeline`.
 
     ``beam_args`` go to ``PipelineOptions`` untouched (``--runner``, ``--direct_num_workers``, ...).  ``errors``
     is None (a bad row fails the fit, naming it) or a path where dead letters are written as JSON lines.
+    ``part``, a ``(split, "train" | "test")`` pair, fits on one part of a :class:`~beamlearn.split.Split` of the
+    files (filtered where read, as :class:`~beamlearn.engines.beam_io.FileSplits` does).
     ``jobs``: ``"one"`` runs :class:`~beamlearn.engines.beam.Fit` with every pass unrolled in one job;
     ``"per_pass"`` runs one job per pass (each reads the files again; the driver plans the next pass, so an
     iterative estimator stops at convergence); ``"auto"`` unrolls up to ``MAX_UNROLLED`` passes.
@@ -157,6 +159,12 @@ def run_fit(pipeline: Any, paths: Any, *, beam_args: list[str] | None = None,
     opts, temp_location = _options(beam_args)
     files = resolve_paths(paths)
     schema = schema if schema is not None else file_schema(files, batch_size)
+    # a split part is decided on the rows as the files give them (as locally), then cast to the fit schema
+    split_schema = file_schema(files, batch_size) if part is not None else schema
+
+    def read() -> FileSplits:
+        return FileSplits(files, schema=split_schema, batch_size=batch_size, part=part)
+
     if jobs not in ("auto", "one", "per_pass"):
         raise EngineError(f"jobs={jobs!r} is not one of 'auto', 'one', 'per_pass'")
     per_pass = jobs == "per_pass" or (jobs == "auto" and pass_bound(pipeline.steps, schema) > MAX_UNROLLED)
@@ -164,7 +172,7 @@ def run_fit(pipeline: Any, paths: Any, *, beam_args: list[str] | None = None,
     scratch = FileSystems.join(temp_location, f"beamlearn-fit-{uuid.uuid4().hex}") if temp_location else tmpdir
     try:
         job = _fit_per_pass if per_pass else _fit_one_job
-        fp, dead, runner = job(pipeline, files, schema, opts, batch_size, errors, lineage, scratch)
+        fp, dead, runner = job(pipeline, read, schema, opts, batch_size, errors, lineage, scratch)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     fp.lineage.update({"dead_letters": dead, "fit_seconds": round(time.perf_counter() - t0, 6),
@@ -173,14 +181,14 @@ def run_fit(pipeline: Any, paths: Any, *, beam_args: list[str] | None = None,
     return fp
 
 
-def _fit_one_job(pipeline: Any, files: list[str], schema: pa.Schema, opts: Any, batch_size: int, errors: Any,
-                 lineage: Any, scratch: str) -> tuple[Any, int | None, str]:
+def _fit_one_job(pipeline: Any, read: Callable[[], Any], schema: pa.Schema, opts: Any, batch_size: int,
+                 errors: Any, lineage: Any, scratch: str) -> tuple[Any, int | None, str]:
     from beamlearn.engines.beam import Fit
 
     collect = not _raise_mode(errors)
     out = _join(scratch, "fitted.bl")
     p = beam.Pipeline(options=opts)
-    splits = p | "Read" >> FileSplits(files, schema=schema, batch_size=batch_size)
+    splits = p | "Read" >> read()
     fit = Fit(pipeline, schema=schema, lineage=lineage, batch_size=batch_size)
     if collect:
         fitted, fit_errors = splits | "Fit" >> fit.with_errors()
@@ -193,8 +201,8 @@ def _fit_one_job(pipeline: Any, files: list[str], schema: pa.Schema, opts: Any, 
     return fp, _dead_count(result, errors), type(p.runner).__name__
 
 
-def _fit_per_pass(pipeline: Any, files: list[str], schema: pa.Schema, opts: Any, batch_size: int, errors: Any,
-                  lineage: Any, scratch: str) -> tuple[Any, int | None, str]:
+def _fit_per_pass(pipeline: Any, read: Callable[[], Any], schema: pa.Schema, opts: Any, batch_size: int,
+                  errors: Any, lineage: Any, scratch: str) -> tuple[Any, int | None, str]:
     from beamlearn.engines.beam import _advance, _finish, _next, _pass, _Registry
     from beamlearn.pipeline import FitPlan
 
@@ -204,7 +212,7 @@ def _fit_per_pass(pipeline: Any, files: list[str], schema: pa.Schema, opts: Any,
     while state[1] is not None:
         out = _join(scratch, f"pass{k}.pkl")
         p = beam.Pipeline(options=opts)
-        splits = p | "Read" >> FileSplits(files, schema=schema, batch_size=batch_size)
+        splits = p | "Read" >> read()
         merged, pass_errors = _pass(splits, p | "Plan" >> beam.Create([state]), k, steps, collect,
                                     registry)
         merged | "Save" >> beam.ParDo(_Save(out))

@@ -247,3 +247,21 @@ def test_a_split_part_is_kept_where_the_files_are_read(tmp_path, monkeypatch, sp
         with open(errs) as fh:  # bad values are found as rows are read, before the split: all of them, once
             got = [json.loads(line) for line in fh]
         assert len(got) == len(BAD_W) + len(BAD_B) and dead_set(got) == dead_set(local_dead.records)
+
+
+def test_a_split_part_cast_to_another_schema_drops_the_same_rows_in_every_pass(tmp_path):
+    """With ``part`` and a fit schema that casts a column the pass does not read ("s": text to float, some bad),
+    a later pass must still drop the rows pass 0 rejected: no column is skipped when the cast could fail."""
+    p = str(tmp_path / "a.parquet")
+    n = 40
+    pq.write_table(pa.table({"id": range(n), "x": np.arange(n, dtype=float) ** 2,
+                             "s": ["1.5" if i % 4 else "bad" for i in range(n)]}), p)
+    target = pa.schema([("id", pa.int64()), ("x", pa.float64()), ("s", pa.float64())])
+    split, steps_ = HashSplit("id", test_fraction=0.25), [bl.RobustScaler(["x"])]  # exact quantiles: 2 passes
+    errs = str(tmp_path / "dead.jsonl")
+    got = run_fit(bl.Pipeline(steps_), [p], beam_args=[], errors=errs, schema=target, part=(split, "train"),
+                  jobs="one")
+    want = bl.Pipeline(steps_).fit(lambda: split.part(io.read([p]), "train"), schema=target,
+                                   errors=bl.DeadLetters())
+    assert got.lineage["rows"] == want.lineage["rows"] and got.lineage["dead_letters"] == 7
+    assert_state_equal(got.states[0], want.states[0])

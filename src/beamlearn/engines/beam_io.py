@@ -78,10 +78,12 @@ def _localize(path: str, tmpdir: str) -> str:
 
 
 def file_schema(files: list[str], batch_size: int = DEFAULT_BATCH_SIZE) -> pa.Schema:
-    """The schema the local engine captures for ``files``: that of the first batch of the first file."""
+    """The schema the local engine captures for ``files``: that of the first batch of the first file (a CSV
+    column empty there typed from the later local files, as :func:`beamlearn.io.read_batches` does)."""
     tmpdir = tempfile.mkdtemp(prefix="beamlearn-schema-")
     try:
-        first = next(iter(io.read_batches(_localize(files[0], tmpdir), batch_size=batch_size,
+        later = [f.removeprefix("file://") for f in files[1:] if _is_local(f)]
+        first = next(iter(io.read_batches([_localize(files[0], tmpdir), *later], batch_size=batch_size,
                                           dead=io.DeadLetters())), None)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -153,6 +155,10 @@ def read_split(split: FileSplit, *, schema: pa.Schema | None = None, dead: io.De
         keys = split.part[0].columns()
         columns = None if columns is None or not keys else list(dict.fromkeys([*columns, *keys]))
         encoded = [c for c in encoded if c not in keys] if keys else []
+        if not target.remove_metadata().equals(split.schema.remove_metadata()):
+            # rows are read with the split's schema, then cast to the target: a skipped column could fail that
+            # cast (a row pass 0 rejects), so read every column
+            columns, encoded = None, []
         schema = split.schema
     tmpdir = tempfile.mkdtemp(prefix="beamlearn-read-")
     try:

@@ -98,3 +98,17 @@ def test_an_unknown_category_in_an_encoded_column_is_named(tmp_path):
     assert info.value.column == "c" and info.value.row == 2
     out = fitted.transform(path, errors=bl.DeadLetters())
     assert out.num_rows == 3 and np.asarray(out.column("c_a")).tolist() == [1, 0, 0]
+
+
+def test_in_memory_dictionaries_are_decoded_as_before():
+    """A user's dictionary column (which may encode null as a dictionary value) is read as strings: only files
+    are read encoded."""
+    encoded = pa.table({"c": pa.array(["a", None, "b", "a"]).dictionary_encode(null_encoding="encode")})
+    plain = pa.table({"c": pa.array(["a", None, "b", "a"])})
+    pipe = bl.Pipeline([bl.SimpleImputer(["c"], strategy="most_frequent", add_indicator=True),
+                        bl.OneHotEncoder(["c"])])
+    got, want = pipe.fit(encoded), pipe.fit(plain)
+    for g, w in zip(got.states, want.states):
+        assert_nested_close(g, w)
+    assert got.transform(encoded).to_pydict() == want.transform(plain).to_pydict()
+    assert want.transform(plain).column("missingindicator_c").to_pylist() == [0, 1, 0, 0]

@@ -223,6 +223,10 @@ def test_transform_one_casts_pass_through_columns_as_transform_does():
         f.transform_one({"x": 2.0, "id": 8, "note": 3})
     assert ei.value.column == "note"
     assert f.transform_one({"x": 2.0})["id"] is None  # a pass-through column may be absent, as from a file
+    row = f.transform_one({"x": 2.0, "id": 1, "note": np.str_("z")})  # numpy scalars, as pandas rows give
+    assert row["note"] == "z" and type(row["note"]) is str
+    g = bl.Pipeline([bl.StandardScaler(["x"])]).fit(pa.table({"x": [1.0, 3.0], "b": [True, False]}))
+    assert g.transform_one({"x": 1.0, "b": np.True_})["b"] is True
 
 
 def test_describe_lists_steps():

@@ -186,3 +186,12 @@ def test_a_later_pass_reads_only_the_columns_it_needs(tmp_path, monkeypatch):
     want = pipe.fit(table, batch_size=100)
     for got_state, want_state in zip(fitted.states, want.states):
         assert_nested_close(got_state, want_state, rtol=1e-12)
+
+
+def test_in_memory_batches_missing_a_required_column_name_it():
+    first = pa.record_batch({"x": [1.0, 2.0], "y": [1.0, 2.0]})
+    later = pa.record_batch({"y": [3.0, 4.0]})
+    for errors in ("raise", bl.DeadLetters()):
+        with pytest.raises(bl.errors.SchemaError, match="required column is missing") as info:
+            bl.Pipeline([bl.StandardScaler(["x"])]).fit(lambda: [first, later], errors=errors)
+        assert info.value.column == "x"

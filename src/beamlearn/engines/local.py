@@ -44,6 +44,8 @@ class LocalEngine:
         kept rows (None when nothing was dropped); files are read for ``columns`` only when that cannot change
         the rows kept, with the string columns of ``encoded`` dictionary-encoded (:func:`beamlearn.io.read_file`).
         """
+        if not io.is_file_input(data):  # in-memory batches are whole already, with their own encodings
+            columns, encoded = None, ()
         for raw in io.read(data, batch_size=self.batch_size, schema=schema, dead=dead if report else
                            (io.DeadLetters() if dead is not None else None), required=required, columns=columns,
                            encoded=encoded):
@@ -262,6 +264,8 @@ def _validator(name: str, typ: pa.DataType) -> Callable[[Any], Any]:
         def check(v: Any) -> Any:
             if type(v) is str or v is None:
                 return v
+            if isinstance(v, str):  # numpy's str_
+                return str(v)
             if isinstance(v, float) and v != v:  # NaN means missing everywhere
                 return None
             raise DataError(f"expected a string, got {type(v).__name__} {v!r}", column=name, value=v)
@@ -269,6 +273,8 @@ def _validator(name: str, typ: pa.DataType) -> Callable[[Any], Any]:
         def check(v: Any) -> Any:
             if type(v) is bool or v is None:
                 return v
+            if isinstance(v, np.bool_):
+                return bool(v)
             if isinstance(v, float) and v != v:  # NaN means missing everywhere
                 return None
             raise DataError(f"expected a boolean, got {type(v).__name__} {v!r}", column=name, value=v)

@@ -130,6 +130,19 @@ def test_csv_column_empty_at_first_takes_the_type_of_its_later_values(tmp_path):
     assert table.column("e").null_count == n
 
 
+def test_a_csv_column_empty_in_the_first_file_is_typed_from_the_later_files(tmp_path):
+    (tmp_path / "1.csv").write_text("x,z\n1.0,\n2.0,\n")
+    (tmp_path / "2.csv").write_text("x,z\n3.0,5\n4.0,\n")
+    files = [str(tmp_path / "1.csv"), str(tmp_path / "2.csv")]
+    dead = io.DeadLetters()
+    got = pa.Table.from_batches(list(io.read_batches(files, dead=dead)))
+    assert dead.count == 0 and got.schema.field("z").type == pa.int64() and got.column("z").to_pylist() == [
+        None, None, 5, None]
+    from beamlearn.engines.beam_io import file_schema
+
+    assert file_schema(files).field("z").type == pa.int64()  # the Beam engine's schema too
+
+
 def test_a_value_in_a_column_that_was_empty_at_fit_is_a_bad_value(tmp_path):
     (tmp_path / "fit.csv").write_text("a,b\n1,\n2,\n")
     (tmp_path / "new.csv").write_text("a,b\n3,\n4,x\n")

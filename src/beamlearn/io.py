@@ -166,9 +166,10 @@ def read_batches(paths: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa
     :class:`DataError` naming file, row and column — or, with a ``dead`` sink, go there and the row is dropped.
     A file lacking a ``required`` column raises :class:`SchemaError`; other columns a file lacks become nulls.
     """
-    for path in expand_paths(paths):
+    files = expand_paths(paths)
+    for k, path in enumerate(files):
         if schema is None and file_format(path) == "csv":  # CSV is read as text: fix the inferred types first
-            schema = _csv_schema(path)
+            schema = _csv_schema(path, [f for f in files[k + 1:] if file_format(f) == "csv"])
         for batch in read_file(path, batch_size=batch_size, schema=schema, dead=dead, required=required,
                                columns=columns if schema is not None else None, encoded=encoded):
             schema = schema if schema is not None else capture_schema(batch)

@@ -56,30 +56,43 @@ def _csv_header(path: str) -> list[str]:
     return header
 
 
-def _csv_schema(path: str) -> pa.Schema:
-    """The column types Arrow infers from the first block of a CSV file; a column empty throughout that block
-    takes the type Arrow infers from its first non-empty values further on (null only if it has none)."""
+def _parse_options(path: str) -> pcsv.ParseOptions:
     delim = "\t" if path.lower().replace(".gz", "").endswith(".tsv") else ","
-    parse = pcsv.ParseOptions(delimiter=delim, invalid_row_handler=lambda r: "skip")
+    return pcsv.ParseOptions(delimiter=delim, invalid_row_handler=lambda r: "skip")
+
+
+def _csv_schema(path: str, others: Iterable[str] = ()) -> pa.Schema:
+    """The column types Arrow infers from the first block of a CSV file; a column empty throughout that block
+    takes the type Arrow infers from its first non-empty values further on, in this file and then in the
+    ``others`` (the later CSV files of the same read); null only if it has none."""
     try:
-        sample = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 20), parse_options=parse)
+        sample = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 20),
+                               parse_options=_parse_options(path))
         inferred = sample.schema
         sample.close()
-        empty = [f.name for f in inferred if pa.types.is_null(f.type)]
-        if empty:
-            inferred = _later_types(path, inferred, empty, parse)
     except (pa.ArrowInvalid, StopIteration, OSError) as exc:
         raise DataError(f"cannot read CSV ({exc})", source=path) from None
+    for source in [path, *others]:
+        empty = [f.name for f in inferred if pa.types.is_null(f.type)]
+        if not empty:
+            break
+        try:
+            inferred = _later_types(source, inferred, empty)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"cannot read CSV ({exc})", source=source) from None
     return capture_schema(pa.RecordBatch.from_pylist([], schema=inferred))
 
 
-def _later_types(path: str, inferred: pa.Schema, empty: list[str], parse: pcsv.ParseOptions,
-                 sample_size: int = 1000) -> pa.Schema:
-    """Types for the ``empty`` columns of ``inferred``: scan the file (those columns only, as text) for up to
-    ``sample_size`` non-empty values each, and let Arrow infer their type from them."""
+def _later_types(path: str, inferred: pa.Schema, empty: list[str], sample_size: int = 1000) -> pa.Schema:
+    """Types for the ``empty`` columns of ``inferred``: scan ``path`` (those of its columns only, as text) for up
+    to ``sample_size`` non-empty values each, and let Arrow infer their type from them."""
+    header = set(_csv_header(path))
+    empty = [c for c in empty if c in header]
+    if not empty:
+        return inferred
     found: dict[str, list[str]] = {c: [] for c in empty}
     reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 22),
-                           parse_options=parse,
+                           parse_options=_parse_options(path),
                            convert_options=pcsv.ConvertOptions(include_columns=empty, strings_can_be_null=True,
                                                                column_types=dict.fromkeys(empty, pa.string())))
     with contextlib.closing(reader):

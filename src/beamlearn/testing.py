@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["random_table", "assert_serving_consistent", "assert_rows_equal", "assert_nested_close",
+__all__ = ["fit_on_beam", "random_table", "assert_serving_consistent", "assert_rows_equal", "assert_nested_close",
            "assert_quality"]
 
 
@@ -147,3 +147,36 @@ def assert_quality(data_or_result: Any, *gates: str, baseline: Any = None, **eva
         raise AssertionError(f"{len(failed)} of {len(outcomes)} quality gates failed:\n"
                              + "\n".join(f"  {g}" for g in failed))
     return result
+
+
+def fit_on_beam(pipeline: Any, table: pa.Table, *, batch_size: int = 1024, **fit_options: Any) -> Any:
+    """Fit ``pipeline`` on ``table`` with the Beam engine (DirectRunner, in memory) and return the fitted
+    pipeline as a worker would hand it over: saved as an artifact, loaded back.  For checking that a pipeline
+    (custom steps included) fits on Beam as it fits in process.  ``fit_options`` go to
+    :class:`~beamlearn.engines.beam.Fit` (``max_passes=``, ...).
+
+    >>> import beamlearn as bl
+    >>> t = pa.table({"x": [1.0, 2.0, 4.0]})
+    >>> fit_on_beam(bl.Pipeline([bl.StandardScaler(["x"])]), t).states[0]["moments"]["mean"].tolist()
+    [2.3333333333333335]
+    """
+    import os
+    import tempfile
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beamlearn import artifact
+    from beamlearn.engines.beam import Fit
+
+    with tempfile.TemporaryDirectory(prefix="beamlearn-fit-on-beam-") as tmp:
+        path = os.path.join(tmp, "fitted.bl")
+
+        def save(fitted: Any) -> None:
+            with open(path, "wb") as fh:
+                fh.write(artifact.to_bytes(fitted))
+
+        with beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"])) as p:
+            (p | beam.Create(table.to_batches(max_chunksize=batch_size))
+             | Fit(pipeline, schema=table.schema, **fit_options) | beam.Map(save))
+        return artifact.load(path)

@@ -4,7 +4,6 @@ order, serving consistency, artifacts, errors, and one Beam DirectRunner equival
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
@@ -196,26 +195,15 @@ def test_fewer_rows_than_clusters_is_a_data_error():
 @pytest.mark.filterwarnings("ignore::beamlearn.models.ConvergenceWarning")
 def test_beam_direct_runner_fits_the_same_models(tmp_path):
     """Naive Bayes and KMeans in one pipeline: the Beam engine (DirectRunner, in memory) fits the same models."""
-    beam = pytest.importorskip("apache_beam")
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from beamlearn import artifact
-    from beamlearn.engines.beam import Fit
+    pytest.importorskip("apache_beam")
+    from beamlearn.testing import fit_on_beam
 
     X, y = datasets.load_iris(return_X_y=True)
     t = table_of(X).append_column("y", pa.array(y))
     steps = [bl.StandardScaler(FEATS4), bl.GaussianNB(FEATS4, "y", output="species"),
              bl.KMeans(FEATS4, n_clusters=3, max_iter=6, distances=True)]
     local = bl.Pipeline(steps).fit(t, batch_size=40)
-    path = os.path.join(str(tmp_path), "beam.bl")
-
-    def save(fitted):
-        with open(path, "wb") as fh:
-            fh.write(artifact.to_bytes(fitted))
-
-    with beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"])) as p:
-        p | beam.Create(t.to_batches(max_chunksize=40)) | Fit(bl.Pipeline(steps), schema=t.schema) | beam.Map(save)
-    remote = bl.load(path)
+    remote = fit_on_beam(bl.Pipeline(steps), t, batch_size=40)
     assert remote.lineage["passes"] == local.lineage["passes"]
     nb, want_nb = remote.states[1]["stats"], local.states[1]["stats"]
     assert nb["groups"] == want_nb["groups"] and np.array_equal(nb["rows"], want_nb["rows"])

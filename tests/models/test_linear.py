@@ -3,7 +3,6 @@ invariance, labels, convergence, serving consistency, artifacts, Beam; and the C
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
@@ -315,27 +314,15 @@ def test_logistic_errors():
 
 # ---------------------------------------------------------------------------------------------- Beam
 def test_beam_direct_runner_fits_the_same_models(tmp_path):
-    beam = pytest.importorskip("apache_beam")
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from beamlearn import artifact
-    from beamlearn.engines.beam import Fit
+    pytest.importorskip("apache_beam")
+    from beamlearn.testing import fit_on_beam
 
     X, y = load_iris(return_X_y=True)
     t = table_of(X, y)
     steps = [bl.StandardScaler(feats(X)), bl.LogisticRegression(feats(X), "y", tol=1e-6, max_iter=12),
              bl.Ridge(feats(X)[1:], "f0", output="ridge")]
     local = bl.Pipeline(steps).fit(t, batch_size=40)
-    path = os.path.join(str(tmp_path), "beam.bl")
-
-    def save(fitted):
-        with open(path, "wb") as fh:
-            fh.write(artifact.to_bytes(fitted))
-
-    with beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"])) as p:
-        (p | beam.Create(t.to_batches(max_chunksize=40))
-         | Fit(bl.Pipeline(steps), schema=t.schema, max_passes=steps[1].max_passes() + 2) | beam.Map(save))
-    remote = bl.load(path)
+    remote = fit_on_beam(bl.Pipeline(steps), t, batch_size=40, max_passes=steps[1].max_passes() + 2)
     got, want = remote.states[1]["model"], local.states[1]["model"]
     assert got["n_iter"] == want["n_iter"]
     np.testing.assert_allclose(got["coef"], want["coef"], rtol=1e-9, atol=1e-12)

@@ -37,6 +37,7 @@ __all__ = ["Clip", "Drop", "Function", "Log1p", "register_function", "registered
 
 F = TypeVar("F", bound=Callable[..., Any])
 _FUNCTIONS: dict[str, Callable[..., Any]] = {}
+_np_log1p = np.log1p
 
 
 def register_function(name: str) -> Callable[[F], F]:
@@ -121,8 +122,10 @@ class _Numeric(Step):
 
 
 def _log1p(v: float) -> float:
+    # numpy's ufunc on the one value: the very kernel the batch path runs (SIMD on AVX-512 hosts, whose last
+    # bit may differ from libm's ``math.log1p``); outside the domain, numpy's answers without its warning
     if v > -1.0:
-        return math.log1p(v)
+        return float(_np_log1p(v))
     return -math.inf if v == -1.0 else math.nan
 
 

@@ -185,10 +185,8 @@ def test_beam_engine_receives_unknown_options(files, capsys, monkeypatch):
         return {"rows": 4, "dead_letters": 0}
 
     fake.run_fit, fake.run_transform = run_fit, run_transform
-    monkeypatch.setitem(sys.modules, "beamlearn.engines.beam", fake)
-    import beamlearn.engines
-
-    monkeypatch.setattr(beamlearn.engines, "beam", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "beamlearn.beam", fake)
+    monkeypatch.setattr(bl, "beam", fake, raising=False)
     code, out, err = run(capsys, "fit", "spec.yaml", "--engine", "beam", "--data", "good.csv", "more.csv",
                          "--out", "m.blm", "--runner=DirectRunner", "--direct_num_workers", "2",
                          "--batch-size", "7", "--errors", "d.jsonl")

@@ -35,7 +35,8 @@ from beamlearn.engines.beam_io import (
            ReadParquet,
            WriteFiles,
 )
-from beamlearn.engines.beam_jobs import check_runner, portable_services, run_fit, run_transform
+from beamlearn.engines.beam_checks import check_runner
+from beamlearn.engines.beam_jobs import portable_services, run_fit, run_transform
 
 __all__ = ["Fit", "Transform", "Unbatch", "unbatch", "FileSplits", "FileSplit", "ReadFiles", "ReadCsv", "ReadParquet", "ReadJsonl",  # noqa: RUF022
            "WriteFiles", "run_fit", "run_transform", "check_runner", "load_artifact", "pass_bound",

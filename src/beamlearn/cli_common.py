@@ -134,9 +134,9 @@ def _dead_sink(errors: str | None) -> Any:
 
 
 def _beam(entry: str) -> Callable[..., Any]:
-    """``beamlearn.engines.beam.<entry>``, imported only when the Beam engine is asked for."""
+    """``beamlearn.beam.<entry>``, imported only when the Beam engine is asked for."""
     try:
-        from beamlearn.engines import beam
+        from beamlearn import beam
     except ImportError as exc:
         raise EngineError(f"the Beam engine is not available ({exc})") from None
     if not hasattr(beam, entry):

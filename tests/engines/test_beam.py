@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 import beamlearn as bl
 from beamlearn import artifact
 from beamlearn.beam import ReadFiles
-from beamlearn.engines.beam import Fit, Transform, check_runner, pass_bound, run_fit, run_transform, unbatch
+from beamlearn.beam import Fit, Transform, check_runner, pass_bound, run_fit, run_transform, unbatch
 from beamlearn.errors import DataError, EngineError, SchemaError
 from beamlearn.testing import random_table
 
@@ -364,7 +364,8 @@ def test_one_job_per_pass_equals_the_local_engine(tmp_path):
 def test_states_between_per_pass_jobs_are_signed(tmp_path):
     import pickle
 
-    from beamlearn.engines.beam_jobs import _load, _Save
+    from beamlearn.engines.beam_jobs import Save as _Save
+    from beamlearn.engines.beam_jobs import load_saved as _load
     from beamlearn.errors import EngineError
 
     good, bad = str(tmp_path / "good.bin"), str(tmp_path / "bad.bin")
@@ -381,7 +382,7 @@ def test_states_between_per_pass_jobs_are_signed(tmp_path):
 
 def test_registry_ships_only_what_the_steps_use_and_tolerates_unimportable_items(monkeypatch):
     import beamlearn as bl
-    from beamlearn.engines.beam import _Registry
+    from beamlearn.engines.passes import Registry as _Registry
     from beamlearn.steps import expr
 
     monkeypatch.setattr(expr, "_FUNCTIONS", dict(expr._FUNCTIONS))

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import beamlearn as bl
-from beamlearn.engines.beam import run_fit, run_transform
+from beamlearn.beam import run_fit, run_transform
 from beamlearn.engines.beam_jobs import portable_services
 from beamlearn.errors import EngineError
 from beamlearn.testing import random_table

@@ -27,7 +27,7 @@ from tests.engines.test_beam import _Save, assert_state_equal, assert_tables_equ
 import beamlearn as bl
 from beamlearn import artifact, io
 from beamlearn.engines import beam_io, beam_jobs
-from beamlearn.engines.beam import Fit, Transform, run_fit, run_transform
+from beamlearn.beam import Fit, Transform, run_fit, run_transform
 from beamlearn.engines.beam_io import FileSplit, FileSplits, file_splits
 from beamlearn.split import HashSplit
 

@@ -9,7 +9,8 @@ import pyarrow.compute as pc
 import pytest
 
 import beamlearn as bl
-from beamlearn.engines.local import LocalEngine, find_bad_rows, ordered_map
+from beamlearn.engines.local import LocalEngine, ordered_map
+from beamlearn.engines.passes import find_bad_rows, guard
 from beamlearn.errors import DataError
 from beamlearn.steps.base import Step, register_step
 
@@ -122,9 +123,8 @@ def test_whole_batch_failure_is_reraised():
             raise DataError("needs few rows")
         return batch
 
-    eng = LocalEngine()
     with pytest.raises(DataError, match="needs few rows"):
-        eng._guard(fn, table(8).to_batches()[0], None, None, True)
+        guard(fn, table(8).to_batches()[0], None)
 
 
 def test_ordered_map_keeps_order():

@@ -29,7 +29,6 @@ Examples
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,29 +38,18 @@ from apache_beam.transforms.window import GlobalWindows
 
 from beamlearn import artifact, errors
 from beamlearn.analyzers import Analyzer
-from beamlearn.engines.beam_io import FileSplit, _AsBatches, _FirstSchema, read_split
-from beamlearn.engines.beam_jobs import _check_pipeline, check_runner, run_fit, run_transform, translate_error
-from beamlearn.engines.local import LocalEngine
-from beamlearn.errors import DataError, EngineError
+from beamlearn.engines.beam_checks import check_pipeline
+from beamlearn.engines.beam_io import (NAMESPACE, AsBatches, FileSplit, FirstSchema, WithErrors, emit_dead_letters,
+                                       read_split)
+from beamlearn.engines.passes import (Registry, add_batch, conformed, create_accumulators, finish, first_pass, guard,
+                                      merge_accumulators, next_pass, required_columns)
 from beamlearn.io import DeadLetters
-from beamlearn.pipeline import FitPlan, FittedPipeline, Pipeline, step_seeds
+from beamlearn.pipeline import FitPlan, FittedPipeline, Pipeline
 from beamlearn.steps.base import Step
 
-__all__ = [
-    "Fit",
-    "Transform",
-    "Unbatch",
-    "check_runner",
-    "load_artifact",
-    "pass_bound",
-    "run_fit",
-    "run_transform",
-    "translate_error",
-    "unbatch",
-]
+__all__ = ["Fit", "Transform", "Unbatch", "fit_pass", "load_artifact", "pass_bound", "unbatch"]
 
-_NS = "beamlearn"
-_ENGINE = LocalEngine(batch_size=1 << 62)  # its conform/guard code, shared with the local engine
+_WHOLE = 1 << 62  # batch size that keeps an element's batch whole
 
 
 # ---------------------------------------------------------------------------------------------- planning
@@ -110,83 +98,25 @@ def pass_bound(steps: Sequence[Any], schema: pa.Schema | None = None) -> int:
     return max(depth, default=0) + slack
 
 
-class _Registry:
-    """The custom steps and functions registered on the driver, re-registered on each worker before any step
-    runs, so custom steps and ``Function`` steps work on every runner.
-
-    Only what ``steps`` use is shipped when the steps are known (all registered ones otherwise), each as its
-    own cloudpickle blob: a worker that cannot import one (a module only the driver has) skips it, and a step
-    that needs it then fails with the usual "not registered" error instead of the whole job failing to start.
-    """
-
-    def __init__(self, steps: Sequence[Any] | None = None) -> None:
-        import cloudpickle
-
-        from beamlearn.steps import registered_steps
-        from beamlearn.steps.expr import registered_functions
-
-        custom = {n: c for n, c in registered_steps().items() if not c.__module__.startswith("beamlearn.")}
-        functions = registered_functions()
-        if steps is not None:
-            used = {type(s).__name__ for s in steps}
-            named = {v for s in steps for v in s.get_params().values() if isinstance(v, str)}
-            custom = {n: c for n, c in custom.items() if n in used}
-            functions = {n: f for n, f in functions.items() if n in named}
-        self.steps = {n: cloudpickle.dumps(c) for n, c in custom.items()}
-        self.functions = {n: cloudpickle.dumps(f) for n, f in functions.items()}
-
-    def restore(self) -> None:
-        import pickle
-
-        from beamlearn.steps import register_step, registered_steps
-        from beamlearn.steps.expr import register_function, registered_functions
-
-        known, fns = registered_steps(), registered_functions()
-        for table, have, register in ((self.steps, known, lambda n, o: register_step(o)),
-                                      (self.functions, fns, lambda n, o: register_function(n)(o))):
-            for name, blob in table.items():
-                if name in have:
-                    continue
-                try:
-                    obj = pickle.loads(blob)  # safe: pickled by this pipeline's own driver
-                except Exception:  # noqa: BLE001 - not importable here; a step that needs it says so clearly
-                    continue
-                register(name, obj)
-
-
 # ---------------------------------------------------------------------------------------------- fit
-def _copy(obj: Any) -> Any:
-    return pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))  # safe: copies an in-process object
-
-
 def _items(item: Any, schema: pa.Schema, required: list[str], dead: DeadLetters | None, report: bool,
            columns: list[str] | None = None, encoded: Sequence[str] = ()):
-    """The conformed ``(batch, kept)`` pairs an element stands for: a RecordBatch, or a file split read here
+    """The conformed batches an element stands for: a RecordBatch, or a file split read here
     (only ``columns`` of it, when skipping the others cannot change the rows kept; the string columns of
     ``encoded`` dictionary-encoded).  Bad rows raise, or go to ``dead`` when ``report`` (a later pass drops the
     same rows without reporting them again)."""
     if isinstance(item, FileSplit):
         quiet = dead if report else (DeadLetters() if dead is not None else None)
-        for b in read_split(item, schema=schema, dead=quiet, required=required, columns=columns, encoded=encoded):
-            yield b, None
+        yield from read_split(item, schema=schema, dead=quiet, required=required, columns=columns, encoded=encoded)
     else:
-        yield from _ENGINE._conformed([item], schema, required, dead, report)
-
-
-def _dead(dead: DeadLetters | None):
-    """Emit (and drain) the dead letters collected so far to the ``errors`` output."""
-    if dead is not None and dead.records:
-        records, dead.records = dead.records, []
-        beam.metrics.Metrics.counter(_NS, "dead_letters").inc(len(records))
-        for rec in records:
-            yield beam.pvalue.TaggedOutput("errors", rec)
+        yield from conformed([item], schema, required, dead, report, batch_size=_WHOLE)
 
 
 class _AddToPass(beam.DoFn):
     """One pass, batch side: each element (a batch, or a file split read here with only the columns the pass
     needs) conformed, and the views of its batches added to per-bundle accumulators of the pass's analyzers."""
 
-    def __init__(self, steps: Sequence[Any], collect: bool, report: bool, registry: _Registry) -> None:
+    def __init__(self, steps: Sequence[Any], collect: bool, report: bool, registry: Registry) -> None:
         self.steps, self.collect, self.report, self.registry = steps, collect, report, registry
 
     def setup(self):
@@ -201,16 +131,14 @@ class _AddToPass(beam.DoFn):
             return
         if self._accs is None:
             schema = plan.input_schema
-            self._pass, self._accs = pass_, [a.create() for a in pass_.analyzers]
-            self._required = [c for s in self.steps for c in s.input_columns() if c in schema.names]
+            self._pass, self._accs = pass_, create_accumulators(pass_)
+            self._required = required_columns(self.steps, schema)
             self._columns, self._encoded = pass_.input_columns(), pass_.encoded_columns()
         dead = DeadLetters() if self.collect else None
-        for batch, kept in _items(item, plan.input_schema, self._required, dead, self.report, self._columns,
-                                  self._encoded):
-            views, _ = _ENGINE._guard(self._pass.views, batch, kept, dead, self.report)
-            for j, (a, view) in enumerate(zip(self._pass.analyzers, views)):
-                self._accs[j] = a.add(self._accs[j], view)
-            yield from _dead(dead)
+        for batch in _items(item, plan.input_schema, self._required, dead, self.report, self._columns,
+                            self._encoded):
+            add_batch(self._pass, self._accs, batch, dead, self.report)
+            yield from emit_dead_letters(dead)
 
     def finish_bundle(self):
         if self._accs is not None:
@@ -234,56 +162,30 @@ class _PassCombineFn(beam.CombineFn):
             if out is None:
                 out = acc
             else:
-                out = (out[0], [a.merge([x, y]) for a, x, y in zip(out[0], out[1], acc[1])])
+                out = (out[0], merge_accumulators(out[0], [out[1], acc[1]]))
         return out
 
     def extract_output(self, acc):
-        return None if acc is None else [a.extract(a.merge([x])) for a, x in zip(*acc)]
+        return None if acc is None else [a.extract(x) for a, x in zip(acc[0], merge_accumulators(acc[0], [acc[1]]))]
 
 
-def _next(plan: FitPlan) -> tuple[FitPlan, Any]:
-    if plan.done():
-        return plan, None
-    pass_ = plan.next_pass()
-    sequential = [a for a in pass_.analyzers if getattr(a, "sequential", False)]
-    if sequential:
-        raise EngineError(f"{sequential[0]!r} must see the batches in order and cannot merge accumulators, so it "
-                          "cannot run as a Beam combine; fit this pipeline with the local engine")
-    return plan, pass_
-
-
-def _start(schema: pa.Schema | None, steps: Sequence[Any], registry: _Registry) -> tuple[FitPlan, Any]:
+def _start(schema: pa.Schema | None, steps: Sequence[Any], registry: Registry) -> tuple[FitPlan, Any]:
     registry.restore()
-    if schema is None:
-        raise DataError("no data to fit on")
-    return _next(FitPlan(steps, schema))
+    return first_pass(steps, schema)
 
 
-def _advance(prev: tuple[FitPlan, Any], states: list | None, registry: _Registry) -> tuple[FitPlan, Any]:
+def _advance(prev: tuple[FitPlan, Any], states: list | None, registry: Registry) -> tuple[FitPlan, Any]:
     registry.restore()
-    plan, pass_ = _copy(prev)
-    if pass_ is None:
-        return plan, None
-    if states is None:
-        raise DataError("no data to fit on (every row was rejected)")
-    plan.complete(pass_, states)
-    return _next(plan)
+    return next_pass(prev, states, copy=True)  # the previous state is a side input: never changed in place
 
 
 def _finish(state: tuple[FitPlan, Any], dead: int, bound: int, name: str | None,
-            lineage: dict[str, Any], registry: _Registry) -> FittedPipeline:
+            lineage: dict[str, Any], registry: Registry) -> FittedPipeline:
     registry.restore()
-    plan, pass_ = state
-    if pass_ is not None or not plan.done():
-        raise EngineError(f"the fit is not done after {bound} passes (the bound unrolled in the Beam graph); "
-                          f"pass a larger max_passes to Fit")
-    info = dict(lineage)
-    info.update({"rows": int(plan.profile["count"]["rows"]), "dead_letters": int(dead), "passes": plan.passes,
-                 "profile": plan.profile, "engine": "beam", "seeds": step_seeds(plan.steps)})
-    return FittedPipeline(plan.steps, plan.states, plan.input_schema, name=name, lineage=info)
+    return finish(state, engine="beam", name=name, lineage=lineage, dead_letters=dead, bound=bound)
 
 
-def _pass(items: Any, state: Any, k: int, steps: list, collect: bool, registry: _Registry) -> tuple[Any, Any]:
+def fit_pass(items: Any, state: Any, k: int, steps: list, collect: bool, registry: Registry) -> tuple[Any, Any]:
     """Pass ``k`` in a graph: per-bundle adds (the ``(plan, pass)`` singleton ``state`` as a side input), then
     the fused combine.  Returns the extracted states (empty when the plan was done) and the dead letters (those
     of pass 0: every pass reads the same rows)."""
@@ -292,25 +194,7 @@ def _pass(items: Any, state: Any, k: int, steps: list, collect: bool, registry: 
     return added.accs | f"Combine{k}" >> beam.CombineGlobally(_PassCombineFn()).without_defaults(), added.errors
 
 
-class _WithErrors:
-    """``.with_errors()``: return ``(main, errors)`` instead of failing the job on the first bad row."""
-
-    collect = False
-
-    def with_errors(self):
-        """This transform, returning ``(main output, dead letters)``: bad rows are routed, not raised."""
-        clone = _copy_transform(self)
-        clone.collect = True
-        return clone
-
-
-def _copy_transform(t: Any) -> Any:
-    clone = object.__new__(type(t))
-    clone.__dict__.update(t.__dict__)
-    return clone
-
-
-class Fit(_WithErrors, beam.PTransform):
+class Fit(WithErrors, beam.PTransform):
     """Fit a :class:`~beamlearn.Pipeline` on a PCollection of RecordBatches (or dict rows) on Beam.
 
     Parameters
@@ -346,18 +230,18 @@ class Fit(_WithErrors, beam.PTransform):
                 plan.next_pass()
 
     def expand(self, pcoll):
-        _check_pipeline(pcoll)
+        check_pipeline(pcoll)
         steps = list(self.pipeline.steps)
-        registry = _Registry(steps)
-        items = pcoll | "AsBatches" >> _AsBatches(self.schema, self.batch_size, defer=True)
+        registry = Registry(steps)
+        items = pcoll | "AsBatches" >> AsBatches(self.schema, self.batch_size, defer=True)
         if self.schema is not None:
             schema = pcoll.pipeline | "Schema" >> beam.Create([self.schema])
         else:
-            schema = items | "Schema" >> beam.CombineGlobally(_FirstSchema())
+            schema = items | "Schema" >> beam.CombineGlobally(FirstSchema())
         state = schema | "Plan" >> beam.Map(_start, steps, registry)
         dead = []
         for k in range(self.max_passes):
-            merged, errors_k = _pass(items, state, k, steps, self.collect, registry)
+            merged, errors_k = fit_pass(items, state, k, steps, self.collect, registry)
             if k == 0:
                 dead.append(errors_k)
             state = state | f"Advance{k}" >> beam.Map(
@@ -375,7 +259,7 @@ class Fit(_WithErrors, beam.PTransform):
 # ---------------------------------------------------------------------------------------------- transform
 class _TransformFn(beam.DoFn):
     def __init__(self, source: bytes | str | None, collect: bool) -> None:
-        self.source, self.collect, self.fitted, self.registry = source, collect, None, _Registry()
+        self.source, self.collect, self.fitted, self.registry = source, collect, None, Registry()
 
     def setup(self):
         self.registry.restore()
@@ -387,14 +271,14 @@ class _TransformFn(beam.DoFn):
     def process(self, batch, fitted=None):
         fitted = fitted if fitted is not None else self.fitted
         dead = DeadLetters() if self.collect else None
-        rows = beam.metrics.Metrics.counter(_NS, "rows")
+        rows = beam.metrics.Metrics.counter(NAMESPACE, "rows")
         encoded = fitted.encoded_columns()
-        for good, kept in _items(batch, fitted.input_schema, fitted.required_columns, dead, True, None, encoded):
-            out, _ = _ENGINE._guard(fitted.transform_batch, good, kept, dead, True)
+        for good in _items(batch, fitted.input_schema, fitted.required_columns, dead, True, None, encoded):
+            out, _ = guard(fitted.transform_batch, good, dead)
             rows.inc(out.num_rows)
             yield out
-            yield from _dead(dead)
-        yield from _dead(dead)
+            yield from emit_dead_letters(dead)
+        yield from emit_dead_letters(dead)
 
 
 def load_artifact(path: str) -> FittedPipeline:
@@ -412,7 +296,7 @@ def load_artifact(path: str) -> FittedPipeline:
         raise errors.ArtifactError(f"{path}: {exc}") from None
 
 
-class Transform(_WithErrors, beam.PTransform):
+class Transform(WithErrors, beam.PTransform):
     """Apply a fitted pipeline to a PCollection of RecordBatches (or dict rows); outputs RecordBatches.
 
     Parameters
@@ -437,10 +321,10 @@ class Transform(_WithErrors, beam.PTransform):
         self.fitted, self.batch_size = fitted, batch_size
 
     def expand(self, pcoll):
-        _check_pipeline(pcoll)
+        check_pipeline(pcoll)
         f = self.fitted
         schema = f.input_schema if isinstance(f, FittedPipeline) else None
-        batches = pcoll | "AsBatches" >> _AsBatches(schema, self.batch_size, defer=True)
+        batches = pcoll | "AsBatches" >> AsBatches(schema, self.batch_size, defer=True)
         if isinstance(f, beam.pvalue.PCollection):
             fn, args = _TransformFn(None, self.collect), [beam.pvalue.AsSingleton(f)]
         elif isinstance(f, FittedPipeline):

@@ -31,7 +31,12 @@ import numpy as np
 import pyarrow as pa
 
 from beamlearn.batches import DEFAULT_BATCH_SIZE, batch_origin, batch_rows, tag_batch, tag_rows
+from beamlearn.engines.beam import Transform
+from beamlearn.engines.beam_checks import check_pipeline
+from beamlearn.engines.beam_io import AsBatches, ReadFiles, file_schema, resolve_paths
+from beamlearn.engines.beam_jobs import Save, load_saved, pipeline_options, run_pipeline, scratch_path
 from beamlearn.errors import SchemaError, SpecError
+from beamlearn.metrics._accumulate import normalize_slices
 from beamlearn.metrics.evaluate import EvaluationResult, build_analyzer, load_metrics, metrics_dict
 from beamlearn.metrics.gates import check_gates, parse_gate
 
@@ -189,13 +194,9 @@ class Evaluate(beam.PTransform):
         self.model, self.batch_size = model, batch_size
 
     def expand(self, pcoll):
-        from beamlearn.engines.beam import Transform
-        from beamlearn.engines.beam_io import _AsBatches
-        from beamlearn.engines.beam_jobs import _check_pipeline
-        from beamlearn.metrics._accumulate import normalize_slices
 
-        _check_pipeline(pcoll)
-        batches = pcoll | "AsBatches" >> _AsBatches(batch_size=self.batch_size)  # one pass: splits read here
+        check_pipeline(pcoll)
+        batches = pcoll | "AsBatches" >> AsBatches(batch_size=self.batch_size)  # one pass: splits read here
         if self.model is not None:
             o = self.options
             keep = [c for cols in normalize_slices(o["slices"]) for c in cols]
@@ -222,30 +223,28 @@ def run_evaluate(paths: Any, *, label: str, prediction: str, model: Any = None, 
     """
     from apache_beam.io.filesystems import FileSystems
 
-    from beamlearn.engines.beam_io import ReadFiles, file_schema, resolve_paths
-    from beamlearn.engines.beam_jobs import _join, _load, _options, _run, _Save
 
     gates = [parse_gate(g) for g in ([require] if isinstance(require, str) else require)]
     base = load_metrics(baseline) if baseline is not None else None
     if any(g.baseline for g in gates) and base is None:
         raise SpecError("a gate is relative to a baseline ('baseline...'), but no baseline was given")
-    opts, temp_location = _options(beam_args)
+    opts, temp_location = pipeline_options(beam_args)
     files = resolve_paths(paths)
     if schema is None:
         schema = file_schema(files, batch_size)
 
     tmpdir = tempfile.mkdtemp(prefix="beamlearn-eval-")
     scratch = FileSystems.join(temp_location, f"beamlearn-eval-{uuid.uuid4().hex}") if temp_location else tmpdir
-    out = _join(scratch, "metrics.pkl")
+    out = scratch_path(scratch, "metrics.pkl")
     try:
         p = beam.Pipeline(options=opts)
         batches = p | "Read" >> ReadFiles(files, schema=schema, batch_size=batch_size)
         if part is not None:
             batches = batches | "Split" >> beam.FlatMap(_split_part, *part)
         evaluate = Evaluate(label=label, prediction=prediction, model=model, batch_size=batch_size, **kw)
-        (batches | "Evaluate" >> evaluate | "Save" >> beam.ParDo(_Save(out)))
-        _run(p)
-        metrics = _load(out)
+        (batches | "Evaluate" >> evaluate | "Save" >> beam.ParDo(Save(out)))
+        run_pipeline(p)
+        metrics = load_saved(out)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     if metrics is None:

@@ -30,6 +30,13 @@ from beamlearn.batches import DEFAULT_BATCH_SIZE, batch_origin, capture_schema, 
 from beamlearn.errors import DataError, EngineError
 
 __all__ = [
+    "NAMESPACE",
+    "AsBatches",
+    "FirstSchema",
+    "WithErrors",
+    "emit_dead_letters",
+    "is_local_path",
+    "write_dead_letters",
     "FileSplit",
     "FileSplits",
     "ReadCsv",
@@ -45,15 +52,41 @@ __all__ = [
 ]
 
 
-def _is_local(path: str) -> bool:
+def is_local_path(path: str) -> bool:
+    """Whether ``path`` is on this machine's filesystem (no scheme, or ``file://``)."""
     return "://" not in path or path.startswith("file://")
+
+
+NAMESPACE = "beamlearn"  # of the Beam metrics the engine reports (rows, dead_letters)
+
+
+def emit_dead_letters(dead: io.DeadLetters | None) -> Iterator[Any]:
+    """Emit (and drain) the dead letters collected so far to a DoFn's ``errors`` output, counting them."""
+    if dead is not None and dead.records:
+        records, dead.records = dead.records, []
+        beam.metrics.Metrics.counter(NAMESPACE, "dead_letters").inc(len(records))
+        for rec in records:
+            yield beam.pvalue.TaggedOutput("errors", rec)
+
+
+class WithErrors:
+    """``.with_errors()``: return ``(main, errors)`` instead of failing the job on the first bad row."""
+
+    collect = False
+
+    def with_errors(self) -> Any:
+        """This transform, returning ``(main output, dead letters)``: bad rows are routed, not raised."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.collect = True
+        return clone
 
 
 def resolve_paths(paths: Any) -> list[str]:
     """The files named by ``paths`` (paths, globs, directories), in the order the local engine reads them."""
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     items = [os.fspath(p) for p in items]
-    if all(_is_local(p) for p in items):
+    if all(is_local_path(p) for p in items):
         return io.expand_paths([p.removeprefix("file://") for p in items])
     from apache_beam.io.filesystems import FileSystems
 
@@ -67,7 +100,7 @@ def resolve_paths(paths: Any) -> list[str]:
 
 
 def _localize(path: str, tmpdir: str) -> str:
-    if _is_local(path):
+    if is_local_path(path):
         return path
     from apache_beam.io.filesystems import FileSystems
 
@@ -82,7 +115,7 @@ def file_schema(files: list[str], batch_size: int = DEFAULT_BATCH_SIZE) -> pa.Sc
     column empty there typed from the later local files, as :func:`beamlearn.io.read_batches` does)."""
     tmpdir = tempfile.mkdtemp(prefix="beamlearn-schema-")
     try:
-        later = [f.removeprefix("file://") for f in files[1:] if _is_local(f)]
+        later = [f.removeprefix("file://") for f in files[1:] if is_local_path(f)]
         first = next(iter(io.read_batches([_localize(files[0], tmpdir), *later], batch_size=batch_size,
                                           dead=io.DeadLetters())), None)
     finally:
@@ -119,7 +152,7 @@ def file_splits(files: list[str], schema: pa.Schema, batch_size: int = DEFAULT_B
 
     out: list[FileSplit] = []
     for path in files:
-        if not (_is_local(path) and io.file_format(path) == "parquet"):
+        if not (is_local_path(path) and io.file_format(path) == "parquet"):
             out.append(FileSplit(path, None, 0, schema, batch_size, part))
             continue
         try:
@@ -200,13 +233,11 @@ class _ReadSplit(beam.DoFn):
         self.collect = collect
 
     def process(self, split: FileSplit):
-        from beamlearn.engines.beam import _dead
-
         dead = io.DeadLetters() if self.collect else None
         for b in read_split(split, dead=dead):
             yield b
-            yield from _dead(dead)
-        yield from _dead(dead)
+            yield from emit_dead_letters(dead)
+        yield from emit_dead_letters(dead)
 
 
 def _renamed(dead: io.DeadLetters | None, local: str, path: str) -> io.DeadLetters | None:
@@ -244,7 +275,7 @@ class FileSplits(beam.PTransform):
         return pbegin | "Splits" >> beam.Create(self.splits) | "Spread" >> beam.Reshuffle()
 
 
-class ReadFiles(beam.PTransform):
+class ReadFiles(WithErrors, beam.PTransform):
     """Read CSV, Parquet or JSON-lines files (by extension) as RecordBatches of at most ``batch_size`` rows.
 
     ``schema`` defaults to the first file's (what the local engine captures); every file is cast to it.  Bad
@@ -257,15 +288,6 @@ class ReadFiles(beam.PTransform):
         super().__init__()
         self.splits = FileSplits(paths, schema=schema, batch_size=batch_size)
         self.files, self.schema, self.batch_size = self.splits.files, self.splits.schema, batch_size
-        self.collect = False
-
-    def with_errors(self) -> ReadFiles:
-        """This transform, returning ``(batches, dead_letters)``."""
-        from beamlearn.engines.beam import _copy_transform
-
-        clone = _copy_transform(self)
-        clone.collect = True
-        return clone
 
     def expand(self, pbegin):
         read = (pbegin | "Files" >> self.splits
@@ -334,7 +356,8 @@ class WriteFiles(beam.PTransform):
                                                      append_trailing_newlines=False, **shards)
 
 
-def _write_errors(errors: Any, path: str) -> None:
+def write_dead_letters(errors: Any, path: str) -> None:
+    """Write a PCollection of dead letters to ``path`` as one JSON-lines file."""
     (errors | "ErrorsToJson" >> beam.Map(json.dumps)
      | "WriteErrors" >> beam.io.WriteToText(path, shard_name_template="", num_shards=1))
 
@@ -386,7 +409,7 @@ def _rows_to_batches(rows: list, schema: pa.Schema | None) -> list[pa.RecordBatc
         return [b for r in rows for b in to_batches([r], source="<rows>")]
 
 
-class _AsBatches(beam.PTransform):
+class AsBatches(beam.PTransform):
     """RecordBatches from RecordBatches, Tables, dict rows or file splits; with ``defer``, splits pass on, to
     be read by the consumer."""
 
@@ -398,7 +421,7 @@ class _AsBatches(beam.PTransform):
         return pcoll | "ToBatches" >> beam.ParDo(_ToBatches(self.schema, self.batch_size, self.defer))
 
 
-class _FirstSchema(beam.CombineFn):
+class FirstSchema(beam.CombineFn):
     """The schema the local engine would capture: that of the first batch by (source, offset) provenance;
     batches without provenance (e.g. from dict rows) are unified with Arrow's permissive promotion."""
 

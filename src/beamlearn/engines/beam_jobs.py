@@ -27,86 +27,29 @@ import pyarrow as pa
 
 from beamlearn import errors, io
 from beamlearn.batches import DEFAULT_BATCH_SIZE, conform
-from beamlearn.engines.beam_io import (
-    FileSplits,
-    WriteFiles,
-    _is_local,
-    _write_errors,
-    file_schema,
-    resolve_paths,
-)
+from beamlearn.engines.beam import Fit, Transform, fit_pass, load_artifact, pass_bound
+from beamlearn.engines.beam_checks import check_runner, translate_error
+from beamlearn.engines.beam_io import FileSplits, WriteFiles, file_schema, is_local_path, resolve_paths, write_dead_letters
+from beamlearn.engines.passes import Registry, data_fingerprint, finish, first_pass, next_pass
 from beamlearn.errors import BeamlearnError, EngineError
+from beamlearn.pipeline import FittedPipeline
 
-__all__ = ["check_runner", "portable_services", "run_fit", "run_transform", "translate_error"]
-
-
-# ---------------------------------------------------------------------------------------------- checks
-def check_runner(runner: Any) -> None:
-    """Raise :class:`EngineError` if ``runner`` (a name, class or instance) is Beam's DaskRunner.
-
-    Examples
-    --------
-    >>> check_runner("DirectRunner")
-    >>> check_runner("dask")
-    Traceback (most recent call last):
-    ...
-    beamlearn.errors.EngineError: Beam's DaskRunner is not supported: ...
-    """
-    name = runner if isinstance(runner, str) else type(runner).__name__ if not isinstance(runner, type) \
-        else runner.__name__
-    if name and "dask" in str(name).lower():
-        raise EngineError("Beam's DaskRunner is not supported: on Beam 2.77 it computes only the last leaf of a "
-                          "multi-leaf pipeline and sends every element to every tagged output, so fits and dead "
-                          "letters would be silently wrong. Use the DirectRunner, Flink, Spark or Dataflow (or "
-                          "beamlearn's local engine).")
-
-
-def _check_pipeline(pcoll: Any) -> None:
-    pipeline = pcoll.pipeline
-    check_runner(pipeline.runner)
-    opts = getattr(pipeline, "_options", None)
-    if opts is not None:
-        check_runner(opts.get_all_options().get("runner") or "")
-
-
-_ERROR_RE = re.compile(r"\b(SchemaError|UnknownCategoryError|DataError|SpecError|EngineError|ArtifactError)"
-                       r": (.+)")
-
-
-def translate_error(exc: BaseException) -> BaseException:
-    """The beamlearn error behind a failed Beam job's exception, or ``exc``.
-
-    In-process runners re-raise the worker's exception (with Beam's ``[while running ...]`` note; the original
-    is in the exception chain); portable runners report it as text, parsed here.
-    """
-    found, seen = None, exc
-    while seen is not None:
-        if isinstance(seen, errors.BeamlearnError):
-            found = seen
-        seen = seen.__cause__ or seen.__context__
-    if found is not None:
-        return found
-    matches = _ERROR_RE.findall(str(exc))
-    if not matches:
-        return exc
-    name, message = matches[-1]
-    return getattr(errors, name)(re.sub(r" \[while running .*", "", message).strip())
+__all__ = ["check_runner", "load_saved", "pipeline_options", "portable_services", "run_fit", "run_pipeline",
+           "run_transform", "scratch_path", "translate_error", "Save"]
 
 
 # ---------------------------------------------------------------------------------------------- jobs
-def _options(beam_args: list[str] | None) -> Any:
+def pipeline_options(beam_args: list[str] | None) -> Any:
+    """``(PipelineOptions, temp_location)`` from ``beam_args``, untouched; DaskRunner refused."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
-
-    from beamlearn.engines.beam import check_runner
 
     opts = PipelineOptions(list(beam_args or []))
     check_runner(opts.view_as(StandardOptions).runner or "")
     return opts, opts.view_as(GoogleCloudOptions).temp_location
 
 
-def _run(p: beam.Pipeline) -> Any:
-    from beamlearn.engines.beam import translate_error
-
+def run_pipeline(p: beam.Pipeline) -> Any:
+    """Run ``p`` to the end; a failed job raises the beamlearn error behind it (or :class:`EngineError`)."""
     try:
         result = p.run()
         state = result.wait_until_finish()
@@ -152,11 +95,8 @@ def run_fit(pipeline: Any, paths: Any, *, beam_args: list[str] | None = None,
     """
     from apache_beam.io.filesystems import FileSystems
 
-    from beamlearn.engines.beam import pass_bound
-    from beamlearn.engines.local import data_fingerprint
-
     t0 = time.perf_counter()
-    opts, temp_location = _options(beam_args)
+    opts, temp_location = pipeline_options(beam_args)
     files = resolve_paths(paths)
     schema = schema if schema is not None else file_schema(files, batch_size)
     # a split part is decided on the rows as the files give them (as locally), then cast to the fit schema
@@ -176,64 +116,60 @@ def run_fit(pipeline: Any, paths: Any, *, beam_args: list[str] | None = None,
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     fp.lineage.update({"dead_letters": dead, "fit_seconds": round(time.perf_counter() - t0, 6),
-                       "data": data_fingerprint(files) if all(map(_is_local, files)) else {"files": files},
+                       "data": data_fingerprint(files) if all(map(is_local_path, files)) else {"files": files},
                        "runner": runner, "beam_jobs": "per_pass" if per_pass else "one"})
     return fp
 
 
 def _fit_one_job(pipeline: Any, read: Callable[[], Any], schema: pa.Schema, opts: Any, batch_size: int,
                  errors: Any, lineage: Any, scratch: str) -> tuple[Any, int | None, str]:
-    from beamlearn.engines.beam import Fit
-
     collect = not _raise_mode(errors)
-    out = _join(scratch, "fitted.bl")
+    out = scratch_path(scratch, "fitted.bl")
     p = beam.Pipeline(options=opts)
     splits = p | "Read" >> read()
     fit = Fit(pipeline, schema=schema, lineage=lineage, batch_size=batch_size)
     if collect:
         fitted, fit_errors = splits | "Fit" >> fit.with_errors()
-        _write_errors(fit_errors, errors)
+        write_dead_letters(fit_errors, errors)
     else:
         fitted = splits | "Fit" >> fit
-    fitted | "Save" >> beam.ParDo(_Save(out, artifact=True))
-    result = _run(p)
-    fp = _load(out, artifact=True)
+    fitted | "Save" >> beam.ParDo(Save(out, artifact=True))
+    result = run_pipeline(p)
+    fp = load_saved(out, artifact=True)
     return fp, _dead_count(result, errors), type(p.runner).__name__
 
 
 def _fit_per_pass(pipeline: Any, read: Callable[[], Any], schema: pa.Schema, opts: Any, batch_size: int,
                   errors: Any, lineage: Any, scratch: str) -> tuple[Any, int | None, str]:
-    from beamlearn.engines.beam import _advance, _finish, _next, _pass, _Registry
-    from beamlearn.pipeline import FitPlan
-
     collect, steps = not _raise_mode(errors), list(pipeline.steps)
-    registry = _Registry(steps)
-    state, k, dead, runner = _next(FitPlan(steps, schema)), 0, 0, ""
+    registry = Registry(steps)
+    state, k, dead, runner = first_pass(steps, schema), 0, 0, ""
     while state[1] is not None:
-        out = _join(scratch, f"pass{k}.pkl")
+        out = scratch_path(scratch, f"pass{k}.pkl")
         p = beam.Pipeline(options=opts)
         splits = p | "Read" >> read()
-        merged, pass_errors = _pass(splits, p | "Plan" >> beam.Create([state]), k, steps, collect,
+        merged, pass_errors = fit_pass(splits, p | "Plan" >> beam.Create([state]), k, steps, collect,
                                     registry)
-        merged | "Save" >> beam.ParDo(_Save(out))
+        merged | "Save" >> beam.ParDo(Save(out))
         if collect and k == 0:  # dead letters of the first pass (later passes see the same rows), as locally
-            _write_errors(pass_errors, errors)
-        result = _run(p)
+            write_dead_letters(pass_errors, errors)
+        result = run_pipeline(p)
         if k == 0:
             dead, runner = _dead_count(result, errors), type(p.runner).__name__
-        state, k = _advance(state, _load(out), registry), k + 1
-    return _finish(state, 0, k, pipeline.name, dict(lineage or {}), registry), dead, runner
+        state, k = next_pass(state, load_saved(out)), k + 1
+    return finish(state, engine="beam", name=pipeline.name, lineage=lineage, bound=k), dead, runner
 
 
-def _join(scratch: str, name: str) -> str:
+def scratch_path(scratch: str, name: str) -> str:
+    """``name`` inside the scratch folder, on any Beam filesystem."""
     from apache_beam.io.filesystems import FileSystems
 
     return FileSystems.join(scratch, name)
 
 
-class _Save(beam.DoFn):
+class Save(beam.DoFn):
     """Write the one element to ``path``: an artifact, or (between the jobs of one fit) pickled states signed
-    with an HMAC key that exists only in this run's pipeline, so :func:`_load` never unpickles a file someone
+    with an HMAC key that exists only in this run's pipeline, so :func:`load_saved` never unpickles a file someone
     else put on the (possibly shared) temp location."""
 
     def __init__(self, path: str, artifact: bool = False) -> None:
@@ -262,8 +198,8 @@ class _Save(beam.DoFn):
 _KEYS: dict[str, bytes] = {}  # temp path -> the signing key of the job writing it (driver memory only)
 
 
-def _load(path: str, artifact: bool = False) -> Any:
-    """What :class:`_Save` wrote (None when nothing was: an empty pass), removing the file."""
+def load_saved(path: str, artifact: bool = False) -> Any:
+    """What :class:`Save` wrote (None when nothing was: an empty pass), removing the file."""
     import hashlib
     import hmac
     import pickle
@@ -297,7 +233,7 @@ def _dead_count(result: Any, errors: Any) -> int | None:
 
 
 def _count_lines(path: Any) -> int | None:
-    if not isinstance(path, str) or not _is_local(path) or not os.path.exists(path):
+    if not isinstance(path, str) or not is_local_path(path) or not os.path.exists(path):
         return None
     with open(path, "rb") as fh:
         return sum(1 for _ in fh)
@@ -307,16 +243,13 @@ def run_transform(fitted: Any, paths: Any, out: str, *, beam_args: list[str] | N
                   batch_size: int = DEFAULT_BATCH_SIZE, errors: str | None = None) -> dict[str, Any]:
     """Transform files with a fitted pipeline (a FittedPipeline or an artifact path) in one Beam job, writing
     ``out`` (CSV, Parquet or JSON lines by extension); returns ``{"rows": ..., "dead_letters": ...}``."""
-    from beamlearn.engines.beam import Transform, load_artifact
-    from beamlearn.pipeline import FittedPipeline
-
-    opts, _ = _options(beam_args)
+    opts, _ = pipeline_options(beam_args)
     if not isinstance(fitted, FittedPipeline):
         fitted = load_artifact(os.fspath(fitted))
     files = resolve_paths(paths)
     # the output schema: the fitted output plus the columns that pass through, from the first file's head
     head = next(iter(io.read_batches(files[0], batch_size=1, schema=fitted.input_schema, dead=io.DeadLetters())),
-                None) if _is_local(files[0]) else None
+                None) if is_local_path(files[0]) else None
     sample = pa.RecordBatch.from_pylist([], schema=fitted.input_schema) if head is None else head.slice(0, 0)
     sample, _ = conform(sample, fitted.input_schema, required=fitted.required_columns)
     out_schema = fitted.transform_batch(sample).schema.remove_metadata()
@@ -326,11 +259,11 @@ def run_transform(fitted: Any, paths: Any, out: str, *, beam_args: list[str] | N
     transform = Transform(fitted, batch_size=batch_size)
     if collect:
         result_batches, tr_errors = splits | "Transform" >> transform.with_errors()
-        _write_errors(tr_errors, errors)
+        write_dead_letters(tr_errors, errors)
     else:
         result_batches = splits | "Transform" >> transform
     result_batches | "Write" >> WriteFiles(out, out_schema)
-    result = _run(p)
+    result = run_pipeline(p)
     rows = _counter(result, "rows")
     if rows is None:  # a runner without metrics: count what was written
         rows = _written_rows(out)
@@ -339,7 +272,7 @@ def run_transform(fitted: Any, paths: Any, out: str, *, beam_args: list[str] | N
 
 
 def _written_rows(out: str) -> int | None:
-    if not _is_local(out) or not os.path.exists(out):
+    if not is_local_path(out) or not os.path.exists(out):
         return None
     fmt = io.file_format(out)
     if fmt == "parquet":

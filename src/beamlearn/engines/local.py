@@ -20,12 +20,13 @@ import numpy as np
 import pyarrow as pa
 
 from beamlearn import io
-from beamlearn.batches import (DEFAULT_BATCH_SIZE, batch_origin, batch_rows, capture_schema, conform,
-                               is_csv_source, is_file_input, tag_rows)
+from beamlearn.batches import DEFAULT_BATCH_SIZE, capture_schema
+from beamlearn.engines.passes import (add_batch, conformed, create_accumulators, data_fingerprint, extract_states,
+                                      finish, first_pass, guard, next_pass, required_columns)
 from beamlearn.errors import BeamlearnError, DataError, SchemaError
-from beamlearn.pipeline import FitPlan, FittedPipeline, Pipeline, step_seeds
+from beamlearn.pipeline import FittedPipeline, Pipeline
 
-__all__ = ["LocalEngine", "compile_row", "find_bad_rows", "data_fingerprint", "ordered_map"]
+__all__ = ["LocalEngine", "compile_row", "ordered_map"]
 
 
 class LocalEngine:
@@ -36,62 +37,11 @@ class LocalEngine:
         self.batch_size, self.errors, self.progress = batch_size, errors, progress
         self.workers = workers if workers is not None else min(2, os.cpu_count() or 1)
 
-    # -------------------------------------------------------------------- reading
     def _conformed(self, data: Any, schema: pa.Schema, required: list[str], dead: io.DeadLetters | None,
-                   report: bool, columns: list[str] | None = None, encoded: Sequence[str] = ()
-                   ) -> Iterator[tuple[pa.RecordBatch, np.ndarray | None]]:
-        """Batches conformed to ``schema``, bad rows routed to ``dead``, with the original row indices of the
-        kept rows (None when nothing was dropped); files are read for ``columns`` only when that cannot change
-        the rows kept, with the string columns of ``encoded`` dictionary-encoded (:func:`beamlearn.io.read_file`).
-        """
-        if not io.is_file_input(data):  # in-memory batches are whole already, with their own encodings
-            columns, encoded = None, ()
-        for raw in io.read(data, batch_size=self.batch_size, schema=schema, dead=dead if report else
-                           (io.DeadLetters() if dead is not None else None), required=required, columns=columns,
-                           encoded=encoded):
-            # a projected read checked the required columns it skipped
-            need = required if columns is None else [c for c in required if c in raw.schema.names]
-            batch, bad = conform(raw, schema, required=need, collect=dead is not None, encoded=encoded)
-            kept = None
-            if len(bad):
-                if report:
-                    dead.add_rows(batch, bad.indices, bad.columns, bad.reasons)  # type: ignore[union-attr]
-                keep = np.ones(batch.num_rows, bool)
-                keep[bad.indices] = False
-                batch = tag_rows(batch.filter(pa.array(keep)), batch_rows(batch)[keep])  # rows in the source
-            if report and self.progress is not None:
-                self.progress(raw.num_rows)
-            yield batch, kept
-
-    def _guard(self, fn: Callable[[pa.RecordBatch], Any], batch: pa.RecordBatch, kept: np.ndarray | None,
-               dead: io.DeadLetters | None, report: bool) -> tuple[Any, pa.RecordBatch]:
-        """``fn(batch)``; if it raises DataError, find the guilty rows, raise or dead-letter them, and rerun on
-        the rest.  Returns the result and the batch it was computed on."""
-        try:
-            return fn(batch), batch
-        except DataError:
-            pass
-        bad = find_bad_rows(fn, batch)
-        if not bad:  # the failure needs the whole batch: no single row to blame
-            fn(batch)
-        source, _ = batch_origin(batch)
-        idx = np.array([i for i, _ in bad], dtype=np.int64)
-        orig = batch_rows(batch)[idx]  # conformed batches carry the source rows of the rows they kept
-        line = 2 if is_csv_source(source) else None
-        if dead is None:
-            i, exc = bad[0]
-            raise type(exc)(exc.reason, column=exc.column, source=exc.source or source,
-                            row=int(orig[0]), value=exc.value,
-                            line=None if line is None else int(orig[0]) + line) from exc
-        if report:
-            rows = batch.take(pa.array(idx)).to_pylist()
-            for k, (_, exc) in enumerate(bad):
-                dead.add(source=source, row=int(orig[k]), column=exc.column, reason=exc.reason,
-                         record=rows[k], line=None if line is None else int(orig[k]) + line)
-        keep = np.ones(batch.num_rows, bool)
-        keep[idx] = False
-        rest = batch.filter(pa.array(keep))
-        return fn(rest), rest
+                   report: bool, columns: list[str] | None = None,
+                   encoded: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
+        return conformed(data, schema, required, dead, report, batch_size=self.batch_size, columns=columns,
+                         encoded=encoded, progress=self.progress)
 
     # -------------------------------------------------------------------- fit
     def fit(self, pipeline: Pipeline, data: Any, *, schema: pa.Schema | None = None,
@@ -110,33 +60,30 @@ class LocalEngine:
                 import itertools
 
                 data = itertools.chain([first], data)
-        plan = FitPlan(pipeline.steps, schema)
-        required = [c for s in pipeline.steps for c in s.input_columns() if c in schema.names]
-        rows = 0
+        required = required_columns(pipeline.steps, schema)
+        state, rows, k = first_pass(pipeline.steps, schema, mergeable=False), 0, 0
         try:
-            while not plan.done():
-                if one_shot and plan.passes >= 1:
+            while state[1] is not None:
+                pass_ = state[1]
+                if one_shot and k >= 1:
                     raise BeamlearnError("this pipeline needs more than one pass over the data, but the data is a "
                                          "one-shot iterator: pass a table, files, or a function returning an "
                                          "iterable of batches")
-                report = plan.passes == 0
-                pass_ = plan.next_pass()
+                report = k == 0
                 batches = self._conformed(data, schema, required, dead, report, pass_.input_columns(),
                                           pass_.encoded_columns())
                 states, n = self._run_pass(pass_, batches, dead, report)
                 rows += n if report else 0
-                plan.complete(pass_, states)
+                state, k = next_pass(state, states, mergeable=False), k + 1
         finally:
             if dead is not None and dead.path:
                 dead.close()
-        info = dict(lineage or {})
-        info.update({"rows": rows, "dead_letters": dead.count if dead is not None else 0,
-                     "passes": plan.passes, "fit_seconds": round(time.perf_counter() - t0, 6),
-                     "data": data_fingerprint(data), "profile": plan.profile, "engine": "local",
-                     "seeds": step_seeds(pipeline.steps)})
-        return FittedPipeline(pipeline.steps, plan.states, schema, name=pipeline.name, lineage=info)
+        fitted = finish(state, engine="local", name=pipeline.name, lineage=lineage, rows=rows,
+                        dead_letters=dead.count if dead is not None else 0)
+        fitted.lineage.update({"fit_seconds": round(time.perf_counter() - t0, 6), "data": data_fingerprint(data)})
+        return fitted
 
-    def _run_pass(self, pass_: Any, batches: Iterator[tuple[pa.RecordBatch, np.ndarray | None]],
+    def _run_pass(self, pass_: Any, batches: Iterator[pa.RecordBatch],
                   dead: io.DeadLetters | None, report: bool) -> tuple[list[Any], int]:
         """Feed every batch to the pass's analyzers; returns the extracted states and the rows seen.
 
@@ -148,25 +95,21 @@ class LocalEngine:
         workers = max(1, self.workers)
         if any(getattr(a, "sequential", False) for a in pass_.analyzers):  # e.g. partial_fit: cannot merge
             workers = 1
-        accs = [[a.create() for a in pass_.analyzers] for _ in range(workers)]
+        accs = [create_accumulators(pass_) for _ in range(workers)]
         rows = [0] * workers
 
-        def work(k: int, batch: pa.RecordBatch, kept: np.ndarray | None) -> None:
-            views, batch = self._guard(pass_.views, batch, kept, dead, report)
-            rows[k] += batch.num_rows
-            mine = accs[k]
-            for j, (a, view) in enumerate(zip(pass_.analyzers, views)):
-                mine[j] = a.add(mine[j], view)
+        def work(k: int, batch: pa.RecordBatch) -> None:
+            rows[k] += add_batch(pass_, accs[k], batch, dead, report)
 
         if workers == 1:
-            for batch, kept in batches:
-                work(0, batch, kept)
+            for batch in batches:
+                work(0, batch)
         else:
             lanes = [ThreadPoolExecutor(1) for _ in range(workers)]  # one thread per accumulator set
             pending: deque = deque()
             try:
-                for i, (batch, kept) in enumerate(batches):
-                    pending.append(lanes[i % workers].submit(work, i % workers, batch, kept))
+                for i, batch in enumerate(batches):
+                    pending.append(lanes[i % workers].submit(work, i % workers, batch))
                     if len(pending) > 2 * workers:
                         pending.popleft().result()
                 while pending:
@@ -174,16 +117,15 @@ class LocalEngine:
             finally:
                 for lane in lanes:
                     lane.shutdown(wait=True, cancel_futures=True)
-        states = [a.extract(a.merge([acc[j] for acc in accs])) for j, a in enumerate(pass_.analyzers)]
-        return states, sum(rows)
+        return extract_states(pass_, accs), sum(rows)
 
     # -------------------------------------------------------------------- transform
     def transform(self, fitted: FittedPipeline, data: Any) -> Iterator[pa.RecordBatch]:
         """Transformed batches of ``data``; bad rows raise or go to the dead letters."""
         dead = io.dead_letter_sink(self.errors)
 
-        def one(item: tuple[pa.RecordBatch, np.ndarray | None]) -> pa.RecordBatch:
-            return self._guard(fitted.transform_batch, item[0], item[1], dead, True)[0]
+        def one(batch: pa.RecordBatch) -> pa.RecordBatch:
+            return guard(fitted.transform_batch, batch, dead)[0]
 
         try:
             batches = self._conformed(data, fitted.input_schema, fitted.required_columns, dead, True,
@@ -207,35 +149,6 @@ def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, ah
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-def find_bad_rows(fn: Callable[[pa.RecordBatch], Any], batch: pa.RecordBatch) -> list[tuple[int, DataError]]:
-    """The rows of ``batch`` on which ``fn`` raises DataError, found by bisection (O(bad · log n) calls)."""
-    bad: list[tuple[int, DataError]] = []
-    stack = [(0, batch.num_rows)]
-    while stack:
-        lo, hi = stack.pop()
-        try:
-            fn(batch.slice(lo, hi - lo))
-        except DataError as exc:
-            if hi - lo == 1:
-                bad.append((lo, exc))
-            else:
-                mid = (lo + hi) // 2
-                stack += [(mid, hi), (lo, mid)]
-    return sorted(bad, key=lambda t: t[0])
-
-
-def data_fingerprint(data: Any) -> dict[str, Any]:
-    """What the training data was: file names and sizes, or the kind of in-memory object."""
-    if is_file_input(data):
-        try:
-            files = io.expand_paths(data)
-        except BeamlearnError:
-            files = []
-        return {"files": [{"name": os.path.basename(f), "path": os.path.abspath(f), "bytes": os.path.getsize(f)}
-                          for f in files]}
-    return {"in_memory": type(data).__name__}
 
 
 # ---------------------------------------------------------------------------------------------- one record

@@ -1,0 +1,259 @@
+"""The engine-neutral pass runner: what every engine does to run a :class:`~beamlearn.pipeline.FitPlan`.
+
+An engine only moves batches and accumulators.  Everything else is here, shared by the local engine, the Beam
+engine (and the engines to come): conforming batches to the fit schema with bad rows routed to dead letters
+(:func:`conformed`), guarding a step so that the rows it rejects are found and routed (:func:`guard`), adding a
+batch to a pass's accumulators (:func:`add_batch`), merging and extracting them (:func:`merge_accumulators`,
+:func:`extract_states`), and stepping the plan from pass to pass (:func:`first_pass`, :func:`next_pass`,
+:func:`finish`).  A fit's position is a :data:`FitState`, ``(plan, pass)`` with ``pass`` None once the plan is
+done: plain picklable data that a Beam side input, a Spark broadcast or a driver loop can carry.
+
+Examples
+--------
+>>> import beamlearn as bl
+>>> import pyarrow as pa
+>>> batch = pa.record_batch({"x": [1.0, 2.0, 4.0]})
+>>> state = first_pass(bl.Pipeline([bl.StandardScaler(["x"])]).steps, batch.schema)
+>>> accs = create_accumulators(state[1])
+>>> add_batch(state[1], accs, batch, dead=None)
+3
+>>> state = next_pass(state, extract_states(state[1], [accs]))
+>>> finish(state, engine="doc").states[0]["moments"]["mean"].tolist()
+[2.3333333333333335]
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from beamlearn import io
+from beamlearn.batches import batch_origin, batch_rows, conform, is_csv_source, is_file_input, tag_rows
+from beamlearn.errors import BeamlearnError, DataError, EngineError
+from beamlearn.pipeline import FitPlan, FittedPipeline, Pass, step_seeds
+
+__all__ = ["FitState", "Registry", "add_batch", "conformed", "create_accumulators", "data_fingerprint",
+           "extract_states", "find_bad_rows", "finish", "first_pass", "guard", "merge_accumulators", "next_pass",
+           "required_columns"]
+
+FitState = tuple[FitPlan, "Pass | None"]
+
+
+# ---------------------------------------------------------------------------------------------- rows
+def conformed(data: Any, schema: pa.Schema, required: list[str], dead: io.DeadLetters | None, report: bool, *,
+              batch_size: int, columns: list[str] | None = None, encoded: Sequence[str] = (),
+              progress: Callable[[int], None] | None = None) -> Iterator[pa.RecordBatch]:
+    """Batches of ``data`` conformed to ``schema``: bad rows raise, or go to ``dead`` (when ``report``; a later
+    pass drops the same rows silently) and are dropped, the kept rows tagged with their rows in the source.
+    Files are read for ``columns`` only when that cannot change the rows kept, with the string columns of
+    ``encoded`` dictionary-encoded (:func:`beamlearn.io.read_file`)."""
+    if not io.is_file_input(data):  # in-memory batches are whole already, with their own encodings
+        columns, encoded = None, ()
+    for raw in io.read(data, batch_size=batch_size, schema=schema, dead=dead if report else
+                       (io.DeadLetters() if dead is not None else None), required=required, columns=columns,
+                       encoded=encoded):
+        # a projected read checked the required columns it skipped
+        need = required if columns is None else [c for c in required if c in raw.schema.names]
+        batch, bad = conform(raw, schema, required=need, collect=dead is not None, encoded=encoded)
+        if len(bad):
+            if report:
+                dead.add_rows(batch, bad.indices, bad.columns, bad.reasons)  # type: ignore[union-attr]
+            keep = np.ones(batch.num_rows, bool)
+            keep[bad.indices] = False
+            batch = tag_rows(batch.filter(pa.array(keep)), batch_rows(batch)[keep])  # rows in the source
+        if report and progress is not None:
+            progress(raw.num_rows)
+        yield batch
+
+
+def guard(fn: Callable[[pa.RecordBatch], Any], batch: pa.RecordBatch, dead: io.DeadLetters | None,
+          report: bool = True) -> tuple[Any, pa.RecordBatch]:
+    """``fn(batch)``; if it raises DataError, find the guilty rows, raise (naming source, row and column) or
+    dead-letter them (when ``report``), and rerun on the rest.  Returns the result and the batch it was computed
+    on."""
+    try:
+        return fn(batch), batch
+    except DataError:
+        pass
+    bad = find_bad_rows(fn, batch)
+    if not bad:  # the failure needs the whole batch: no single row to blame
+        fn(batch)
+    source, _ = batch_origin(batch)
+    idx = np.array([i for i, _ in bad], dtype=np.int64)
+    orig = batch_rows(batch)[idx]  # conformed batches carry the source rows of the rows they kept
+    line = 2 if is_csv_source(source) else None
+    if dead is None:
+        i, exc = bad[0]
+        raise type(exc)(exc.reason, column=exc.column, source=exc.source or source,
+                        row=int(orig[0]), value=exc.value,
+                        line=None if line is None else int(orig[0]) + line) from exc
+    if report:
+        rows = batch.take(pa.array(idx)).to_pylist()
+        for k, (_, exc) in enumerate(bad):
+            dead.add(source=source, row=int(orig[k]), column=exc.column, reason=exc.reason,
+                     record=rows[k], line=None if line is None else int(orig[k]) + line)
+    keep = np.ones(batch.num_rows, bool)
+    keep[idx] = False
+    rest = batch.filter(pa.array(keep))
+    return fn(rest), rest
+
+
+def find_bad_rows(fn: Callable[[pa.RecordBatch], Any], batch: pa.RecordBatch) -> list[tuple[int, DataError]]:
+    """The rows of ``batch`` on which ``fn`` raises DataError, found by bisection (O(bad · log n) calls)."""
+    bad: list[tuple[int, DataError]] = []
+    stack = [(0, batch.num_rows)]
+    while stack:
+        lo, hi = stack.pop()
+        try:
+            fn(batch.slice(lo, hi - lo))
+        except DataError as exc:
+            if hi - lo == 1:
+                bad.append((lo, exc))
+            else:
+                mid = (lo + hi) // 2
+                stack += [(mid, hi), (lo, mid)]
+    return sorted(bad, key=lambda t: t[0])
+
+
+# ---------------------------------------------------------------------------------------------- accumulators
+def create_accumulators(pass_: Pass) -> list[Any]:
+    """Fresh accumulators, one per analyzer of the pass."""
+    return [a.create() for a in pass_.analyzers]
+
+
+def add_batch(pass_: Pass, accs: list[Any], batch: pa.RecordBatch, dead: io.DeadLetters | None,
+              report: bool = True) -> int:
+    """Add a conformed batch to ``accs`` (in place), the steps on the way guarded (:func:`guard`); returns the
+    rows added."""
+    views, batch = guard(pass_.views, batch, dead, report)
+    for j, (a, view) in enumerate(zip(pass_.analyzers, views)):
+        accs[j] = a.add(accs[j], view)
+    return batch.num_rows
+
+
+def merge_accumulators(analyzers: Sequence[Any], parts: Sequence[list[Any]]) -> list[Any]:
+    """Merge several accumulator lists of the same analyzers into one, analyzer by analyzer, in order."""
+    return [a.merge([p[j] for p in parts]) for j, a in enumerate(analyzers)]
+
+
+def extract_states(pass_: Pass, parts: Sequence[list[Any]]) -> list[Any]:
+    """The pass's fitted states from its accumulator lists (one per worker or bundle), merged in order."""
+    return [a.extract(acc) for a, acc in zip(pass_.analyzers, merge_accumulators(pass_.analyzers, parts))]
+
+
+# ---------------------------------------------------------------------------------------------- the plan
+def required_columns(steps: Sequence[Any], schema: pa.Schema) -> list[str]:
+    """The input columns the steps read that the schema has: every batch of a fit must carry them."""
+    return [c for s in steps for c in s.input_columns() if c in schema.names]
+
+
+def _planned(plan: FitPlan, mergeable: bool) -> FitState:
+    if plan.done():
+        return plan, None
+    pass_ = plan.next_pass()
+    sequential = [a for a in pass_.analyzers if getattr(a, "sequential", False)]
+    if mergeable and sequential:
+        raise EngineError(f"{sequential[0]!r} must see the batches in order and cannot merge accumulators, so it "
+                          "cannot run on an engine that combines partial results; fit this pipeline with the "
+                          "local engine")
+    return plan, pass_
+
+
+def first_pass(steps: Sequence[Any], schema: pa.Schema | None, *, mergeable: bool = True) -> FitState:
+    """Plan a fit of ``steps`` on data of ``schema`` and its first pass.  ``mergeable``: the engine combines
+    partial accumulators, so a pass whose analyzers must see every batch in order is refused."""
+    if schema is None:
+        raise DataError("no data to fit on")
+    return _planned(FitPlan(steps, schema), mergeable)
+
+
+def next_pass(state: FitState, states: list[Any] | None, *, copy: bool = False,
+              mergeable: bool = True) -> FitState:
+    """Complete the current pass with its extracted ``states`` and plan the next one.  ``copy``: work on a copy
+    of the plan (a Beam side input is shared; it must not change under its readers)."""
+    if copy:
+        state = pickle.loads(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))  # safe: our own object
+    plan, pass_ = state
+    if pass_ is None:
+        return plan, None
+    if states is None:
+        raise DataError("no data to fit on (every row was rejected)")
+    plan.complete(pass_, states)
+    return _planned(plan, mergeable)
+
+
+def finish(state: FitState, *, engine: str, name: str | None = None, lineage: dict[str, Any] | None = None,
+           rows: int | None = None, dead_letters: int = 0, bound: int | None = None) -> FittedPipeline:
+    """The fitted pipeline of a finished plan, its lineage recording the engine, rows (by default the training
+    profile's count), dead letters, passes, profile and seeds.  ``bound``: the passes an engine unrolled; a plan
+    not done within them is an error."""
+    plan, pass_ = state
+    if pass_ is not None or not plan.done():
+        raise EngineError(f"the fit is not done after {bound} passes (the bound unrolled in the Beam graph); "
+                          f"pass a larger max_passes to Fit")
+    info = dict(lineage or {})
+    info.update({"rows": int(plan.profile["count"]["rows"]) if rows is None else rows,
+                 "dead_letters": int(dead_letters), "passes": plan.passes, "profile": plan.profile,
+                 "engine": engine, "seeds": step_seeds(plan.steps)})
+    return FittedPipeline(plan.steps, plan.states, plan.input_schema, name=name, lineage=info)
+
+
+def data_fingerprint(data: Any) -> dict[str, Any]:
+    """What the training data was: file names and sizes, or the kind of in-memory object."""
+    if is_file_input(data):
+        try:
+            files = io.expand_paths(data)
+        except BeamlearnError:
+            files = []
+        return {"files": [{"name": os.path.basename(f), "path": os.path.abspath(f), "bytes": os.path.getsize(f)}
+                          for f in files]}
+    return {"in_memory": type(data).__name__}
+
+
+# ---------------------------------------------------------------------------------------------- workers
+class Registry:
+    """The custom steps and functions registered on the driver, re-registered on each worker before any step
+    runs, so custom steps and ``Function`` steps work on every distributed engine.
+
+    Only what ``steps`` use is shipped when the steps are known (all registered ones otherwise), each as its
+    own cloudpickle blob: a worker that cannot import one (a module only the driver has) skips it, and a step
+    that needs it then fails with the usual "not registered" error instead of the whole job failing to start.
+    """
+
+    def __init__(self, steps: Sequence[Any] | None = None) -> None:
+        import cloudpickle  # shipped with the distributed engines (Beam), not needed to serve
+
+        from beamlearn.steps import registered_steps
+        from beamlearn.steps.expr import registered_functions
+
+        custom = {n: c for n, c in registered_steps().items() if not c.__module__.startswith("beamlearn.")}
+        functions = registered_functions()
+        if steps is not None:
+            used = {type(s).__name__ for s in steps}
+            named = {v for s in steps for v in s.get_params().values() if isinstance(v, str)}
+            custom = {n: c for n, c in custom.items() if n in used}
+            functions = {n: f for n, f in functions.items() if n in named}
+        self.steps = {n: cloudpickle.dumps(c) for n, c in custom.items()}
+        self.functions = {n: cloudpickle.dumps(f) for n, f in functions.items()}
+
+    def restore(self) -> None:
+        """Register here whatever of the driver's steps and functions this process lacks and can import."""
+        from beamlearn.steps import register_step, registered_steps
+        from beamlearn.steps.expr import register_function, registered_functions
+
+        known, fns = registered_steps(), registered_functions()
+        for table, have, register in ((self.steps, known, lambda n, o: register_step(o)),
+                                      (self.functions, fns, lambda n, o: register_function(n)(o))):
+            for name, blob in table.items():
+                if name in have:
+                    continue
+                try:
+                    obj = pickle.loads(blob)  # safe: pickled by this pipeline's own driver
+                except Exception:  # noqa: BLE001 - not importable here; a step that needs it says so clearly
+                    continue
+                register(name, obj)

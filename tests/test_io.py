@@ -121,7 +121,7 @@ def test_csv_column_empty_at_first_takes_the_type_of_its_later_values(tmp_path):
             text = f'"k, {i % 3}"' if late else ""
             fh.write(f"{i},{i * 0.5 if late else ''},{text},{i if late else ''},\n")
     assert os.path.getsize(path) > 2 << 20
-    schema = io._csv_schema(str(path))
+    schema = io.csv_schema(str(path))
     assert [str(f.type) for f in schema] == ["int64", "double", "string", "int64", "null"]
     dead = io.DeadLetters()
     table = pa.Table.from_batches(list(io.read_batches(str(path), dead=dead)))
@@ -146,7 +146,7 @@ def test_a_csv_column_empty_in_the_first_file_is_typed_from_the_later_files(tmp_
 def test_a_value_in_a_column_that_was_empty_at_fit_is_a_bad_value(tmp_path):
     (tmp_path / "fit.csv").write_text("a,b\n1,\n2,\n")
     (tmp_path / "new.csv").write_text("a,b\n3,\n4,x\n")
-    schema = io._csv_schema(str(tmp_path / "fit.csv"))
+    schema = io.csv_schema(str(tmp_path / "fit.csv"))
     assert schema.field("b").type == pa.null()
     dead = io.DeadLetters()
     got = pa.Table.from_batches(list(io.read_batches(str(tmp_path / "new.csv"), schema=schema, dead=dead)))

@@ -37,6 +37,9 @@ import pyarrow as pa
 
 from beamlearn.batches import schema_from_bytes, schema_to_bytes, schema_to_json
 from beamlearn.errors import ArtifactError, BeamlearnError
+from beamlearn.pipeline import FittedPipeline, provide
+from beamlearn.steps.base import step_class
+from beamlearn.version import __version__
 
 __all__ = ["save", "load", "FORMAT_VERSION", "SIGNING_KEY_ENV", "encode_state", "decode_state"]
 
@@ -124,8 +127,6 @@ def _member(members: dict[str, bytes], name: Any) -> bytes:
 # ---------------------------------------------------------------------------------------------- save
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
-
-    from beamlearn import __version__
 
     def installed(dist: str) -> str | None:  # without importing it (scikit-learn takes a second to import)
         try:
@@ -217,9 +218,6 @@ def load(path: str) -> Any:
 
 def from_bytes(data: bytes) -> Any:
     """Load a fitted pipeline from artifact bytes."""
-    from beamlearn.pipeline import FittedPipeline
-    from beamlearn.steps.base import step_class
-
     manifest, members = _verified_members(data)
     if manifest.get("format") != FORMAT:
         raise ArtifactError("not a beamlearn pipeline artifact")
@@ -315,3 +313,6 @@ def _verified_members(data: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
         if not hmac.compare_digest(hashlib.sha256(blob).hexdigest(), str(listed[name])):
             raise ArtifactError(f"checksum mismatch for member {name!r}")
     return manifest, members
+
+
+provide("save", save)  # FittedPipeline.save

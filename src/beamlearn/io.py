@@ -36,8 +36,9 @@ from beamlearn.batches import (
     tag_rows,
     to_batches,
 )
+from beamlearn.deadletters import DeadLetters, dead_letter_sink, json_safe  # noqa: F401 - re-exported
 from beamlearn.errors import BeamlearnError, DataError, SchemaError
-from beamlearn.textio import _csv_schema, _read_csv, _read_jsonl
+from beamlearn.textio import csv_schema, read_csv, read_jsonl
 
 __all__ = ["read", "read_batches", "expand_paths", "write_batches", "DeadLetters", "dead_letter_sink",
            "table_to_numpy", "file_format"]
@@ -79,69 +80,6 @@ def expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list
 
 
 # ---------------------------------------------------------------------------------------------- dead letters
-class DeadLetters:
-    """Where rejected rows go, with their reason: a JSON-lines file, or memory when ``path`` is None."""
-
-    def __init__(self, path: str | None = None) -> None:
-        import threading
-
-        self.path, self.count, self.records = path, 0, []  # type: ignore[var-annotated]
-        self._lock = threading.Lock()
-        self._fh = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115
-
-    def add(self, *, source: str | None, row: int | None, column: str | None, reason: str,
-            record: dict[str, Any] | None, line: int | None = None) -> None:
-        rec = {"source": source, "row": row, "line": line, "column": column, "reason": reason,
-               "record": _json_safe(record)}
-        line = json.dumps(rec) + "\n" if self._fh is not None else ""
-        with self._lock:  # engines may transform batches on several threads
-            self.count += 1
-            if self._fh is not None:
-                self._fh.write(line)
-            else:
-                self.records.append(rec)
-
-    def add_rows(self, batch: pa.RecordBatch, indices: np.ndarray, columns: list[str | None],
-                 reasons: list[str]) -> None:
-        """Send rows ``indices`` of ``batch`` (tagged with its source and offset) to the dead letters."""
-        from beamlearn.batches import batch_origin, batch_rows, is_csv_source
-
-        source, _ = batch_origin(batch)
-        rows = batch.take(pa.array(indices, type=pa.int64())).to_pylist() if len(indices) else []
-        where = batch_rows(batch)[np.asarray(indices, dtype=np.int64)].tolist() if len(indices) else []
-        csv_like = is_csv_source(source)
-        for r, rec, col, why in zip(where, rows, columns, reasons):
-            self.add(source=source, row=r, line=r + 2 if csv_like else None, column=col, reason=why, record=rec)
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-
-def dead_letter_sink(errors: Any) -> DeadLetters | None:
-    """``None`` for ``errors="raise"``; a :class:`DeadLetters` for a path or an existing sink."""
-    if errors is None or errors == "raise":
-        return None
-    if isinstance(errors, DeadLetters):
-        return errors
-    if isinstance(errors, (str, os.PathLike)):
-        return DeadLetters(os.fspath(errors))
-    raise BeamlearnError(f"errors= must be 'raise', a file path or a DeadLetters, got {errors!r}")
-
-
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, float) and v != v:
-        return None
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    return str(v)
-
-
 # ---------------------------------------------------------------------------------------------- readers
 def read(data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Schema | None = None,
          dead: DeadLetters | None = None, required: Iterable[str] = (),
@@ -169,7 +107,7 @@ def read_batches(paths: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa
     files = expand_paths(paths)
     for k, path in enumerate(files):
         if schema is None and file_format(path) == "csv":  # CSV is read as text: fix the inferred types first
-            schema = _csv_schema(path, [f for f in files[k + 1:] if file_format(f) == "csv"])
+            schema = csv_schema(path, [f for f in files[k + 1:] if file_format(f) == "csv"])
         for batch in read_file(path, batch_size=batch_size, schema=schema, dead=dead, required=required,
                                columns=columns if schema is not None else None, encoded=encoded):
             schema = schema if schema is not None else capture_schema(batch)
@@ -212,7 +150,7 @@ def read_file(path: str, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Sch
         rows: Iterator[pa.RecordBatch] = _read_parquet(pf, batch_size, row_groups, stored)
     else:
         columns = None
-        rows = {"csv": _read_csv, "jsonl": _read_jsonl}[fmt](path, batch_size, schema, dead)
+        rows = {"csv": read_csv, "jsonl": read_jsonl}[fmt](path, batch_size, schema, dead)
     offset = first_row
     for raw in rows:
         if batch_origin(raw)[0] != path:  # readers that skip bad lines tag their batches themselves

@@ -22,14 +22,37 @@ from typing import Any
 
 import pyarrow as pa
 
+from beamlearn import io
 from beamlearn.analyzers import Analyzer, MinMax, Moments, RowCount
 from beamlearn.batches import DEFAULT_BATCH_SIZE, column_kind, empty_batch
 from beamlearn.errors import BeamlearnError, SchemaError, SpecError
+from beamlearn.rows import compile_row
 from beamlearn.steps.base import Step
 
-__all__ = ["Pipeline", "FittedPipeline", "FitPlan", "Pass"]
+__all__ = ["Pipeline", "FittedPipeline", "FitPlan", "Pass", "provide"]
 
 PROFILE = -1  # pseudo step index of the training profile computed alongside the first pass
+
+_PROVIDED: dict[str, Any] = {}
+
+
+def provide(role: str, implementation: Any) -> None:
+    """Install what the conveniences of this module call, so that this module imports no engine and no
+    artifact code (the arrows of the house point one way): ``"engine"``, the class :meth:`Pipeline.fit`,
+    :meth:`FittedPipeline.transform` and :meth:`FittedPipeline.iter_batches` run (the local engine provides
+    itself when imported), and ``"save"``, what :meth:`FittedPipeline.save` calls (:mod:`beamlearn.artifact`
+    provides it).  ``import beamlearn`` imports both."""
+    if role not in ("engine", "save"):
+        raise SpecError(f"provide: unknown role {role!r} (expected 'engine' or 'save')")
+    _PROVIDED[role] = implementation
+
+
+def _provided(role: str) -> Any:
+    try:
+        return _PROVIDED[role]
+    except KeyError:
+        raise BeamlearnError(f"no {role} is installed: import beamlearn (it installs the local engine and the "
+                             "artifact writer)") from None
 
 
 class Pipeline:
@@ -62,9 +85,7 @@ class Pipeline:
         dead-letter destination (a path, or a :class:`~beamlearn.io.DeadLetters`): rows that cannot be cast are
         then routed there with their reason, and excluded from every statistic.
         """
-        from beamlearn.engines.local import LocalEngine
-
-        return LocalEngine(batch_size=batch_size, errors=errors, progress=progress).fit(
+        return _provided("engine")(batch_size=batch_size, errors=errors, progress=progress).fit(
             self, data, schema=schema, lineage=lineage)
 
 
@@ -362,9 +383,7 @@ class FittedPipeline:
     def iter_batches(self, data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, errors: Any = "raise",
                      progress: Callable[[int], None] | None = None) -> Iterator[pa.RecordBatch]:
         """Transformed batches, one per input batch: constant memory, for feeding other trainers."""
-        from beamlearn.engines.local import LocalEngine
-
-        return LocalEngine(batch_size=batch_size, errors=errors, progress=progress).transform(self, data)
+        return _provided("engine")(batch_size=batch_size, errors=errors, progress=progress).transform(self, data)
 
     def transform(self, data: Any, *, output: str = "arrow", batch_size: int = DEFAULT_BATCH_SIZE,
                   errors: Any = "raise", out: str | None = None,
@@ -372,8 +391,6 @@ class FittedPipeline:
         """Transform ``data``: a pyarrow Table (``output="arrow"``), a pandas DataFrame (``"pandas"``), a 2-D
         float64 numpy array of the output columns (``"numpy"``), or files written to ``out`` (CSV, Parquet or
         JSON lines by extension), returning the number of rows written."""
-        from beamlearn import io
-
         batches = self.iter_batches(data, batch_size=batch_size, errors=errors, progress=progress)
         if out is not None:
             return io.write_batches(batches, out, schema=self.output_schema)
@@ -396,17 +413,13 @@ class FittedPipeline:
         """
         fn = self._row_fn
         if fn is None:
-            from beamlearn.engines.local import compile_row
-
             fn = self._row_fn = compile_row(self)
         return fn(record)
 
     # -------------------------------------------------------------------- persistence and description
     def save(self, path: str) -> str:
         """Write the artifact (one zip file; see :mod:`beamlearn.artifact`) atomically; returns the path."""
-        from beamlearn.artifact import save
-
-        return save(self, path)
+        return _provided("save")(self, path)
 
     def describe(self) -> list[dict[str, Any]]:
         """Each step's type, parameters and a readable summary of its fitted state."""

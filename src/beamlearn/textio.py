@@ -23,7 +23,7 @@ from beamlearn.batches import capture_schema, column_kind, tag_batch, tag_rows
 from beamlearn.errors import DataError
 
 if TYPE_CHECKING:
-    from beamlearn.io import DeadLetters
+    from beamlearn.deadletters import DeadLetters
 
 def _rechunk(batches: Iterable[pa.RecordBatch], batch_size: int) -> Iterator[pa.RecordBatch]:
     pending: list[pa.RecordBatch] = []
@@ -61,7 +61,7 @@ def _parse_options(path: str) -> pcsv.ParseOptions:
     return pcsv.ParseOptions(delimiter=delim, invalid_row_handler=lambda r: "skip")
 
 
-def _csv_schema(path: str, others: Iterable[str] = ()) -> pa.Schema:
+def csv_schema(path: str, others: Iterable[str] = ()) -> pa.Schema:
     """The column types Arrow infers from the first block of a CSV file; a column empty throughout that block
     takes the type Arrow infers from its first non-empty values further on, in this file and then in the
     ``others`` (the later CSV files of the same read); null only if it has none."""
@@ -112,8 +112,9 @@ def _later_types(path: str, inferred: pa.Schema, empty: list[str], sample_size: 
     return pa.schema(fields)
 
 
-def _read_csv(path: str, batch_size: int, schema: pa.Schema | None,
-              dead: DeadLetters | None) -> Iterator[pa.RecordBatch]:
+def read_csv(path: str, batch_size: int, schema: pa.Schema | None,
+             dead: DeadLetters | None) -> Iterator[pa.RecordBatch]:
+    """CSV rows as batches, read as text and cast to ``schema`` so every bad value names its row and line."""
     header = _csv_header(path)
     delim = "\t" if path.lower().replace(".gz", "").endswith(".tsv") else ","
     skipped: list[int] = []         # data rows (0-based) of the malformed lines sent to dead letters
@@ -132,7 +133,7 @@ def _read_csv(path: str, batch_size: int, schema: pa.Schema | None,
         return "skip"
 
     if schema is None:  # infer types the way Arrow does, from the first block, then read as text and cast
-        schema = _csv_schema(path)
+        schema = csv_schema(path)
     types = {n: pa.string() for n in header}
     try:
         reader = pcsv.open_csv(
@@ -188,8 +189,8 @@ def _cast_text(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
-def _read_jsonl(path: str, batch_size: int, schema: pa.Schema | None,
-                dead: DeadLetters | None) -> Iterator[pa.RecordBatch]:
+def read_jsonl(path: str, batch_size: int, schema: pa.Schema | None,
+               dead: DeadLetters | None) -> Iterator[pa.RecordBatch]:
     """JSON lines in chunks of whole lines.  A row's index is its 0-based line number (blank lines count)."""
     import gzip
 

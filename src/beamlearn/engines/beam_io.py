@@ -316,7 +316,7 @@ def _csv_text(batch: pa.RecordBatch) -> str:
 
 def _jsonl_text(batch: pa.RecordBatch) -> str:
     """JSON lines with every float exact (repr), NaN as null.  (pandas' ``to_json`` keeps 10 digits.)"""
-    return "".join(json.dumps(r) + "\n" for r in io._json_safe(batch.to_pylist()))
+    return "".join(json.dumps(r) + "\n" for r in io.json_safe(batch.to_pylist()))
 
 
 def _table(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:

@@ -1,0 +1,3 @@
+"""The version of beamlearn (recorded in every artifact)."""
+
+__version__ = "0.1.0"

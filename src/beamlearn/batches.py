@@ -10,6 +10,7 @@ Missing values: Arrow nulls and float NaN both mean "missing" everywhere in beam
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -147,10 +148,7 @@ def to_batches(
         if data.num_rows == 0:
             yield tag_batch(pa.RecordBatch.from_pylist([], schema=data.schema), source, 0)
         return
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pd = None
+    pd = sys.modules.get("pandas")  # a DataFrame exists only where pandas was imported: serving never imports it
     if pd is not None and isinstance(data, pd.DataFrame):
         try:
             table = pa.Table.from_pandas(data, preserve_index=False)

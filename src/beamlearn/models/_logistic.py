@@ -28,8 +28,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import linalg
-from scipy.special import expit, logsumexp
 
 from beamlearn.analyzers import Analyzer
 from beamlearn.errors import DataError
@@ -224,6 +222,8 @@ class LogisticPass(Iteration):
         return pc.fill_null(idx, 0).to_numpy(zero_copy_only=False).astype(np.intp)
 
     def _accumulate(self, part: list[Any], X: Design, y: np.ndarray, sw: np.ndarray) -> None:
+        from scipy.special import expit, logsumexp  # fit-time only: serving imports no scipy
+
         m, q = self._shape()
         W, S = self.params["w"].reshape(m, q), self.params["s"].reshape(m, q)
         Z0 = X.matvec(W)
@@ -322,6 +322,8 @@ class LogisticPass(Iteration):
         return min(ok, key=lambda i: F[i]) if self.context["lbfgs"] else ok[0]
 
     def _newton_direction(self, H: np.ndarray, penalty: np.ndarray, g: np.ndarray) -> np.ndarray:
+        from scipy import linalg  # fit-time only: serving imports no scipy
+
         A = H + np.diag(penalty)
         m, q = self._shape()
         u = None

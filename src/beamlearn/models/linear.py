@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from scipy import linalg
 
 from beamlearn.analyzers import Analyzer, CoMoments
 from beamlearn.batches import column_kind
@@ -207,6 +206,8 @@ def ridge_solve(A: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
     >>> ridge_solve(np.array([[1.0, 0.0], [0.0, 3.0]]), np.array([2.0, 4.0]), 1.0).tolist()
     [1.0, 1.0]
     """
+    from scipy import linalg  # fit-time only: serving imports no scipy
+
     M = A + alpha * np.eye(len(b))
     try:
         return linalg.solve(M, b, assume_a="pos")

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from numbers import Integral
 from typing import Any
 
+import mmh3
 import numpy as np
 import pyarrow as pa
 
@@ -31,15 +32,14 @@ _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _ENTRY = pa.struct([pa.field("index", pa.int32()), pa.field("value", pa.float64())])
 SPARSE_TYPE = pa.list_(_ENTRY)
 _CACHE_LIMIT = 1 << 16
+_mmh3 = mmh3.hash  # MurmurHash3_x86_32 of the UTF-8 bytes: scikit-learn's murmurhash3_32, without scikit-learn
 
 
 def _murmur(keys: Sequence[str]) -> np.ndarray:
     """Signed 32-bit MurmurHash3 (seed 0) of each key's UTF-8 bytes, as sklearn's FeatureHasher hashes them."""
-    if not len(keys):  # planning applies steps to empty batches: do not import scikit-learn for that
+    if not len(keys):
         return np.zeros(0, dtype=np.int64)
-    from sklearn.utils import murmurhash3_32
-
-    return np.array([murmurhash3_32(k, seed=0) for k in keys], dtype=np.int64)
+    return np.array([_mmh3(k, 0, True) for k in keys], dtype=np.int64)
 
 
 def _index_sign(h: np.ndarray, n_features: int, alternate_sign: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -141,8 +141,6 @@ class FeatureHasher(Step):
         return replace_columns(batch, cols, [(self.output, out)])
 
     def row_function(self, state: dict[str, Any], schema: pa.Schema) -> RowFn:
-        from sklearn.utils import murmurhash3_32
-
         nf, alt, output = int(self.n_features), bool(self.alternate_sign), self.output
         spec = []
         for c in self.input_columns():
@@ -153,7 +151,7 @@ class FeatureHasher(Step):
                 spec.append((c, False, int(idx[0]), float(sign[0]), "", {}))
 
         def hash_entry(key: str) -> tuple[int, float]:
-            h = murmurhash3_32(key, seed=0)
+            h = _mmh3(key, 0, True)
             i = (_INT32_MAX - (nf - 1)) % nf if h == _INT32_MIN else abs(h) % nf
             return i, (1.0 if h >= 0 or not alt else -1.0)
 

@@ -260,7 +260,7 @@ def test_analyzer_keys_identify_equal_statistics():
 
 
 # ---------------------------------------------------------------------------------------------- exact quantiles
-def _check_exact(x, methods=A._METHODS, qs=QS, batch=None):
+def _check_exact(x, methods=A.QUANTILE_METHODS, qs=QS, batch=None):
     arr = pa.array(x, type=pa.float64())
     tbl = pa.table({"x": arr})
     batches = tbl.to_batches(max_chunksize=batch) if batch else tbl.to_batches()
@@ -297,14 +297,14 @@ def test_exact_quantiles_ignore_missing_and_empty_columns():
     assert s["count"].tolist() == [3, 0]
 
 
-@pytest.mark.parametrize("method", A._METHODS)
+@pytest.mark.parametrize("method", A.QUANTILE_METHODS)
 def test_quantile_plan_reproduces_numpy(method):
     for n in [1, 2, 3, 10, 11, 1000]:
         x = np.arange(n, dtype=float) ** 2  # distinct values: the index plan determines the result
         for q in np.linspace(0, 1, 41):
             i, j, g = quantile_plan(n, float(q), method)
             assert 0 <= i <= j < n
-            got = A._lerp(x[i], x[j], g)
+            got = A.lerp(x[i], x[j], g)
             assert got == np.quantile(x, q, method=method), (n, q)
 
 
@@ -322,7 +322,7 @@ def _pass2_state(x, bracket_fn, qs=(0.1, 0.5, 0.9), method="linear"):
         i, j, g = quantile_plan(n, q, method)
         lo, hi = bracket_fn(i, j, xs)
         col.append((i, j, g, lo, hi))
-    sel = A._QuantileSelect(["x"], [n], [col])
+    sel = A.QuantileSelect(["x"], [n], [col])
     batches = pa.table({"x": x}).to_batches(max_chunksize=17)
     return sel, batches
 

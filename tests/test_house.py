@@ -155,3 +155,10 @@ def test_serving_imports_only_numpy_and_pyarrow(tmp_path, case):
                          check=False, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.splitlines()[-1]) == []
+
+
+def test_no_private_name_is_imported_from_another_module():
+    mods = modules()
+    private = [f"{m}:{line} imports {name} from {t}" for m, t, name, line in imports(mods)
+               if name and name.startswith("_") and not name.startswith("__") and t != m]
+    assert private == []

@@ -72,7 +72,7 @@ def _column(values: Any, name: str, source: str) -> pa.Array:
                         row=bad, value=values[bad]) from None
 
 
-def _from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema | None, *, offset: int = 0,
+def batch_from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema | None, *, offset: int = 0,
                source: str | None = None) -> pa.RecordBatch:
     """Build a batch from dict rows, naming the row and column of a value that does not fit its column.
 
@@ -170,10 +170,10 @@ def to_batches(
             present = {k for r in data if isinstance(r, Mapping) for k in r}
             schema = pa.schema([f for f in schema if f.name in present])
             for start in range(0, max(len(data), 1), batch_size):
-                yield tag_batch(_from_rows(data[start:start + batch_size], schema, offset=start, source=source),
+                yield tag_batch(batch_from_rows(data[start:start + batch_size], schema, offset=start, source=source),
                                 source, start)
         else:  # infer the types from every row at once, so that every batch has the same schema
-            yield from _split(_from_rows(data, None, source=source), batch_size, source, 0)
+            yield from _split(batch_from_rows(data, None, source=source), batch_size, source, 0)
         return
     if isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
         offset = 0

@@ -42,17 +42,17 @@ import typer
 
 from beamlearn.cli_common import (
     Engine,
-    _beam,
-    _check_extra,
-    _dead_sink,
-    _err,
-    _plural,
-    _progress,
-    _rate,
-    _say,
-    _user_errors,
+    beam_entry,
+    check_extra,
+    dead_sink,
+    format_rate,
+    plural,
+    print_error,
+    progress_bar,
+    say,
+    user_errors,
 )
-from beamlearn.cli_inspect import _plain, _render, escape, model_summary  # noqa: F401 - escape: re-exported
+from beamlearn.cli_inspect import escape, model_summary, plain_data, render_summary  # noqa: F401 - escape: re-exported
 
 __all__ = ["app", "main"]
 
@@ -78,7 +78,7 @@ def _import_modules(modules: list[str] | None) -> list[str] | None:
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            _err(f"--import {name}: cannot import it ({exc}); is it installed or on PYTHONPATH?")
+            print_error(f"--import {name}: cannot import it ({exc}); is it installed or on PYTHONPATH?")
             raise typer.Exit(2) from None
     return modules
 
@@ -105,7 +105,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar a
 
 
 @app.command(context_settings=_BEAM_OK)
-@_user_errors
+@user_errors
 def fit(ctx: typer.Context,
         spec: Annotated[str, typer.Argument(help="The pipeline spec (YAML).", show_default=False, metavar="SPEC")],
         data: DataOpt, out: Annotated[str, typer.Option("--out", "-o", metavar="MODEL", help="Where to write the fitted model.")],
@@ -115,7 +115,7 @@ def fit(ctx: typer.Context,
     from beamlearn import io
     from beamlearn.spec import read_spec
 
-    beam_args = _check_extra(ctx, engine)
+    beam_args = check_extra(ctx, engine)
     parsed = read_spec(spec)
     io.expand_paths(data)  # a missing input is reported before anything runs
     size = batch_size or parsed.batch_size
@@ -124,24 +124,24 @@ def fit(ctx: typer.Context,
         from beamlearn.batches import DEFAULT_BATCH_SIZE
 
         schema = parsed.resolve_schema(data) if parsed.schema is not None else None
-        fitted = _beam("run_fit")(parsed.pipeline, list(data), beam_args=beam_args,
+        fitted = beam_entry("run_fit")(parsed.pipeline, list(data), beam_args=beam_args,
                                  batch_size=size or DEFAULT_BATCH_SIZE, errors=errors, schema=schema,
                                  lineage=parsed.lineage())
     else:
-        dead = _dead_sink(errors)
-        with _progress("fitting", data, quiet) as progress:
+        dead = dead_sink(errors)
+        with progress_bar("fitting", data, quiet) as progress:
             fitted = parsed.fit(data, batch_size=size, errors=dead, progress=progress)
     seconds = time.perf_counter() - t0
     fitted.save(out)
     rows, dead_count = int(fitted.lineage.get("rows", 0)), int(fitted.lineage.get("dead_letters", 0))
     read = rows + dead_count
-    _say(quiet, f"fit: {read:,} rows read, {dead_count:,} dead letters"
+    say(quiet, f"fit: {read:,} rows read, {dead_count:,} dead letters"
          + (f" (written to {errors})" if errors else "")
-         + f", {_plural(fitted.lineage.get('passes', 0), 'pass')}, {seconds:.2f} s ({_rate(read, seconds)}) -> {out}")
+         + f", {plural(fitted.lineage.get('passes', 0), 'pass')}, {seconds:.2f} s ({format_rate(read, seconds)}) -> {out}")
 
 
 @app.command(context_settings=_BEAM_OK)
-@_user_errors
+@user_errors
 def transform(ctx: typer.Context,
               model: Annotated[str, typer.Argument(help="A fitted model (from beamlearn fit).", show_default=False,
                                                     metavar="MODEL")],
@@ -155,43 +155,43 @@ def transform(ctx: typer.Context,
     from beamlearn import io
     from beamlearn.batches import DEFAULT_BATCH_SIZE
 
-    beam_args = _check_extra(ctx, engine)
+    beam_args = check_extra(ctx, engine)
     fitted = bl.load(model)
     io.expand_paths(data)
     io.file_format(out)  # an output we cannot write is reported before reading anything
     size = batch_size or DEFAULT_BATCH_SIZE
     t0 = time.perf_counter()
     if engine is Engine.beam:
-        result = _beam("run_transform")(fitted, list(data), out, beam_args=beam_args, batch_size=size,
+        result = beam_entry("run_transform")(fitted, list(data), out, beam_args=beam_args, batch_size=size,
                                        errors=errors)
         written, dead_count = int(result.get("rows", 0)), int(result.get("dead_letters", 0))
     else:
-        dead = _dead_sink(errors)
-        with _progress("transforming", data, quiet) as progress:
+        dead = dead_sink(errors)
+        with progress_bar("transforming", data, quiet) as progress:
             written = fitted.transform(data, out=out, batch_size=size, errors=dead, progress=progress)
         dead_count = dead.count if errors else 0
     seconds = time.perf_counter() - t0
     read = written + dead_count
-    _say(quiet, f"transform: {read:,} rows read, {written:,} written, {dead_count:,} dead letters"
+    say(quiet, f"transform: {read:,} rows read, {written:,} written, {dead_count:,} dead letters"
          + (f" (written to {errors})" if errors else "")
-         + f", {seconds:.2f} s ({_rate(read, seconds)}) -> {out}")
+         + f", {seconds:.2f} s ({format_rate(read, seconds)}) -> {out}")
 
 
 @app.command()
-@_user_errors
+@user_errors
 def inspect(model: Annotated[str, typer.Argument(help="A fitted model.", show_default=False, metavar="MODEL")],
             as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False) -> None:
     """Show what a fitted MODEL learned: per-step statistics (and model coefficients, classes, priors,
     centroids), schemas and lineage."""
-    summary = _plain(model_summary(model))
+    summary = plain_data(model_summary(model))
     if as_json:
         print(json.dumps(summary, indent=1, allow_nan=False))
     else:
-        _render(summary)
+        render_summary(summary)
 
 
 @app.command("evaluate")
-@_user_errors
+@user_errors
 def evaluate_cmd(
         label: Annotated[str, typer.Option("--label", metavar="COL", help="The true label column.")],
         prediction: Annotated[str, typer.Option("--prediction", metavar="COL", help="The prediction column.")],
@@ -244,7 +244,7 @@ def evaluate_cmd(
     else:
         data = args
     fitted = bl.load(model) if model else None
-    with _progress("evaluating", data, quiet or as_json) as progress:
+    with progress_bar("evaluating", data, quiet or as_json) as progress:
         result = run_evaluation(list(data), label=label, prediction=prediction, score=score, slices=slices or (),
                                 sample_weight=sample_weight, pos_label=pos_label, min_slice_count=min_slice_count,
                                 n_bootstrap=bootstrap, threshold_criterion=threshold, require=require or (),
@@ -259,13 +259,13 @@ def evaluate_cmd(
 
         print(summary_text(result.to_dict(), report), flush=True)
     for g in result.failures:
-        _err(f"gate failed: {g}")
+        print_error(f"gate failed: {g}")
     if result.failures:
         raise typer.Exit(1)
 
 
 @app.command("run", context_settings=_BEAM_OK)
-@_user_errors
+@user_errors
 def run_cmd(ctx: typer.Context,
             spec: Annotated[str, typer.Argument(help="A run spec (YAML): pipeline, model, data, split, evaluate, "
                                                 "output.", show_default=False, metavar="SPEC")],
@@ -280,13 +280,13 @@ def run_cmd(ctx: typer.Context,
     on test (metrics, slices, gates), save the model and the report.  Exits 1 when a gate fails, 2 on a mistake."""
     from beamlearn.run import run, summary_text
 
-    beam_args = _check_extra(ctx, engine)
-    with _progress("fitting", data or [], quiet) as progress:
+    beam_args = check_extra(ctx, engine)
+    with progress_bar("fitting", data or [], quiet) as progress:
         result = run(spec, engine=engine.value, beam_args=beam_args, data=data, output=output,
                      batch_size=batch_size, errors=errors, progress=progress)
-    _say(quiet, summary_text(result))
+    say(quiet, summary_text(result))
     for g in result.evaluation.failures:
-        _err(f"gate failed: {g}")
+        print_error(f"gate failed: {g}")
     if result.evaluation.failures:
         raise typer.Exit(1)
 

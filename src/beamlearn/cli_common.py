@@ -31,12 +31,12 @@ class Engine(str, enum.Enum):
 
 
 # ---------------------------------------------------------------------------------------------- plumbing
-def _err(message: str) -> None:
+def print_error(message: str) -> None:
     sys.stderr.write("beamlearn: error: " + " ".join(str(message).split("\n")) + "\n")
     sys.stderr.flush()
 
 
-def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a user mistake into one line on stderr and exit code 2 (no traceback)."""
 
     @functools.wraps(fn)
@@ -46,20 +46,20 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except BeamlearnError as exc:
-            _err(str(exc))
+            print_error(str(exc))
         except OSError as exc:
-            _err(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
+            print_error(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
         except (pa.ArrowException, UnicodeDecodeError) as exc:  # unreadable input the readers did not catch
-            _err(f"cannot read the data ({type(exc).__name__}: {exc})")
+            print_error(f"cannot read the data ({type(exc).__name__}: {exc})")
         except KeyboardInterrupt:
-            _err("interrupted")
+            print_error("interrupted")
             raise typer.Exit(130) from None
         raise typer.Exit(2)
 
     return run
 
 
-def _check_extra(ctx: typer.Context, engine: Engine) -> list[str]:
+def check_extra(ctx: typer.Context, engine: Engine) -> list[str]:
     """The options to pass to Beam; with the local engine, any of them is a usage error."""
     extra = list(ctx.args)
     if engine is Engine.local and extra:
@@ -67,16 +67,16 @@ def _check_extra(ctx: typer.Context, engine: Engine) -> list[str]:
         close = difflib.get_close_matches(flag, _OWN_OPTIONS.get(ctx.info_name or "", []), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         what = f"no such option: {flag}{hint}" if flag.startswith("-") else f"unexpected argument {flag!r}"
-        _err(f"{what}; options beamlearn does not know are passed to Beam only with --engine beam")
+        print_error(f"{what}; options beamlearn does not know are passed to Beam only with --engine beam")
         raise typer.Exit(2)
     return extra
 
 
-def _rate(rows: int, seconds: float) -> str:
+def format_rate(rows: int, seconds: float) -> str:
     return f"{rows / seconds:,.0f} rows/s" if seconds > 0 else "- rows/s"
 
 
-def _plural(n: Any, word: str) -> str:
+def plural(n: Any, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith("s") else "s")
 
 
@@ -96,7 +96,7 @@ def _total_rows(paths: Sequence[str]) -> int | None:
 
 
 @contextmanager
-def _progress(label: str, paths: Sequence[str], quiet: bool) -> Iterator[Callable[[int], None] | None]:
+def progress_bar(label: str, paths: Sequence[str], quiet: bool) -> Iterator[Callable[[int], None] | None]:
     """A rich progress bar (rows, rows/s) on stderr for reads, or None when quiet or not on a terminal."""
     from rich.console import Console
 
@@ -117,23 +117,23 @@ def _progress(label: str, paths: Sequence[str], quiet: bool) -> Iterator[Callabl
 
         def advance(rows: int) -> None:
             done[0] += rows
-            bar.update(task, advance=rows, rate=_rate(done[0], time.perf_counter() - t0))
+            bar.update(task, advance=rows, rate=format_rate(done[0], time.perf_counter() - t0))
 
         yield advance
 
 
-def _say(quiet: bool, text: str) -> None:
+def say(quiet: bool, text: str) -> None:
     if not quiet:
         print(text, flush=True)
 
 
-def _dead_sink(errors: str | None) -> Any:
+def dead_sink(errors: str | None) -> Any:
     from beamlearn import io
 
     return io.DeadLetters(errors) if errors else "raise"
 
 
-def _beam(entry: str) -> Callable[..., Any]:
+def beam_entry(entry: str) -> Callable[..., Any]:
     """``beamlearn.beam.<entry>``, imported only when the Beam engine is asked for."""
     try:
         from beamlearn import beam

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from beamlearn.cli_common import _plural
+from beamlearn.cli_common import plural
 
 __all__ = ["model_summary"]
 
@@ -54,7 +54,7 @@ def _columns(schema: list[dict[str, Any]], limit: int = 12) -> str:
     return f"{len(schema)} columns: {shown}" + (f", ... (+{len(schema) - limit} more)" if len(schema) > limit else "")
 
 
-def _render(s: dict[str, Any]) -> None:
+def render_summary(s: dict[str, Any]) -> None:
     """The human-readable form of :func:`model_summary` (rich tables on stdout)."""
     from rich import box
     from rich.console import Console
@@ -69,7 +69,7 @@ def _render(s: dict[str, Any]) -> None:
     if "spec_sha256" in lin:
         head.add_row("[bold]spec", escape(f"{lin.get('spec_name')} (sha256 {str(lin['spec_sha256'])[:16]}...)"))
     head.add_row("[bold]trained", f"{lin.get('rows', '?'):,} rows, {lin.get('dead_letters', 0):,} dead letters, "
-                 f"{_plural(lin.get('passes', 0), 'pass')}, {lin.get('fit_seconds', 0):.2f} s, engine {lin.get('engine')}")
+                 f"{plural(lin.get('passes', 0), 'pass')}, {lin.get('fit_seconds', 0):.2f} s, engine {lin.get('engine')}")
     files = lin.get("data", {}).get("files") if isinstance(lin.get("data"), dict) else None
     if files:
         head.add_row("[bold]data", escape(_fmt([f"{f['name']} ({f['bytes']:,} bytes)" for f in files], 4)))
@@ -97,16 +97,16 @@ def _render(s: dict[str, Any]) -> None:
             out.print("  (stateless)" if not fitted else escape(f"  {_fmt(fitted, 10)}"))
 
 
-def _plain(obj: Any) -> Any:
+def plain_data(obj: Any) -> Any:
     """JSON-safe plain data: numpy arrays and scalars become lists and numbers, NaN null, infinities strings."""
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain_data(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain_data(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
+        return plain_data(obj.tolist())
     if isinstance(obj, np.generic):
-        return _plain(obj.item())
+        return plain_data(obj.item())
     if isinstance(obj, float) and not math.isfinite(obj):
         return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
     if obj is None or isinstance(obj, (bool, int, float, str)):

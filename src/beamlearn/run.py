@@ -132,9 +132,9 @@ def _validate_evaluate(entry: Any, source: str) -> dict[str, Any]:
         raise SpecError(f"{source}: evaluate: expected a mapping with keys {', '.join(_EVALUATE_KEYS)}")
     for k in entry:
         if k not in _EVALUATE_KEYS:
-            from beamlearn.spec import _did_you_mean
+            from beamlearn.spec import did_you_mean
 
-            raise SpecError(f"{source}: evaluate: unknown key {k!r}{_did_you_mean(str(k), _EVALUATE_KEYS)} "
+            raise SpecError(f"{source}: evaluate: unknown key {k!r}{did_you_mean(str(k), _EVALUATE_KEYS)} "
                             f"(keys: {', '.join(_EVALUATE_KEYS)})")
     ev = dict(entry)
     slices = ev.get("slices", [])

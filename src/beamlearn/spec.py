@@ -68,7 +68,7 @@ import yaml
 from beamlearn.batches import DEFAULT_BATCH_SIZE, capture_schema
 from beamlearn.errors import BeamlearnError, SpecError
 from beamlearn.pipeline import FittedPipeline, Pipeline
-from beamlearn.spec_check import _did_you_mean, _line, _validate_model, _validate_step
+from beamlearn.spec_check import did_you_mean, validate_model, validate_step, yaml_line
 from beamlearn.steps.base import registered_steps
 
 __all__ = ["Spec", "load_spec", "merge_schema", "parse_type", "read_spec", "spec_hash"]
@@ -218,7 +218,7 @@ def parse_type(name: str) -> pa.DataType:
     m = re.fullmatch(r"decimal(128|256)?\(\s*(\d+)\s*,\s*(-?\d+)\s*\)", key)
     if m:
         return (pa.decimal256 if m.group(1) == "256" else pa.decimal128)(int(m.group(2)), int(m.group(3)))
-    raise SpecError(f"unknown Arrow type {text!r}{_did_you_mean(key, list(_SIMPLE_TYPES) + ['timestamp[s]'])} "
+    raise SpecError(f"unknown Arrow type {text!r}{did_you_mean(key, list(_SIMPLE_TYPES) + ['timestamp[s]'])} "
                     "(e.g. int64, double, string, bool, timestamp[s])")
 
 
@@ -227,7 +227,7 @@ def merge_schema(inferred: pa.Schema, fixed: pa.Schema, *, source: str = "<spec>
     missing = [n for n in fixed.names if n not in inferred.names]
     if missing:
         raise SpecError(f"{source}: schema: column {missing[0]!r} is not in the data"
-                        f"{_did_you_mean(missing[0], inferred.names)}")
+                        f"{did_you_mean(missing[0], inferred.names)}")
     return pa.schema([fixed.field(f.name) if f.name in fixed.names else f for f in inferred])
 
 
@@ -277,7 +277,7 @@ def _canonical_hash(content: Any) -> str:
 # ---------------------------------------------------------------------------------------------- validation
 def _validate(content: Any, source: str, nodes: yaml.Node | None) -> Spec:
     def fail(message: str, *path: Any) -> SpecError:
-        line = _line(nodes, *path)
+        line = yaml_line(nodes, *path)
         return SpecError(f"{source}{f', line {line}' if line else ''}: {message}")
 
     if not isinstance(content, dict):
@@ -285,7 +285,7 @@ def _validate(content: Any, source: str, nodes: yaml.Node | None) -> Spec:
                    + ("an empty document" if content is None else type(content).__name__))
     for key in content:
         if key not in TOP_LEVEL_KEYS:
-            raise fail(f"unknown top-level key {key!r}{_did_you_mean(str(key), TOP_LEVEL_KEYS)} "
+            raise fail(f"unknown top-level key {key!r}{did_you_mean(str(key), TOP_LEVEL_KEYS)} "
                        f"(allowed: {', '.join(TOP_LEVEL_KEYS)})", key)
     name = content.get("name")
     if name is not None and not isinstance(name, str):
@@ -298,9 +298,9 @@ def _validate(content: Any, source: str, nodes: yaml.Node | None) -> Spec:
     if not isinstance(steps_spec, list) or not (steps_spec or "model" in content):
         raise fail("'steps' must be a non-empty list of steps", *(["steps"] if "steps" in content else []))
     registry = registered_steps()
-    steps = [_validate_step(i, entry, registry, fail) for i, entry in enumerate(steps_spec)]
+    steps = [validate_step(i, entry, registry, fail) for i, entry in enumerate(steps_spec)]
     if "model" in content:
-        steps.append(_validate_model(content["model"], registry, fail))
+        steps.append(validate_model(content["model"], registry, fail))
     try:
         pipeline = Pipeline(steps, name=name)
     except BeamlearnError as exc:

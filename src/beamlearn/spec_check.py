@@ -22,7 +22,7 @@ from beamlearn.steps.base import Step
 
 
 # ---------------------------------------------------------------------------------------------- messages
-def _line(nodes: yaml.Node | None, *path: Any) -> int | None:
+def yaml_line(nodes: yaml.Node | None, *path: Any) -> int | None:
     """The 1-based line of the node at ``path`` (keys and indices) in the composed tree, or of its nearest
     existing ancestor."""
     node, line = nodes, None
@@ -43,7 +43,7 @@ def _line(nodes: yaml.Node | None, *path: Any) -> int | None:
     return node.start_mark.line + 1 if node is not None else line
 
 
-def _did_you_mean(word: str, choices: Any) -> str:
+def did_you_mean(word: str, choices: Any) -> str:
     choices = list(choices)
     lowered = {c.lower(): c for c in choices}
     if word.lower() in lowered and lowered[word.lower()] != word:
@@ -54,7 +54,7 @@ def _did_you_mean(word: str, choices: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- steps
-def _validate_step(i: int, entry: Any, registry: dict[str, type[Step]], fail: Callable[..., SpecError],
+def validate_step(i: int, entry: Any, registry: dict[str, type[Step]], fail: Callable[..., SpecError],
                    loc: tuple = ()) -> Step:
     loc = loc or ("steps", i)
     where = f"steps[{i}]" if loc == ("steps", i) else ".".join(map(str, loc))
@@ -65,7 +65,7 @@ def _validate_step(i: int, entry: Any, registry: dict[str, type[Step]], fail: Ca
     if kind is None:
         raise fail(f"{where}: missing the 'step' key (the step type, e.g. StandardScaler)", *loc)
     if not isinstance(kind, str) or kind not in registry:
-        raise fail(f"{where}: unknown step type {kind!r}{_did_you_mean(str(kind), registry)} (known: "
+        raise fail(f"{where}: unknown step type {kind!r}{did_you_mean(str(kind), registry)} (known: "
                    f"{', '.join(sorted(registry))})", *loc, "step")
     cls = registry[kind]
     where = f"{where} ({kind})"
@@ -73,7 +73,7 @@ def _validate_step(i: int, entry: Any, registry: dict[str, type[Step]], fail: Ca
     names = cls.param_names()
     for key in params:
         if key not in names:
-            raise fail(f"{where}: unknown parameter {key!r}{_did_you_mean(str(key), names)} "
+            raise fail(f"{where}: unknown parameter {key!r}{did_you_mean(str(key), names)} "
                        f"(parameters: {', '.join(names)})", *loc, key)
     hints, shown = _hints(cls)
     import inspect
@@ -93,7 +93,7 @@ def _validate_step(i: int, entry: Any, registry: dict[str, type[Step]], fail: Ca
         raise fail(f"{where}: {exc}", *loc) from None
 
 
-def _validate_model(entry: Any, registry: dict[str, type[Step]], fail: Callable[..., SpecError]) -> Step:
+def validate_model(entry: Any, registry: dict[str, type[Step]], fail: Callable[..., SpecError]) -> Step:
     """The ``model:`` section: a model step (``step: LogisticRegression`` + parameters), or any scikit-learn
     estimator (``sklearn: sklearn.ensemble.RandomForestClassifier`` + ``params:``) wrapped in SklearnModel."""
     from beamlearn.models.base import Estimator
@@ -109,11 +109,11 @@ def _validate_model(entry: Any, registry: dict[str, type[Step]], fail: Callable[
         if isinstance(kind, str) and kind in registry and kind not in models:
             raise fail(f"model: {kind!r} is not a model step (preprocessing goes under 'steps:'; models: "
                        f"{', '.join(sorted(models))})", "model", "step")
-        return _validate_step(0, entry, models, fail, ("model",))
+        return validate_step(0, entry, models, fail, ("model",))
     allowed = ["sklearn", "params"] + [n for n in SklearnModel.param_names() if n != "estimator"]
     for key in entry:
         if key not in allowed:
-            raise fail(f"model: unknown key {key!r}{_did_you_mean(str(key), allowed)} (keys: "
+            raise fail(f"model: unknown key {key!r}{did_you_mean(str(key), allowed)} (keys: "
                        f"{', '.join(allowed)})", "model", key)
     params = entry.get("params") or {}
     if not isinstance(params, dict):
@@ -130,7 +130,7 @@ def _validate_model(entry: Any, registry: dict[str, type[Step]], fail: Callable[
     except (TypeError, ValueError) as exc:
         raise fail(f"model: params: {exc}", "model", "params") from None
     rest = {k: v for k, v in entry.items() if k not in ("sklearn", "params")}
-    return _validate_step(0, {"step": "SklearnModel", "estimator": spec, **rest}, {"SklearnModel": SklearnModel},
+    return validate_step(0, {"step": "SklearnModel", "estimator": spec, **rest}, {"SklearnModel": SklearnModel},
                           fail, ("model",))
 
 

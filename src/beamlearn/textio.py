@@ -194,7 +194,7 @@ def read_jsonl(path: str, batch_size: int, schema: pa.Schema | None,
     """JSON lines in chunks of whole lines.  A row's index is its 0-based line number (blank lines count)."""
     import gzip
 
-    from beamlearn.batches import _from_rows
+    from beamlearn.batches import batch_from_rows
 
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as fh:  # type: ignore[operator]
@@ -212,7 +212,7 @@ def read_jsonl(path: str, batch_size: int, schema: pa.Schema | None,
                 for start, b in zip(range(0, len(lines), batch_size), table.to_batches(max_chunksize=batch_size)):
                     yield tag_batch(b, path, offset + start)
             else:
-                yield from _jsonl_slow(lines, offset, path, batch_size, schema, dead, _from_rows)
+                yield from _jsonl_slow(lines, offset, path, batch_size, schema, dead, batch_from_rows)
             offset += len(lines)
 
 

@@ -31,18 +31,19 @@ Examples
 
 from __future__ import annotations
 
-from beamlearn.analyzers.base import Analyzer, Constant, run_analyzer
-from beamlearn.analyzers.base import _freeze as _freeze
-from beamlearn.analyzers.base import _weights as _weights
-from beamlearn.analyzers.counts import RowCount, ValueCounts
-from beamlearn.analyzers.counts import _distinct_counts as _distinct_counts
+from beamlearn.analyzers.base import Analyzer, Constant, batch_weights, freeze, run_analyzer
+from beamlearn.analyzers.counts import RowCount, ValueCounts, distinct_counts
 from beamlearn.analyzers.moments import CoMoments, GroupedMoments, MinMax, Moments
-from beamlearn.analyzers.quantiles import _ALPHA_BETA as _ALPHA_BETA
-from beamlearn.analyzers.quantiles import _KLL as _KLL
-from beamlearn.analyzers.quantiles import _METHODS as _METHODS
-from beamlearn.analyzers.quantiles import Quantiles, quantile_plan
-from beamlearn.analyzers.quantiles import _lerp as _lerp
-from beamlearn.analyzers.quantiles import _QuantileSelect as _QuantileSelect
+from beamlearn.analyzers.quantiles import (
+                                           ALPHA_BETA,
+                                           QUANTILE_METHODS,
+                                           KllSketch,
+                                           Quantiles,
+                                           QuantileSelect,
+                                           lerp,
+                                           quantile_plan,
+)
 
 __all__ = ["Analyzer", "Constant", "RowCount", "Moments", "MinMax", "ValueCounts", "Quantiles", "run_analyzer",
-           "quantile_plan", "CoMoments", "GroupedMoments"]
+           "quantile_plan", "CoMoments", "GroupedMoments", "KllSketch", "QuantileSelect", "QUANTILE_METHODS",
+           "ALPHA_BETA", "batch_weights", "distinct_counts", "freeze", "lerp"]

@@ -26,7 +26,7 @@ class Analyzer:
 
     def key(self) -> tuple:
         """A hashable identity: the class and its parameters."""
-        return (type(self).__name__,) + tuple(sorted((k, _freeze(v)) for k, v in vars(self).items()))
+        return (type(self).__name__,) + tuple(sorted((k, freeze(v)) for k, v in vars(self).items()))
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -84,11 +84,11 @@ class Constant(Analyzer):
         return self.value
 
 
-def _freeze(v: Any) -> Any:
+def freeze(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
-        return tuple(_freeze(x) for x in v)
+        return tuple(freeze(x) for x in v)
     if isinstance(v, dict):
-        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+        return tuple(sorted((k, freeze(x)) for k, x in v.items()))
     if isinstance(v, np.ndarray):
         return ("ndarray", v.dtype.str, v.shape, v.tobytes())
     return v
@@ -107,7 +107,7 @@ def run_analyzer(analyzer: Analyzer, batches: Sequence[pa.RecordBatch]) -> Any:
     return state
 
 
-def _weights(batch: pa.RecordBatch, weight: str | None) -> np.ndarray | None:
+def batch_weights(batch: pa.RecordBatch, weight: str | None) -> np.ndarray | None:
     if weight is None:
         return None
     w = float_values(batch.column(weight))

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beamlearn.analyzers.base import Analyzer, _weights
+from beamlearn.analyzers.base import Analyzer, batch_weights
 from beamlearn.batches import missing_mask, raw_values
 
 
@@ -53,7 +53,7 @@ class RowCount(Analyzer):
 
 
 # ---------------------------------------------------------------------------------------------- vocabularies
-def _distinct_counts(arr: pa.Array, column: str | None = None) -> tuple[list[Any], list[int]]:
+def distinct_counts(arr: pa.Array, column: str | None = None) -> tuple[list[Any], list[int]]:
     """Distinct values (nulls included, as None) and their counts.
 
     Strings are counted with ``np.bincount`` over their codes: a dictionary's indices; else the positions of the
@@ -118,11 +118,11 @@ class ValueCounts(Analyzer):
     def add(self, acc: list[list[Any]], batch: pa.RecordBatch) -> list[list[Any]]:
         if batch.num_rows == 0:
             return acc
-        w = _weights(batch, self.weight)
+        w = batch_weights(batch, self.weight)
         for slot, c in zip(acc, self.columns):
             arr = batch.column(c)
             if w is None:
-                values, counts = _distinct_counts(arr, c)
+                values, counts = distinct_counts(arr, c)
                 counter = slot[0]
                 for v, k in zip(values, counts):
                     if v is None or v != v:  # null or NaN

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from beamlearn.analyzers.base import Analyzer, _weights, run_analyzer  # noqa: F401 - run_analyzer: the doctests
+from beamlearn.analyzers.base import Analyzer, batch_weights, run_analyzer  # noqa: F401 - run_analyzer: the doctests
 from beamlearn.batches import missing_mask, raw_values
 
 
@@ -32,7 +32,7 @@ class Moments(Analyzer):
     def add(self, acc: np.ndarray, batch: pa.RecordBatch) -> np.ndarray:
         if batch.num_rows == 0:
             return acc
-        w = _weights(batch, self.weight)
+        w = batch_weights(batch, self.weight)
         part = np.zeros_like(acc)
         with np.errstate(invalid="ignore", over="ignore"):  # +-inf data gives inf/NaN moments, as numpy does
             self._add_columns(batch, w, part)
@@ -150,7 +150,7 @@ class CoMoments(Analyzer):
             X[:, j] = x
             if valid is not None:
                 ok = valid.copy() if ok is None else ok & valid
-        w = _weights(batch, self.weight)
+        w = batch_weights(batch, self.weight)
         skipped = 0
         if ok is not None:
             skipped = n - int(np.count_nonzero(ok))
@@ -254,7 +254,7 @@ class GroupedMoments(Analyzer):
             enc = arr.dictionary_encode()
             codes = enc.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
             keys = enc.dictionary.to_pylist()
-        w = _weights(batch, self.weight)
+        w = batch_weights(batch, self.weight)
         if not keep.all():
             X, codes, w = X[keep], codes[keep], (None if w is None else w[keep])
         if len(codes) == 0:

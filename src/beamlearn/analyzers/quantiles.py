@@ -13,10 +13,10 @@ from beamlearn.analyzers.base import Analyzer
 from beamlearn.batches import float_values
 
 # ---------------------------------------------------------------------------------------------- quantiles
-_METHODS = ("linear", "lower", "higher", "midpoint", "nearest", "inverted_cdf", "averaged_inverted_cdf",
+QUANTILE_METHODS = ("linear", "lower", "higher", "midpoint", "nearest", "inverted_cdf", "averaged_inverted_cdf",
             "closest_observation", "interpolated_inverted_cdf", "hazen", "weibull", "median_unbiased",
             "normal_unbiased")
-_ALPHA_BETA = {"interpolated_inverted_cdf": (0, 1), "hazen": (0.5, 0.5), "weibull": (0, 0),
+ALPHA_BETA = {"interpolated_inverted_cdf": (0, 1), "hazen": (0.5, 0.5), "weibull": (0, 0),
                "median_unbiased": (1 / 3.0, 1 / 3.0), "normal_unbiased": (3 / 8.0, 3 / 8.0)}
 
 
@@ -44,11 +44,11 @@ def quantile_plan(n: int, q: float, method: str = "linear") -> tuple[int, int, f
         v = n * qa - 1
     elif method == "midpoint":
         v = 0.5 * (np.floor((n - 1) * qa) + np.ceil((n - 1) * qa))
-    elif method in _ALPHA_BETA:
-        a, b = _ALPHA_BETA[method]
+    elif method in ALPHA_BETA:
+        a, b = ALPHA_BETA[method]
         v = n * qa + (a + qa * (1 - a - b)) - 1
     else:
-        raise ValueError(f"unknown quantile method {method!r}; choose one of {', '.join(_METHODS)}")
+        raise ValueError(f"unknown quantile method {method!r}; choose one of {', '.join(QUANTILE_METHODS)}")
     if v >= n - 1:
         return n - 1, n - 1, 0.0
     if v < 0:
@@ -62,14 +62,14 @@ def quantile_plan(n: int, q: float, method: str = "linear") -> tuple[int, int, f
     return int(prev), int(prev) + 1, float(gamma)
 
 
-def _lerp(a: float, b: float, t: float) -> float:
-    """numpy's ``_lerp`` (monotone, exact at the ends), so results match :func:`numpy.quantile` to the bit."""
+def lerp(a: float, b: float, t: float) -> float:
+    """numpy's ``lerp`` (monotone, exact at the ends), so results match :func:`numpy.quantile` to the bit."""
     a, b, t = np.float64(a), np.float64(b), np.float64(t)
     diff = b - a
     return float(b - diff * (1 - t) if t >= 0.5 else a + diff * t)
 
 
-class _KLL:
+class KllSketch:
     """A picklable wrapper around ``datasketches.kll_doubles_sketch``."""
 
     def __init__(self, k: int) -> None:
@@ -97,16 +97,16 @@ class Quantiles(Analyzer):
                  approx: bool = False, k: int = 400) -> None:
         self.columns, self.quantiles, self.method, self.approx, self.k = (
             tuple(columns), tuple(float(q) for q in quantiles), method, approx, k)
-        if method not in _METHODS:
-            raise ValueError(f"unknown quantile method {method!r}; choose one of {', '.join(_METHODS)}")
+        if method not in QUANTILE_METHODS:
+            raise ValueError(f"unknown quantile method {method!r}; choose one of {', '.join(QUANTILE_METHODS)}")
 
     def reads(self) -> tuple[str, ...]:
         return self._reads()
 
-    def create(self) -> list[_KLL]:
-        return [_KLL(self.k) for _ in self.columns]
+    def create(self) -> list[KllSketch]:
+        return [KllSketch(self.k) for _ in self.columns]
 
-    def add(self, acc: list[_KLL], batch: pa.RecordBatch) -> list[_KLL]:
+    def add(self, acc: list[KllSketch], batch: pa.RecordBatch) -> list[KllSketch]:
         for sk, c in zip(acc, self.columns):
             x = float_values(batch.column(c))
             x = x[~np.isnan(x)]
@@ -114,7 +114,7 @@ class Quantiles(Analyzer):
                 sk.sketch.update(x)
         return acc
 
-    def merge(self, accs: Sequence[list[_KLL]]) -> list[_KLL]:
+    def merge(self, accs: Sequence[list[KllSketch]]) -> list[KllSketch]:
         out = self.create()
         for acc in accs:
             for o, a in zip(out, acc):
@@ -122,7 +122,7 @@ class Quantiles(Analyzer):
                     o.sketch.merge(a.sketch)
         return out
 
-    def extract(self, acc: list[_KLL]) -> dict[str, Any]:
+    def extract(self, acc: list[KllSketch]) -> dict[str, Any]:
         counts = np.array([sk.sketch.n for sk in acc], dtype=np.int64)
         if self.approx:
             qs = np.array([sk.sketch.get_quantiles(list(self.quantiles)) if sk.sketch.n else
@@ -149,10 +149,10 @@ class Quantiles(Analyzer):
     def then(self, state: dict[str, Any]) -> Analyzer | None:
         if self.approx:
             return None
-        return _QuantileSelect(self.columns, state["count"].tolist(), state["brackets"])
+        return QuantileSelect(self.columns, state["count"].tolist(), state["brackets"])
 
 
-class _QuantileSelect(Analyzer):
+class QuantileSelect(Analyzer):
     """Second pass of exact quantiles: count values below each bracket and keep those inside it."""
 
     def __init__(self, columns: Sequence[str], counts: list[int], brackets: list[list[tuple]]) -> None:
@@ -195,7 +195,7 @@ class _QuantileSelect(Analyzer):
                     continue
                 vals = np.sort(np.concatenate(parts)) if parts else np.zeros(0)
                 if below <= i and j < below + len(vals):
-                    result[ci, qi] = _lerp(vals[i - below], vals[j - below], g)
+                    result[ci, qi] = lerp(vals[i - below], vals[j - below], g)
                 else:  # the sketch's probabilistic bound failed: widen the bracket on the side that missed
                     missed = True
                     new_col[-1] = (i, j, g, -np.inf if below > i else lo, np.inf if j >= below + len(vals) else hi)
@@ -206,4 +206,4 @@ class _QuantileSelect(Analyzer):
         return state
 
     def then(self, state: dict[str, Any]) -> Analyzer | None:
-        return _QuantileSelect(self.columns, self.counts, state["retry"]) if "retry" in state else None
+        return QuantileSelect(self.columns, self.counts, state["retry"]) if "retry" in state else None

@@ -14,7 +14,15 @@ import pyarrow as pa
 
 from beamlearn.analyzers import Analyzer
 from beamlearn.batches import batch_origin, batch_rows, float_values, missing_mask
-from beamlearn.metrics._core import Groups, _label, _mix, _py, poisson_weights, row_hash, slice_codes
+from beamlearn.metrics._core import (
+    Groups,
+    label_text,
+    mix_bits,
+    poisson_weights,
+    python_value,
+    row_hash,
+    slice_codes,
+)
 
 __all__ = ["MetricAcc", "MetricReduction", "bootstrap_hash", "normalize_slices"]
 
@@ -41,7 +49,7 @@ def bootstrap_hash(batch: pa.RecordBatch, columns: Sequence[str]) -> np.ndarray:
     source, _ = batch_origin(batch)
     pos = pa.record_batch({"source": pa.array([os.path.basename(source or "")] * batch.num_rows),
                            "row": pa.array(batch_rows(batch))})
-    return _mix(row_hash(batch, columns) ^ row_hash(pos, ["source", "row"]))
+    return mix_bits(row_hash(batch, columns) ^ row_hash(pos, ["source", "row"]))
 
 
 class MetricAcc:
@@ -70,9 +78,9 @@ class MetricReduction(Analyzer):
         if si == 0:
             result["overall"] = block
             return
-        name = ",".join(f"{c}={_label(v)}" for c, v in zip(columns, key))
+        name = ",".join(f"{c}={label_text(v)}" for c, v in zip(columns, key))
         block["insufficient"] = block["count"] < self.min_slice_count
-        result["slices"][name] = {"columns": {c: _py(v) for c, v in zip(columns, key)}, **block}
+        result["slices"][name] = {"columns": {c: python_value(v) for c, v in zip(columns, key)}, **block}
 
     label: str
     prediction: str

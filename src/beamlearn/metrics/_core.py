@@ -43,7 +43,7 @@ _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _POISSON_CDF = np.cumsum([math.exp(-1) / math.factorial(k) for k in range(20)])
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
+def mix_bits(x: np.ndarray) -> np.ndarray:
     """SplitMix64's finalizer, vectorized (uint64 arithmetic wraps modulo 2**64)."""
     with np.errstate(over="ignore"):
         x = (x ^ (x >> np.uint64(30))) * _M1
@@ -81,7 +81,7 @@ def row_hash(batch: pa.RecordBatch, columns: Sequence[str]) -> np.ndarray:
     """A stable 64-bit hash of each row's values in ``columns`` (order matters), as a uint64 array."""
     h = np.full(batch.num_rows, _GOLDEN, dtype=np.uint64)
     for c in columns:
-        h = _mix(h ^ value_codes(batch.column(c)))
+        h = mix_bits(h ^ value_codes(batch.column(c)))
     return h
 
 
@@ -91,7 +91,7 @@ def poisson_weights(hashes: np.ndarray, replicates: int) -> np.ndarray:
     out = np.empty((replicates, len(hashes)), dtype=np.float64)
     with np.errstate(over="ignore"):
         for r in range(replicates):
-            u = (_mix(hashes + np.uint64(r + 1) * _GOLDEN) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+            u = (mix_bits(hashes + np.uint64(r + 1) * _GOLDEN) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
             out[r] = np.searchsorted(_POISSON_CDF, u, side="right")
     return out
 
@@ -206,11 +206,11 @@ def chan_merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.stack([n, ma + delta * frac, qa + qb + delta * delta * na * frac], axis=-1)
 
 
-def _py(v: Any) -> Any:
+def python_value(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def _label(v: Any) -> str:
+def label_text(v: Any) -> str:
     """How a slice value appears in slice names and gates (``null`` for missing, ``1`` for 1.0)."""
     if v is None:
         return "null"

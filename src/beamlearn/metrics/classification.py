@@ -30,7 +30,7 @@ from beamlearn.batches import column_kind, float_values
 from beamlearn.errors import SchemaError, SpecError
 from beamlearn.metrics import ranking as rk
 from beamlearn.metrics._accumulate import MetricAcc, MetricReduction
-from beamlearn.metrics._core import _label, _py, class_codes
+from beamlearn.metrics._core import class_codes, label_text, python_value
 from beamlearn.metrics.confusion import confusion_metrics
 
 __all__ = ["CI_METRICS", "ClassificationMetrics"]
@@ -202,8 +202,8 @@ class ClassificationMetrics(MetricReduction):
         kept = self._kept_arrays(acc, order)
         pos_label = self._pos_label(classes)
         result: dict[str, Any] = {"task": "classification", "rows": acc.rows, "skipped": acc.skipped,
-                                  "classes": [_py(c) for c in classes],
-                                  "pos_label": None if pos_label is None else _py(pos_label),
+                                  "classes": [python_value(c) for c in classes],
+                                  "pos_label": None if pos_label is None else python_value(pos_label),
                                   "exact": kept is not None, "slices": {}}
         for si, groups in enumerate(acc.groups):
             arrays = {k: _sorted_classes(v, self.class_axes.get(k, ()), perm) for k, v in groups.arrays.items()}
@@ -218,7 +218,7 @@ class ClassificationMetrics(MetricReduction):
     def _pos_label(self, classes: list) -> Any:
         if self.pos_label is not None:
             if self.pos_label not in classes:  # "1" from a command line names the class 1
-                named = [c for c in classes if _label(c) == str(self.pos_label)]
+                named = [c for c in classes if label_text(c) == str(self.pos_label)]
                 return named[0] if len(named) == 1 else self.pos_label
             return self.pos_label
         if 0 < len(classes) <= 2 and all(isinstance(c, (bool, int, float, np.integer, np.floating))
@@ -237,7 +237,7 @@ class ClassificationMetrics(MetricReduction):
         cm = arrays["cm"][gi][np.ix_(present, present)]
         m = confusion_metrics(cm, names, pos_label=pos_label, beta=self.beta, zero_division=self.zero_division)
         block: dict[str, Any] = {"count": int(arrays["count"][gi]), "weight": float(arrays["weight"][gi]), **m}
-        block["confusion_matrix"] = {"labels": [_py(c) for c in names], "matrix": cm.tolist()}
+        block["confusion_matrix"] = {"labels": [python_value(c) for c in names], "matrix": cm.tolist()}
         if "bcm" in arrays:
             block["ci"] = self._intervals(arrays["bcm"][gi], present, names, pos_label)
         if "hist" in arrays:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from beamlearn.analyzers import _KLL
+from beamlearn.analyzers import KllSketch
 from beamlearn.batches import float_values
 from beamlearn.metrics._accumulate import MetricAcc, MetricReduction
 from beamlearn.metrics._core import slice_codes
@@ -97,7 +97,7 @@ class RegressionMetrics(MetricReduction):
     def create(self) -> MetricAcc:
         acc = super().create()
         acc.sketches = [{} for _ in acc.groups]  # type: ignore[attr-defined]
-        acc.residuals = _KLL(self.k)  # type: ignore[attr-defined]
+        acc.residuals = KllSketch(self.k)  # type: ignore[attr-defined]
         return acc
 
     def _prepare(self, acc: MetricAcc, batch: pa.RecordBatch) -> tuple[None, dict[str, Any]]:
@@ -137,7 +137,7 @@ class RegressionMetrics(MetricReduction):
             cuts = np.searchsorted(g[order], np.arange(1, len(keys)))
             for key, part in zip(keys, np.split(ae[order], cuts)):
                 if key not in sketches:
-                    sketches[key] = _KLL(self.k)
+                    sketches[key] = KllSketch(self.k)
                 sketches[key].sketch.update(np.ascontiguousarray(part))
         return acc
 
@@ -147,14 +147,14 @@ class RegressionMetrics(MetricReduction):
     def merge(self, accs: Sequence[MetricAcc]) -> MetricAcc:
         out = super().merge(accs)
         out.sketches = [{} for _ in out.groups]  # type: ignore[attr-defined]
-        out.residuals = _KLL(self.k)  # type: ignore[attr-defined]
+        out.residuals = KllSketch(self.k)  # type: ignore[attr-defined]
         for acc in accs:
             if acc.residuals.sketch.n:  # type: ignore[attr-defined]
                 out.residuals.sketch.merge(acc.residuals.sketch)  # type: ignore[attr-defined]
             for mine, theirs in zip(out.sketches, acc.sketches):  # type: ignore[attr-defined]
                 for key, sk in theirs.items():
                     if key not in mine:
-                        mine[key] = _KLL(self.k)
+                        mine[key] = KllSketch(self.k)
                     mine[key].sketch.merge(sk.sketch)
         return out
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from beamlearn.analyzers import Analyzer, GroupedMoments, _weights
+from beamlearn.analyzers import Analyzer, GroupedMoments, batch_weights
 from beamlearn.batches import raw_values
 from beamlearn.errors import BeamlearnWarning, DataError, SpecError
 from beamlearn.models.base import Estimator, Iteration
@@ -88,7 +88,7 @@ def _complete(columns: Sequence[str], weight: str | None, batch: pa.RecordBatch)
         XT[j] = x
         if valid is not None:
             ok = valid.copy() if ok is None else ok & valid
-    w = _weights(batch, weight)
+    w = batch_weights(batch, weight)
     w = np.ones(batch.num_rows) if w is None else w
     return (XT, w) if ok is None else (XT[:, ok], w[ok])
 

@@ -35,7 +35,7 @@ import pyarrow as pa
 from beamlearn.batches import raw_values
 from beamlearn.errors import ArtifactError, SchemaError, SpecError
 from beamlearn.steps.base import RowFn, Step, register_step, replace_columns
-from beamlearn.steps.expr import _lookup, register_function
+from beamlearn.steps.expr import lookup_function, register_function
 
 __all__ = ["Derive"]
 
@@ -110,7 +110,7 @@ class Derive(Step):
         return [] if self.training_only else self.input_columns()
 
     def check(self, schema: pa.Schema) -> None:
-        _lookup(self.func, SpecError)
+        lookup_function(self.func, SpecError)
         self._check_choice("dtype", tuple(_DTYPES))
         if self.output in schema.names:
             raise SchemaError("Derive: the output column already exists; choose another output name",
@@ -119,7 +119,7 @@ class Derive(Step):
         self._check_kind(schema, ["numeric", "boolean"])
 
     def _compute(self, xs: list[np.ndarray]) -> np.ndarray:
-        fn = _lookup(self.func, ArtifactError)
+        fn = lookup_function(self.func, ArtifactError)
         with np.errstate(all="ignore"):
             out = np.asarray(fn(*xs, **dict(self.kw_args or {})), dtype=np.float64)
         if out.shape != xs[0].shape:

@@ -27,13 +27,13 @@ from beamlearn.batches import empty_batch, from_float
 from beamlearn.errors import DataWarning, SpecError
 from beamlearn.steps.base import RowFn, register_step, replace_columns
 from beamlearn.steps.vocabulary import (
+    EncodeLayout,
     Vocabulary,
-    _Encoder,
-    _is_missing,
-    _Layout,
-    _py,
+    VocabularyEncoder,
+    is_missing,
     one_hot_columns,
     one_hot_row,  # noqa: F401 - re-exported: other steps import it from here
+    python_value,
 )
 
 # The steps are re-exported by ``beamlearn``; the kernels and the analyzer are imported from this module.
@@ -49,7 +49,7 @@ def _types(schema: pa.Schema, columns: Sequence[str]) -> list[pa.DataType]:
 
 
 def _label(v: Any) -> str:
-    return "nan" if _is_missing(v) else str(v)
+    return "nan" if is_missing(v) else str(v)
 
 
 # ---------------------------------------------------------------------------------------------- one-hot
@@ -67,8 +67,8 @@ class _OneHotVocabulary(Vocabulary):
         if isinstance(drop, str):
             slot = 0 if (drop == "first" and n_slots) or (drop == "if_binary" and n_slots == 2) else None
         elif drop is not None:
-            value = _py(drop[i])
-            if _is_missing(value):
+            value = python_value(drop[i])
+            if is_missing(value):
                 index = len(cats) if vocab["has_missing"] else None
             else:
                 index = next((k for k, c in enumerate(cats) if c == value), None)
@@ -84,7 +84,7 @@ class _OneHotVocabulary(Vocabulary):
 
 
 @register_step
-class OneHotEncoder(_Encoder):
+class OneHotEncoder(VocabularyEncoder):
     """One-hot encode categorical columns, as :class:`sklearn.preprocessing.OneHotEncoder` (dense output).
 
     Each input column is replaced by uint8 columns named ``{column}_{category}`` (and ``{column}_nan`` for the
@@ -158,7 +158,7 @@ class OneHotEncoder(_Encoder):
             raise SpecError(f"OneHotEncoder: drop={drop!r} must be None, 'first', 'if_binary' or one category "
                             f"per column ({len(self.input_columns())} columns)")
 
-    def _layout(self, column: str, vocab: dict[str, Any], typ: pa.DataType | None) -> _Layout:
+    def _layout(self, column: str, vocab: dict[str, Any], typ: pa.DataType | None) -> EncodeLayout:
         value_set = pa.array(vocab["categories"], type=typ)
         values = value_set.to_pylist()
         group, infrequent = vocab["group"], vocab["infrequent"]
@@ -175,12 +175,12 @@ class OneHotEncoder(_Encoder):
         if drop is not None:
             del names[drop]
             codes = np.where(codes == drop, -1, np.where(codes > drop, codes - 1, codes))
-        return _Layout(value_set, values, codes, names, len(values) if vocab["has_missing"] else -1)
+        return EncodeLayout(value_set, values, codes, names, len(values) if vocab["has_missing"] else -1)
 
     def _watches_unknown(self) -> bool:
         return self.handle_unknown in ("error", "warn") or self.drop is not None
 
-    def _unknown(self, column: str, values: Sequence[Any], layout: _Layout) -> None:
+    def _unknown(self, column: str, values: Sequence[Any], layout: EncodeLayout) -> None:
         super()._unknown(column, values, layout)
         if self.handle_unknown == "warn" or self.drop is not None:  # scikit-learn warns in both cases
             shown = ", ".join(repr(v) for v in values[:10]) + (", ..." if len(values) > 10 else "")
@@ -271,7 +271,7 @@ class _OrdinalVocabulary(Vocabulary):
 
 
 @register_step
-class OrdinalEncoder(_Encoder):
+class OrdinalEncoder(VocabularyEncoder):
     """Encode categorical columns as category codes, as :class:`sklearn.preprocessing.OrdinalEncoder`.
 
     Each column is replaced (same name, same place) by a float64 column of codes ``0 .. n-1`` in category order
@@ -337,13 +337,13 @@ class OrdinalEncoder(_Encoder):
             raise SpecError(f"OrdinalEncoder: encoded_missing_value={self.encoded_missing_value!r} must be an "
                             "int or NaN")
 
-    def _layout(self, column: str, vocab: dict[str, Any], typ: pa.DataType | None) -> _Layout:
+    def _layout(self, column: str, vocab: dict[str, Any], typ: pa.DataType | None) -> EncodeLayout:
         value_set = pa.array(vocab["categories"], type=typ)
         codes = vocab["group"].astype(np.float64)
         if vocab["has_missing"]:
             codes[-1] = float(self.encoded_missing_value)
         unknown = float(self.unknown_value) if self.handle_unknown == "use_encoded_value" else np.nan
-        return _Layout(value_set, value_set.to_pylist(), np.append(codes, unknown), [],
+        return EncodeLayout(value_set, value_set.to_pylist(), np.append(codes, unknown), [],
                        len(value_set) if vocab["has_missing"] else -1)
 
     def apply(self, batch: pa.RecordBatch, state: dict[str, Any]) -> pa.RecordBatch:

@@ -82,7 +82,7 @@ def _qualname(fn: Any) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _lookup(name: Any, error: type[Exception]) -> Callable[..., Any]:
+def lookup_function(name: Any, error: type[Exception]) -> Callable[..., Any]:
     fn = _FUNCTIONS.get(name) if isinstance(name, str) else None
     if fn is None:
         known = ", ".join(sorted(_FUNCTIONS)) or "none"
@@ -296,7 +296,7 @@ class Function(Step):
         self.columns, self.func, self.kw_args = columns, func, kw_args
 
     def check(self, schema: pa.Schema) -> None:
-        _lookup(self.func, SpecError)
+        lookup_function(self.func, SpecError)
         if self.kw_args is not None and (not isinstance(self.kw_args, Mapping)
                                          or not all(isinstance(k, str) for k in self.kw_args)):
             raise SpecError(f"Function: kw_args must be a dict with string keys, got {self.kw_args!r}")
@@ -304,7 +304,7 @@ class Function(Step):
         self._check_kind(schema, ["numeric", "boolean"])
 
     def _call(self) -> Callable[[np.ndarray], np.ndarray]:
-        fn, kw, name = _lookup(self.func, ArtifactError), dict(self.kw_args or {}), self.func
+        fn, kw, name = lookup_function(self.func, ArtifactError), dict(self.kw_args or {}), self.func
 
         def call(x: np.ndarray) -> np.ndarray:
             out = np.asarray(fn(x, **kw), dtype=np.float64)

@@ -72,11 +72,11 @@ def one_hot_row(names: Sequence[str]) -> Callable[[dict, int], dict]:
 
 
 # ---------------------------------------------------------------------------------------------- vocabulary
-def _is_missing(v: Any) -> bool:
+def is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def _py(v: Any) -> Any:
+def python_value(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
@@ -135,8 +135,8 @@ class Vocabulary(ValueCounts):
             if self.categories == "auto":
                 cats, has_missing = sorted(counter), missing > 0
             else:
-                given = [_py(v) for v in self.categories[i]]
-                has_missing = bool(given) and _is_missing(given[-1])
+                given = [python_value(v) for v in self.categories[i]]
+                has_missing = bool(given) and is_missing(given[-1])
                 cats = given[:-1] if has_missing else given
                 if self.unknown_error:
                     known = set(cats)
@@ -164,7 +164,7 @@ class Vocabulary(ValueCounts):
         return vocab
 
 
-class _Layout(NamedTuple):
+class EncodeLayout(NamedTuple):
     """A column's vocabulary ready to encode with: the categories typed like the column, the code of each
     category (then of the missing category, then of unknown values), and the output names (one-hot)."""
 
@@ -175,7 +175,7 @@ class _Layout(NamedTuple):
     missing_index: int  # index of the missing category in ``codes`` (-1: missing is unknown)
 
 
-def _lookup(arr: pa.Array, layout: _Layout) -> np.ndarray:
+def _lookup(arr: pa.Array, layout: EncodeLayout) -> np.ndarray:
     """The index of each value in the layout's categories; missing values get the missing index, and values
     not found -1 (so ``layout.codes[index]`` is each row's code).  A dictionary-encoded column is looked up
     through its (small) dictionary."""
@@ -198,7 +198,7 @@ def _lookup(arr: pa.Array, layout: _Layout) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- shared base
-class _Encoder(Step):
+class VocabularyEncoder(Step):
     """Parameter checks, the lookup and the unknown-value policy shared by both encoders."""
 
     _unknown_choices: tuple[str, ...] = ()
@@ -230,12 +230,12 @@ class _Encoder(Step):
             raise SpecError(f"{name}: categories must be 'auto' or one list of categories per column "
                             f"({len(columns)} columns)")
         for column, cats in zip(columns, self.categories):
-            cats = [_py(v) for v in cats]
+            cats = [python_value(v) for v in cats]
             if not cats:
                 raise SpecError(f"{name}: the categories of column {column!r} are empty")
-            if any(_is_missing(v) for v in cats[:-1]):
+            if any(is_missing(v) for v in cats[:-1]):
                 raise SpecError(f"{name}: a missing category (None/NaN) must be the last of column {column!r}")
-            values = cats[:-1] if _is_missing(cats[-1]) else cats
+            values = cats[:-1] if is_missing(cats[-1]) else cats
             if len(set(values)) != len(values):
                 raise SpecError(f"{name}: the categories of column {column!r} contain duplicates")
             typ = schema.field(column).type
@@ -247,7 +247,7 @@ class _Encoder(Step):
             if column_kind(typ) != "string" and values != sorted(values):
                 raise SpecError(f"{name}: the numeric categories of column {column!r} must be sorted: {values!r}")
 
-    def _layouts(self, state: dict[str, Any], types: Sequence[pa.DataType]) -> list[_Layout]:
+    def _layouts(self, state: dict[str, Any], types: Sequence[pa.DataType]) -> list[EncodeLayout]:
         """Each column's layout, cached for the last fitted state seen (the cache holds that state, so its
         identity cannot be reused): building a layout is O(categories), too much to repeat on every batch."""
         vocab, key = state["vocabulary"], tuple(types)
@@ -261,20 +261,20 @@ class _Encoder(Step):
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_cache"}
 
-    def _layout(self, column: str, vocab: dict[str, Any], typ: pa.DataType) -> _Layout:
+    def _layout(self, column: str, vocab: dict[str, Any], typ: pa.DataType) -> EncodeLayout:
         raise NotImplementedError
 
     def _watches_unknown(self) -> bool:
         """Whether unknown values must be looked at (to raise or warn) rather than just encoded."""
         return self.handle_unknown == "error"
 
-    def _unknown(self, column: str, values: Sequence[Any], layout: _Layout) -> None:
+    def _unknown(self, column: str, values: Sequence[Any], layout: EncodeLayout) -> None:
         """The policy for unknown values found while transforming (``values``: distinct ones, at least one)."""
         if self.handle_unknown == "error":
             raise UnknownCategoryError(f"unknown category {values[0]!r} (not seen at fit; "
                                        "handle_unknown='error')", column=column, value=values[0])
 
-    def _encode(self, arr: pa.Array, column: str, layout: _Layout) -> np.ndarray:
+    def _encode(self, arr: pa.Array, column: str, layout: EncodeLayout) -> np.ndarray:
         index = _lookup(arr, layout)
         if self._watches_unknown():
             unknown = index < 0
@@ -282,14 +282,14 @@ class _Encoder(Step):
                 self._unknown(column, pc.unique(arr.filter(pa.array(unknown))).to_pylist(), layout)
         return layout.codes[index]
 
-    def _row_resolver(self, column: str, layout: _Layout, out: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def _row_resolver(self, column: str, layout: EncodeLayout, out: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """The slow path of a row function: missing values, then unknown ones."""
         codes = layout.codes.tolist()  # Python numbers, as the vectorized path's to_pylist() gives
         missing = out(codes[layout.missing_index]) if layout.missing_index >= 0 else None
         unknown = out(codes[-1])
 
         def resolve(v: Any) -> Any:
-            if _is_missing(v) and layout.missing_index >= 0:
+            if is_missing(v) and layout.missing_index >= 0:
                 return missing
             self._unknown(column, [v], layout)
             return unknown

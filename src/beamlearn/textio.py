@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 
-from beamlearn.batches import capture_schema, column_kind, tag_batch, tag_rows
+from beamlearn.batches import batch_from_rows, capture_schema, column_kind, tag_batch, tag_rows
 from beamlearn.errors import DataError
 
 if TYPE_CHECKING:
@@ -193,8 +193,6 @@ def read_jsonl(path: str, batch_size: int, schema: pa.Schema | None,
                dead: DeadLetters | None) -> Iterator[pa.RecordBatch]:
     """JSON lines in chunks of whole lines.  A row's index is its 0-based line number (blank lines count)."""
     import gzip
-
-    from beamlearn.batches import batch_from_rows
 
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as fh:  # type: ignore[operator]

@@ -26,7 +26,16 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from beamlearn import io
-from beamlearn.batches import DEFAULT_BATCH_SIZE, batch_origin, capture_schema, tag_batch, to_batches
+from beamlearn.batches import (
+    DEFAULT_BATCH_SIZE,
+    batch_origin,
+    batch_rows,
+    capture_schema,
+    conform,
+    tag_batch,
+    tag_rows,
+    to_batches,
+)
 from beamlearn.errors import DataError, EngineError
 
 __all__ = [
@@ -215,8 +224,6 @@ def read_split(split: FileSplit, *, schema: pa.Schema | None = None, dead: io.De
 def _recast(batch: pa.RecordBatch, schema: pa.Schema, required: Any, dead: io.DeadLetters | None) -> pa.RecordBatch:
     """``batch`` cast to ``schema``; bad rows raise, or go to ``dead`` and are dropped."""
     import numpy as np
-
-    from beamlearn.batches import batch_rows, conform, tag_rows
 
     out, bad = conform(batch, schema, required=[c for c in required if c in batch.schema.names],
                        collect=dead is not None)

@@ -36,6 +36,8 @@ from beamlearn import io
 from beamlearn.batches import batch_origin, batch_rows, conform, is_csv_source, is_file_input, tag_rows
 from beamlearn.errors import BeamlearnError, DataError, EngineError
 from beamlearn.pipeline import FitPlan, FittedPipeline, Pass, step_seeds
+from beamlearn.steps import register_step, registered_steps
+from beamlearn.steps.expr import register_function, registered_functions
 
 __all__ = ["FitState", "Registry", "add_batch", "conformed", "create_accumulators", "data_fingerprint",
            "extract_states", "find_bad_rows", "finish", "first_pass", "guard", "merge_accumulators", "next_pass",
@@ -228,9 +230,6 @@ class Registry:
     def __init__(self, steps: Sequence[Any] | None = None) -> None:
         import cloudpickle  # shipped with the distributed engines (Beam), not needed to serve
 
-        from beamlearn.steps import registered_steps
-        from beamlearn.steps.expr import registered_functions
-
         custom = {n: c for n, c in registered_steps().items() if not c.__module__.startswith("beamlearn.")}
         functions = registered_functions()
         if steps is not None:
@@ -243,9 +242,6 @@ class Registry:
 
     def restore(self) -> None:
         """Register here whatever of the driver's steps and functions this process lacks and can import."""
-        from beamlearn.steps import register_step, registered_steps
-        from beamlearn.steps.expr import register_function, registered_functions
-
         known, fns = registered_steps(), registered_functions()
         for table, have, register in ((self.steps, known, lambda n, o: register_step(o)),
                                       (self.functions, fns, lambda n, o: register_function(n)(o))):

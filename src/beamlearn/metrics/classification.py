@@ -31,7 +31,7 @@ from beamlearn.errors import SchemaError, SpecError
 from beamlearn.metrics import ranking as rk
 from beamlearn.metrics._accumulate import MetricAcc, MetricReduction
 from beamlearn.metrics._core import class_codes, label_text, python_value
-from beamlearn.metrics.confusion import confusion_metrics
+from beamlearn.metrics.confusion import confusion_metrics, zero_division_value
 
 __all__ = ["CI_METRICS", "ClassificationMetrics"]
 
@@ -102,8 +102,6 @@ class ClassificationMetrics(MetricReduction):
 
     def check(self) -> None:
         """Validate the parameters (before any data is read); :class:`SpecError` names the bad one."""
-        from beamlearn.metrics.confusion import zero_division_value
-
         try:
             zero_division_value(self.zero_division)
             rk.decision_threshold({"threshold": [0.5], "precision": [1.0], "recall": [1.0], "f1": [1.0]},

@@ -256,6 +256,16 @@ def test_jsonl_dead_letters_lose_nothing(tmp_path):
     assert sorted(r["row"] for r in dead.records) == [2, 3, 4]
 
 
+def test_jsonl_larger_than_an_arrow_block_loses_no_row(tmp_path):
+    # Arrow parses JSON in 1 MiB blocks: a chunk of lines spans several, each must be read (rows, offsets)
+    p = tmp_path / "big.jsonl"
+    p.write_text("".join(json.dumps({"i": i, "s": "x" * 40}) + "\n" for i in range(60_000)))
+    batches = list(io.read(str(p), batch_size=25_000))
+    assert sum(b.num_rows for b in batches) == 60_000
+    assert [batch_origin(b)[1] for b in batches] == [0, 25_000, 50_000]
+    assert pa.Table.from_batches(batches).column("i").to_pylist() == list(range(60_000))
+
+
 def test_dead_letters_to_a_file(tmp_path):
     path = _bad_csv(tmp_path)
     out = tmp_path / "dead.jsonl"

@@ -4,6 +4,7 @@
 
     beamlearn fit SPEC.yaml --data PATH... --out MODEL [--engine local|beam] [--errors DEAD.jsonl]
     beamlearn transform MODEL --data PATH... --out PATH       # CSV, Parquet or JSON lines by extension
+    beamlearn transform MODEL --follow [--listen HOST:PORT | --watch DIR] [--out -|FILE.jsonl|DIR]  # streaming
     beamlearn inspect MODEL [--json]
 
 A spec with a ``model:`` section trains the preprocessing and the model together; ``transform`` then appends the
@@ -145,17 +146,57 @@ def fit(ctx: typer.Context,
 def transform(ctx: typer.Context,
               model: Annotated[str, typer.Argument(help="A fitted model (from beamlearn fit).", show_default=False,
                                                     metavar="MODEL")],
-              data: DataOpt,
-              out: Annotated[str, typer.Option("--out", "-o", metavar="PATH",
-                                                                help="Output file: .csv, .parquet or .jsonl.")],
+              data: Annotated[list[str] | None, typer.Option(
+                  "--data", "-d", metavar="PATH...", help="Input files, globs or directories (CSV, Parquet, JSON "
+                  "lines); several may follow one --data.  Not with --follow.")] = None,
+              out: Annotated[str | None, typer.Option("--out", "-o", metavar="PATH", help="Output file: .csv, "
+                                                      ".parquet or .jsonl.  With --follow: '-' (stdout, the "
+                                                      "default), a .jsonl file, or a folder of rolled files.")] = None,
               batch_size: BatchOpt = None, errors: ErrorsOpt = None, engine: EngineOpt = Engine.local,
-              quiet: QuietOpt = False) -> None:
-    """Transform the data with a fitted MODEL and write the result to --out."""
+              quiet: QuietOpt = False,
+              follow: Annotated[bool, typer.Option("--follow", help="Stream: transform JSON lines from stdin, "
+                                                   "--listen or --watch as they arrive, in micro-batches, until "
+                                                   "the input ends or Ctrl-C / SIGTERM (--batch-size: "
+                                                   "16384 by default).")] = False,
+              listen: Annotated[str | None, typer.Option("--listen", metavar="HOST:PORT", help="--follow: read "
+                                                         "JSON lines from TCP connections on this address.")] = None,
+              watch: Annotated[str | None, typer.Option("--watch", metavar="DIR", help="--follow: read new *.jsonl "
+                                                        "(.gz) files of this folder, each exactly once.")] = None,
+              max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0, metavar="MS", help="--follow: "
+                                                         "flush a micro-batch when its oldest row waited this "
+                                                         "long.")] = 25.0,
+              fmt: Annotated[str | None, typer.Option("--format", metavar="jsonl|parquet", help="--follow: the "
+                                                      "format of the files rolled in an --out folder (default "
+                                                      "parquet).")] = None,
+              roll_rows: Annotated[int, typer.Option("--roll-rows", min=1, metavar="ROWS", help="--follow: start "
+                                                     "a new output file after this many rows.")] = 1_000_000,
+              roll_seconds: Annotated[float, typer.Option("--roll-seconds", min=0.001, metavar="S", help="--follow:"
+                                                          " start a new output file after this long.")] = 60.0,
+              settle_seconds: Annotated[float, typer.Option("--settle-seconds", min=0, metavar="S", help=(
+                  "--watch: take a file once unchanged this long."))] = 1.0) -> None:
+    """Transform the data with a fitted MODEL and write the result to --out; with --follow, stream JSON lines
+    (stdin, --listen or --watch) through MODEL as they arrive."""
     import beamlearn as bl
     from beamlearn import io
     from beamlearn.batches import DEFAULT_BATCH_SIZE
+    from beamlearn.cli_follow import FOLLOW_ONLY, run_follow
+    from beamlearn.errors import SpecError
 
     beam_args = check_extra(ctx, engine)
+    if follow:
+        if data or engine is not Engine.local:
+            raise SpecError("--follow streams JSON lines from stdin, --listen or --watch in this process: "
+                            "give no --data and no --engine beam")
+        run_follow(bl.load(model), out=out or "-", listen=listen, watch=watch, fmt=fmt, batch_size=batch_size,
+                   max_wait_ms=max_wait_ms, roll_rows=roll_rows, roll_seconds=roll_seconds,
+                   settle_seconds=settle_seconds, errors=errors, quiet=quiet)
+        return
+    given = [flag for flag in FOLLOW_ONLY if getattr(ctx.get_parameter_source(  # typer may vendor click: by name
+        flag[2:].replace("-", "_").replace("format", "fmt")), "name", None) == "COMMANDLINE"]
+    if given:
+        raise SpecError(f"{given[0]} needs --follow")
+    if not data or not out:
+        raise SpecError("transform needs --data PATH... and --out PATH (or --follow to stream)")
     fitted = bl.load(model)
     io.expand_paths(data)
     io.file_format(out)  # an output we cannot write is reported before reading anything

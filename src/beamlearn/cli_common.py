@@ -20,7 +20,9 @@ __all__ = ["Engine"]
 
 _OWN_OPTIONS = {"fit": ["--data", "--out", "--batch-size", "--errors", "--engine", "--quiet"],
                 "run": ["--data", "--output", "--batch-size", "--errors", "--engine", "--quiet"],
-                "transform": ["--data", "--out", "--batch-size", "--errors", "--engine", "--quiet"]}
+                "transform": ["--data", "--out", "--batch-size", "--errors", "--engine", "--quiet", "--follow",
+                              "--listen", "--watch", "--max-wait-ms", "--format", "--roll-rows", "--roll-seconds",
+                              "--settle-seconds"]}
 
 
 class Engine(str, enum.Enum):

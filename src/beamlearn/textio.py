@@ -20,6 +20,7 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 
 from beamlearn.batches import batch_from_rows, capture_schema, column_kind, tag_batch, tag_rows
+from beamlearn.deadletters import json_safe
 from beamlearn.errors import DataError
 
 if TYPE_CHECKING:
@@ -201,17 +202,39 @@ def read_jsonl(path: str, batch_size: int, schema: pa.Schema | None,
             lines = fh.readlines(1 << 22)
             if not lines:
                 break
-            try:
-                table = None if any(not line.strip() for line in lines) else pjson.read_json(
-                    _io.BytesIO(b"".join(lines)))
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                table = None
-            if table is not None and table.num_rows == len(lines):
-                for start, b in zip(range(0, len(lines), batch_size), table.to_batches(max_chunksize=batch_size)):
-                    yield tag_batch(b, path, offset + start)
-            else:
-                yield from _jsonl_slow(lines, offset, path, batch_size, schema, dead, batch_from_rows)
+            yield from parse_jsonl(lines, offset, path, batch_size, schema, dead)
             offset += len(lines)
+
+
+def parse_jsonl(lines: list[bytes], offset: int, source: str, batch_size: int, schema: pa.Schema | None,
+                dead: DeadLetters | None) -> Iterator[pa.RecordBatch]:
+    """Raw batches of JSON ``lines`` (line ``offset + i`` of ``source``, 0-based), tagged with their rows: parsed
+    by Arrow in one go when every line is a valid object, else line by line, an invalid line (or a value of
+    another kind than its column's) raising :class:`DataError` or going to ``dead`` with its line number.
+
+    Examples
+    --------
+    >>> [b.num_rows for b in parse_jsonl([b'{"x": 1}\\n', b'{"x": 2}\\n'], 0, "<doc>", 10, None, None)]
+    [2]
+    """
+    try:
+        table = None if any(not line.strip() for line in lines) else pjson.read_json(_io.BytesIO(b"".join(lines)))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        table = None
+    if table is not None and table.num_rows == len(lines):
+        start = offset  # Arrow parses in blocks: the table has a chunk per block, each cut to batch_size
+        for b in table.combine_chunks().to_batches(max_chunksize=batch_size):
+            yield tag_batch(b, source, start)
+            start += b.num_rows
+    elif len(lines) > _SLOW_LINES:  # halve: only the block holding the bad line is parsed line by line
+        half = len(lines) // 2
+        yield from parse_jsonl(lines[:half], offset, source, batch_size, schema, dead)
+        yield from parse_jsonl(lines[half:], offset + half, source, batch_size, schema, dead)
+    else:
+        yield from _jsonl_slow(lines, offset, source, batch_size, schema, dead, batch_from_rows)
+
+
+_SLOW_LINES = 1024  # blocks of at most this many lines are parsed line by line when Arrow rejects them
 
 
 def _jsonl_slow(lines: list[bytes], offset: int, path: str, batch_size: int, schema: pa.Schema | None,
@@ -258,3 +281,99 @@ def _jsonl_slow(lines: list[bytes], offset: int, path: str, batch_size: int, sch
 
 
 # ---------------------------------------------------------------------------------------------- writers
+def jsonl_bytes(batch: pa.RecordBatch) -> bytes:
+    """The rows of ``batch`` as JSON lines, built column by column with Arrow (no Python loop over rows):
+    numbers in their shortest exact form (``1.0`` is written ``1``), NaN, infinities and nulls as ``null``,
+    strings escaped; nested, temporal and other columns go through :func:`json.dumps` one value at a time.
+
+    Examples
+    --------
+    >>> jsonl_bytes(pa.record_batch({"x": [1.5, float("nan")], "s": ['a"b', None]}))
+    b'{"x":1.5,"s":"a\\\\"b"}\\n{"x":null,"s":null}\\n'
+    """
+    if batch.num_rows == 0:
+        return b""
+    if batch.num_rows > _JSON_ROWS:  # 32-bit string offsets: bounded slices
+        return b"".join(jsonl_bytes(batch.slice(i, _JSON_ROWS)) for i in range(0, batch.num_rows, _JSON_ROWS))
+    parts: list[Any] = []
+    digits: list[tuple[str, pa.Array]] = []  # a run of one-digit columns (one-hots): one fixed-width block
+    for k, (field, arr) in enumerate(zip(batch.schema, batch.columns)):
+        key = ("{" if k == 0 else ",") + json.dumps(field.name) + ":"
+        if _one_digit(arr):
+            digits.append((key, arr))
+            continue
+        if digits:
+            parts.append(_digit_block(digits))
+            digits = []
+        parts += [key, _json_values(arr)]
+    if digits:
+        parts.append(_digit_block(digits))
+    parts.append("}\n")
+    if len(parts) == 1:
+        return b"{}\n" * batch.num_rows
+    lines = pc.binary_join_element_wise(*parts, "")
+    if isinstance(lines, pa.ChunkedArray):
+        lines = lines.combine_chunks()
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32 if lines.type == pa.string() else np.int64,
+                            count=len(lines) + 1, offset=lines.offset * (4 if lines.type == pa.string() else 8))
+    return lines.buffers()[2].to_pybytes()[int(offsets[0]):int(offsets[-1])]
+
+
+_JSON_ROWS = 1 << 16
+_UINT8_TEXT = pa.array([str(i) for i in range(256)])
+_ESCAPES = [("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")]
+
+
+def _one_digit(arr: pa.Array) -> bool:
+    """An integer column without nulls whose values are all 0..9 (a one-hot, an indicator)."""
+    if not pa.types.is_integer(arr.type) or arr.null_count:
+        return False
+    lo, hi = pc.min_max(arr).values()
+    return lo.as_py() is not None and lo.as_py() >= 0 and hi.as_py() <= 9
+
+
+def _digit_block(cols: list[tuple[str, pa.Array]]) -> pa.Array:
+    """The text of a run of one-digit columns, keys included, built as a fixed-width byte matrix."""
+    template, where = b"", []
+    for key, _ in cols:
+        template += key.encode()
+        where.append(len(template))
+        template += b"0"
+    n = len(cols[0][1])
+    block = np.empty((n, len(template)), dtype=np.uint8)
+    block[:] = np.frombuffer(template, dtype=np.uint8)
+    for at, (_, arr) in zip(where, cols):
+        block[:, at] += arr.to_numpy(zero_copy_only=False).astype(np.uint8)
+    return pa.Array.from_buffers(pa.binary(len(template)), n, [None, pa.py_buffer(block)]).cast(pa.string())
+
+
+def _json_values(arr: pa.Array) -> pa.Array:
+    """One column as the text of its JSON values, never null (a null is ``null``)."""
+    typ = arr.type
+    if pa.types.is_dictionary(typ):
+        arr, typ = arr.cast(typ.value_type), typ.value_type
+    if pa.types.is_floating(typ):
+        ok = pc.is_finite(arr)  # null where the value is null
+        text = pc.if_else(ok, pc.cast(arr, pa.string()), pa.scalar(None, pa.string()))
+    elif typ == pa.uint8():  # one-hot columns: a lookup beats a cast
+        text = _UINT8_TEXT.take(arr)
+    elif pa.types.is_boolean(typ):
+        text = pc.if_else(arr, "true", "false")
+    elif pa.types.is_integer(typ):
+        text = pc.cast(arr, pa.string())
+    elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        text = arr.cast(pa.string())
+        if pc.any(pc.match_substring_regex(text, "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f]")).as_py():
+            return _json_dumped(arr)
+        for old, new in _ESCAPES:
+            text = pc.replace_substring(text, old, new)
+        text = pc.binary_join_element_wise('"', text, '"', "")
+    elif pa.types.is_null(typ):
+        return pa.array(["null"] * len(arr), type=pa.string())
+    else:
+        return _json_dumped(arr)
+    return pc.fill_null(text, "null")
+
+
+def _json_dumped(arr: pa.Array) -> pa.Array:
+    return pa.array([json.dumps(json_safe(v), ensure_ascii=False) for v in arr.to_pylist()], type=pa.string())

@@ -24,7 +24,8 @@ Examples
 ['AnalyzerCombineFn', 'Evaluate', 'FileSplit', 'FileSplits']
 """
 
-from beamlearn.engines.beam import Fit, Transform, Unbatch, load_artifact, pass_bound, unbatch
+from beamlearn.engines.beam import Fit, Transform, Unbatch, load_artifact, unbatch
+from beamlearn.engines.beam_checks import check_runner
 from beamlearn.engines.beam_eval import AnalyzerCombineFn, Evaluate, run_evaluate
 from beamlearn.engines.beam_io import (
            FileSplit,
@@ -35,9 +36,11 @@ from beamlearn.engines.beam_io import (
            ReadParquet,
            WriteFiles,
 )
-from beamlearn.engines.beam_checks import check_runner
 from beamlearn.engines.beam_jobs import portable_services, run_fit, run_transform
+from beamlearn.engines.beam_stream import TransformLatest, WatchArtifacts, WindowedFit, version_key
+from beamlearn.engines.passes import pass_bound
 
 __all__ = ["Fit", "Transform", "Unbatch", "unbatch", "FileSplits", "FileSplit", "ReadFiles", "ReadCsv", "ReadParquet", "ReadJsonl",  # noqa: RUF022
            "WriteFiles", "run_fit", "run_transform", "check_runner", "load_artifact", "pass_bound",
-           "portable_services", "Evaluate", "AnalyzerCombineFn", "run_evaluate"]
+           "portable_services", "Evaluate", "AnalyzerCombineFn", "run_evaluate", "TransformLatest", "WatchArtifacts",
+           "WindowedFit", "version_key"]

@@ -34,84 +34,45 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.transforms.trigger import AccumulationMode
 from apache_beam.transforms.window import GlobalWindows
 
 from beamlearn import artifact, errors
-from beamlearn.analyzers import Analyzer
 from beamlearn.engines.beam_checks import check_pipeline
-from beamlearn.engines.beam_io import (NAMESPACE, AsBatches, FileSplit, FirstSchema, WithErrors, emit_dead_letters,
-                                       read_split)
-from beamlearn.engines.passes import (Registry, add_batch, conformed, create_accumulators, finish, first_pass, guard,
-                                      merge_accumulators, next_pass, required_columns)
+from beamlearn.engines.beam_io import (
+    AsBatches,
+    FirstSchema,
+    WithErrors,
+    emit_dead_letters,
+)
+from beamlearn.engines.beam_stream import (
+    TransformLatest,
+    WindowedFit,
+    element_batches,
+    is_windowed,
+    stamped_rows,
+    transform_element,
+)
+from beamlearn.engines.passes import (
+    Registry,
+    add_batch,
+    create_accumulators,
+    finish,
+    first_pass,
+    merge_accumulators,
+    next_pass,
+    pass_bound,
+    required_columns,
+)
 from beamlearn.io import DeadLetters
 from beamlearn.pipeline import FitPlan, FittedPipeline, Pipeline
-from beamlearn.steps.base import Step
 
 __all__ = ["Fit", "Transform", "Unbatch", "fit_pass", "load_artifact", "pass_bound", "unbatch"]
 
 _WHOLE = 1 << 62  # batch size that keeps an element's batch whole
 
 
-# ---------------------------------------------------------------------------------------------- planning
-def pass_bound(steps: Sequence[Any], schema: pa.Schema | None = None) -> int:
-    """An upper bound on the passes a fit of ``steps`` takes: the longest chain of dependent statistics.
-
-    A statistic whose analyzer may ask for a further pass (:meth:`~beamlearn.analyzers.Analyzer.then`) counts
-    two, an iterative estimator its own ``max_passes()``.  An estimator (``waits_for_previous``) depends on every
-    earlier step.  A step depends on an earlier step that reads one of its columns; a
-    column not in ``schema`` is produced by a step, so the step reading it depends on every earlier step.  Without
-    a schema, a column named after an earlier step's input (``x_a``, ``missingindicator_x``) is taken as that
-    step's output.  When a statistic may ask for a further pass, one pass of slack covers a rare repeated
-    quantile selection (a sketch bracket that missed).
-
-    Examples
-    --------
-    >>> import beamlearn as bl
-    >>> pass_bound([bl.StandardScaler(["x"]), bl.MinMaxScaler(["y"])])
-    1
-    >>> pass_bound([bl.StandardScaler(["x"]), bl.MinMaxScaler(["x"])])
-    2
-    >>> pass_bound([bl.RobustScaler(["x"]), bl.MinMaxScaler(["x"])])  # exact quantiles: two passes, + slack
-    4
-    """
-    depth: list[int] = []
-    inputs = [set(s.input_columns()) for s in steps]
-    slack = 0
-
-    def derived_from(c: str, j: int) -> bool:
-        if schema is not None:
-            return c not in schema.names
-        return any(c.startswith(x + "_") or c.endswith("_" + x) for x in inputs[j])
-
-    for i, s in enumerate(steps):
-        an = s.analyzers()
-        own = max([1 if type(a).then is Analyzer.then else 2 for a in an.values()], default=0) if an else 0
-        slack = max(slack, 1 if own > 1 else 0)
-        if callable(getattr(s, "max_passes", None)):  # iterative estimators bound their own passes
-            own, slack = max(own, int(s.max_passes())), max(slack, 1)
-        elif an or type(s).plan is not Step.plan:  # analyzers chosen at planning time: assume one
-            own = max(own, 1, int(getattr(s, "max_iter", 0) or 0))
-        waits = getattr(s, "waits_for_previous", False)  # may read the output of any earlier step
-        deps = [depth[j] for j in range(i) if waits or inputs[i] & inputs[j]
-                or any(derived_from(c, j) for c in inputs[i])]
-        depth.append(own + max(deps, default=0))
-    return max(depth, default=0) + slack
-
-
 # ---------------------------------------------------------------------------------------------- fit
-def _items(item: Any, schema: pa.Schema, required: list[str], dead: DeadLetters | None, report: bool,
-           columns: list[str] | None = None, encoded: Sequence[str] = ()):
-    """The conformed batches an element stands for: a RecordBatch, or a file split read here
-    (only ``columns`` of it, when skipping the others cannot change the rows kept; the string columns of
-    ``encoded`` dictionary-encoded).  Bad rows raise, or go to ``dead`` when ``report`` (a later pass drops the
-    same rows without reporting them again)."""
-    if isinstance(item, FileSplit):
-        quiet = dead if report else (DeadLetters() if dead is not None else None)
-        yield from read_split(item, schema=schema, dead=quiet, required=required, columns=columns, encoded=encoded)
-    else:
-        yield from conformed([item], schema, required, dead, report, batch_size=_WHOLE)
-
-
 class _AddToPass(beam.DoFn):
     """One pass, batch side: each element (a batch, or a file split read here with only the columns the pass
     needs) conformed, and the views of its batches added to per-bundle accumulators of the pass's analyzers."""
@@ -135,7 +96,7 @@ class _AddToPass(beam.DoFn):
             self._required = required_columns(self.steps, schema)
             self._columns, self._encoded = pass_.input_columns(), pass_.encoded_columns()
         dead = DeadLetters() if self.collect else None
-        for batch in _items(item, plan.input_schema, self._required, dead, self.report, self._columns,
+        for batch in element_batches(item, plan.input_schema, self._required, dead, self.report, self._columns,
                             self._encoded):
             add_batch(self._pass, self._accs, batch, dead, self.report)
             yield from emit_dead_letters(dead)
@@ -207,9 +168,15 @@ class Fit(WithErrors, beam.PTransform):
         How many passes to unroll in the graph (default :func:`pass_bound`); a fit that needs more fails clearly.
     lineage:
         Extra lineage recorded in the artifact.
+    windowing, trigger, allowed_lateness, accumulation_mode:
+        Fit per window (streaming): the data is windowed with ``beam.WindowInto(windowing, ...)`` (the
+        accumulation mode defaults to accumulating, so a late firing refits the whole window) and one fitted
+        pipeline per window and firing is emitted, its version in ``lineage["version"]``
+        (:class:`~beamlearn.engines.beam_stream.WindowedFit`).  A PCollection already windowed is fitted per
+        window too.
 
-    Returns a singleton PCollection of :class:`~beamlearn.FittedPipeline`; ``Fit(...).with_errors()`` returns
-    ``(fitted, dead_letters)``.
+    Returns a singleton PCollection of :class:`~beamlearn.FittedPipeline` (one per window and firing when
+    windowed); ``Fit(...).with_errors()`` returns ``(fitted, dead_letters)``.
 
     Examples
     --------
@@ -219,8 +186,11 @@ class Fit(WithErrors, beam.PTransform):
     """
 
     def __init__(self, pipeline: Pipeline, *, schema: pa.Schema | None = None, max_passes: int | None = None,
-                 lineage: dict[str, Any] | None = None, batch_size: int = 65_536) -> None:
+                 lineage: dict[str, Any] | None = None, batch_size: int = 65_536, windowing: Any = None,
+                 trigger: Any = None, allowed_lateness: Any = 0, accumulation_mode: Any = None) -> None:
         super().__init__()
+        self.windowing, self.trigger, self.allowed_lateness = windowing, trigger, allowed_lateness
+        self.accumulation_mode = accumulation_mode
         self.pipeline, self.schema, self.lineage, self.batch_size = pipeline, schema, dict(lineage or {}), \
             batch_size
         self.max_passes = max_passes or pass_bound(pipeline.steps, schema)
@@ -231,6 +201,14 @@ class Fit(WithErrors, beam.PTransform):
 
     def expand(self, pcoll):
         check_pipeline(pcoll)
+        if self.windowing is not None:
+            mode = self.accumulation_mode or AccumulationMode.ACCUMULATING
+            pcoll = pcoll | "Window" >> beam.WindowInto(self.windowing, trigger=self.trigger,
+                                                         allowed_lateness=self.allowed_lateness,
+                                                         accumulation_mode=mode)
+        if is_windowed(pcoll):
+            fit = WindowedFit(self.pipeline, schema=self.schema, lineage=self.lineage, batch_size=self.batch_size)
+            return pcoll | "PerWindow" >> (fit.with_errors() if self.collect else fit)
         steps = list(self.pipeline.steps)
         registry = Registry(steps)
         items = pcoll | "AsBatches" >> AsBatches(self.schema, self.batch_size, defer=True)
@@ -269,16 +247,7 @@ class _TransformFn(beam.DoFn):
             self.fitted = load_artifact(self.source)
 
     def process(self, batch, fitted=None):
-        fitted = fitted if fitted is not None else self.fitted
-        dead = DeadLetters() if self.collect else None
-        rows = beam.metrics.Metrics.counter(NAMESPACE, "rows")
-        encoded = fitted.encoded_columns()
-        for good in _items(batch, fitted.input_schema, fitted.required_columns, dead, True, None, encoded):
-            out, _ = guard(fitted.transform_batch, good, dead)
-            rows.inc(out.num_rows)
-            yield out
-            yield from emit_dead_letters(dead)
-        yield from emit_dead_letters(dead)
+        yield from transform_element(fitted if fitted is not None else self.fitted, batch, self.collect)
 
 
 def load_artifact(path: str) -> FittedPipeline:
@@ -304,7 +273,16 @@ class Transform(WithErrors, beam.PTransform):
     fitted:
         A :class:`~beamlearn.FittedPipeline` (shipped as artifact bytes), an artifact path on any Beam
         filesystem (loaded once per worker in ``DoFn.setup``), or the singleton PCollection output of :class:`Fit`
-        (read as a side input: fit and transform in one job).
+        (read as a side input: fit and transform in one job).  With ``model``, the model to start with (or None).
+    model:
+        A PCollection of FittedPipeline that keeps coming (a windowed :class:`Fit`, or
+        :class:`~beamlearn.engines.beam_stream.WatchArtifacts`): each element is transformed with the newest
+        version that has arrived (:class:`~beamlearn.engines.beam_stream.TransformLatest`).
+    version_column:
+        With ``model``: the name of a column holding the version id of the model used for each row.
+    output:
+        ``"batches"`` (RecordBatches; a batch of dict rows keeps their window and the earliest of their
+        timestamps), or ``"rows"``: dict rows, each with its own input timestamp and window.
 
     ``Transform(...).with_errors()`` returns ``(batches, dead_letters)`` instead of failing on a bad row.
 
@@ -316,15 +294,29 @@ class Transform(WithErrors, beam.PTransform):
     'Transform'
     """
 
-    def __init__(self, fitted: FittedPipeline | str | beam.pvalue.PCollection, *, batch_size: int = 65_536) -> None:
+    def __init__(self, fitted: FittedPipeline | str | beam.pvalue.PCollection | None = None, *,
+                 batch_size: int = 65_536, model: beam.pvalue.PCollection | None = None,
+                 version_column: str | None = None, output: str = "batches", **latest: Any) -> None:
         super().__init__()
-        self.fitted, self.batch_size = fitted, batch_size
+        if output not in ("batches", "rows"):
+            raise errors.SpecError(f"Transform: output must be 'batches' or 'rows', got {output!r}")
+        if fitted is None and model is None:
+            raise errors.SpecError("Transform needs a fitted pipeline or model=<PCollection of FittedPipeline>")
+        self.fitted, self.batch_size, self.model, self.version_column = fitted, batch_size, model, version_column
+        self.output, self.latest = output, latest
 
     def expand(self, pcoll):
         check_pipeline(pcoll)
         f = self.fitted
+        if self.model is not None:
+            if f is not None and not isinstance(f, FittedPipeline):
+                raise errors.SpecError("Transform(model=...): the model to start with must be a FittedPipeline")
+            latest = TransformLatest(self.model, initial=f, version_column=self.version_column,
+                                     batch_size=self.batch_size, output=self.output, **self.latest)
+            return pcoll | "Latest" >> (latest.with_errors() if self.collect else latest)
         schema = f.input_schema if isinstance(f, FittedPipeline) else None
-        batches = pcoll | "AsBatches" >> AsBatches(schema, self.batch_size, defer=True)
+        rows = self.output == "rows"
+        batches = pcoll | "AsBatches" >> AsBatches(schema, self.batch_size, defer=True, stamp=rows)
         if isinstance(f, beam.pvalue.PCollection):
             fn, args = _TransformFn(None, self.collect), [beam.pvalue.AsSingleton(f)]
         elif isinstance(f, FittedPipeline):
@@ -335,7 +327,8 @@ class Transform(WithErrors, beam.PTransform):
             raise errors.SpecError(f"Transform needs a FittedPipeline, an artifact path or the output of Fit, "
                                    f"got {type(f).__name__}")
         out = batches | "Apply" >> beam.ParDo(fn, *args).with_outputs("errors", main="batches")
-        return (out.batches, out.errors) if self.collect else out.batches
+        main = out.batches | "Rows" >> beam.FlatMap(stamped_rows) if rows else out.batches
+        return (main, out.errors) if self.collect else main
 
 
 def _rows(batch: pa.RecordBatch) -> list[dict]:

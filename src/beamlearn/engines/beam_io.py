@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.csv as pcsv
+from apache_beam.utils.windowed_value import WindowedValue
 
 from beamlearn import io
 from beamlearn.batches import (
@@ -40,6 +41,7 @@ from beamlearn.errors import DataError, EngineError
 
 __all__ = [
     "NAMESPACE",
+    "STAMP",
     "AsBatches",
     "FirstSchema",
     "WithErrors",
@@ -370,41 +372,57 @@ def write_dead_letters(errors: Any, path: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-class _ToBatches(beam.DoFn):
-    """RecordBatches (and Tables) pass on; dict rows are batched per bundle, as ``BatchElements`` does, inside
-    this one fused DoFn (no Flatten on the data path: on DirectRunner's multi-process mode, a Flatten feeding
-    several side-input stages lost whole batches at 10M rows in our measurements)."""
+STAMP = "__beamlearn_event_time_us"  # the event time of each row, carried through a transform for output="rows"
 
-    def __init__(self, schema: pa.Schema | None, batch_size: int, defer: bool) -> None:
-        self.schema, self.batch_size, self.defer = schema, batch_size, defer
+
+class _ToBatches(beam.DoFn):
+    """RecordBatches (and Tables) pass on; dict rows are batched per bundle and per window, as ``BatchElements``
+    does, inside this one fused DoFn (no Flatten on the data path: on DirectRunner's multi-process mode, a Flatten
+    feeding several side-input stages lost whole batches at 10M rows in our measurements).  A batch of rows keeps
+    their window and takes the earliest of their timestamps; with ``stamp``, each row's own event time rides along
+    in a :data:`STAMP` column (microseconds), so the rows can be given back their timestamps after a transform."""
+
+    def __init__(self, schema: pa.Schema | None, batch_size: int, defer: bool, stamp: bool = False) -> None:
+        self.schema, self.batch_size, self.defer, self.stamp = schema, batch_size, defer, stamp
 
     def start_bundle(self):
-        self._rows: list = []
+        self._rows: dict[Any, tuple[list, list]] = {}
 
-    def process(self, item: Any):
+    def process(self, item: Any, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
         if isinstance(item, pa.RecordBatch):
-            yield item
+            yield self._stamped(item, [timestamp] * item.num_rows) if self.stamp else item
         elif isinstance(item, FileSplit):  # read here, or (defer) by the consumer, in its own stage
             yield from [item] if self.defer else read_split(item, schema=self.schema)
         elif isinstance(item, pa.Table):
-            yield from item.to_batches()
+            for b in item.to_batches():
+                yield self._stamped(b, [timestamp] * b.num_rows) if self.stamp else b
         elif isinstance(item, Mapping):
-            self._rows.append(item)
-            if len(self._rows) >= self.batch_size:
-                yield from self._flush()
+            rows, stamps = self._rows.setdefault(window, ([], []))
+            rows.append(item)
+            stamps.append(timestamp)
+            if len(rows) >= self.batch_size:
+                yield from self._flush(window)
         else:
             raise DataError(f"a PCollection for beamlearn must hold pyarrow.RecordBatch, dict rows or FileSplit, "
                             f"got {type(item).__name__}")
 
     def finish_bundle(self):
-        from apache_beam.transforms.window import GlobalWindows
+        for window in list(self._rows):
+            yield from self._flush(window)
 
-        for b in self._flush():
-            yield GlobalWindows.windowed_value(b)
+    def _flush(self, window: Any) -> Iterator[WindowedValue]:
+        rows, stamps = self._rows.pop(window)
+        first, at = min(stamps), 0
+        for b in _rows_to_batches(rows, self.schema):
+            yield WindowedValue(self._stamped(b, stamps[at:at + b.num_rows]) if self.stamp else b, first, [window])
+            at += b.num_rows
 
-    def _flush(self) -> list[pa.RecordBatch]:
-        rows, self._rows = self._rows, []
-        return _rows_to_batches(rows, self.schema) if rows else []
+    @staticmethod
+    def _stamped(batch: pa.RecordBatch, stamps: list) -> pa.RecordBatch:
+        if STAMP in batch.schema.names:
+            return batch
+        out = batch.append_column(STAMP, pa.array([s.micros for s in stamps], pa.int64()))
+        return out.replace_schema_metadata(batch.schema.metadata)
 
 
 def _rows_to_batches(rows: list, schema: pa.Schema | None) -> list[pa.RecordBatch]:
@@ -420,12 +438,13 @@ class AsBatches(beam.PTransform):
     """RecordBatches from RecordBatches, Tables, dict rows or file splits; with ``defer``, splits pass on, to
     be read by the consumer."""
 
-    def __init__(self, schema: pa.Schema | None = None, batch_size: int = 65_536, defer: bool = False) -> None:
+    def __init__(self, schema: pa.Schema | None = None, batch_size: int = 65_536, defer: bool = False,
+                 stamp: bool = False) -> None:
         super().__init__()
-        self.schema, self.batch_size, self.defer = schema, batch_size, defer
+        self.schema, self.batch_size, self.defer, self.stamp = schema, batch_size, defer, stamp
 
     def expand(self, pcoll):
-        return pcoll | "ToBatches" >> beam.ParDo(_ToBatches(self.schema, self.batch_size, self.defer))
+        return pcoll | "ToBatches" >> beam.ParDo(_ToBatches(self.schema, self.batch_size, self.defer, self.stamp))
 
 
 class FirstSchema(beam.CombineFn):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -25,12 +24,19 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 
-from beamlearn import errors, io
+from beamlearn import io
 from beamlearn.batches import DEFAULT_BATCH_SIZE, conform
-from beamlearn.engines.beam import Fit, Transform, fit_pass, load_artifact, pass_bound
+from beamlearn.engines.beam import Fit, Transform, fit_pass, load_artifact
 from beamlearn.engines.beam_checks import check_runner, translate_error
-from beamlearn.engines.beam_io import FileSplits, WriteFiles, file_schema, is_local_path, resolve_paths, write_dead_letters
-from beamlearn.engines.passes import Registry, data_fingerprint, finish, first_pass, next_pass
+from beamlearn.engines.beam_io import (
+    FileSplits,
+    WriteFiles,
+    file_schema,
+    is_local_path,
+    resolve_paths,
+    write_dead_letters,
+)
+from beamlearn.engines.passes import Registry, data_fingerprint, finish, first_pass, next_pass, pass_bound
 from beamlearn.errors import BeamlearnError, EngineError
 from beamlearn.pipeline import FittedPipeline
 

@@ -33,13 +33,15 @@ import numpy as np
 import pyarrow as pa
 
 from beamlearn import io
+from beamlearn.analyzers import Analyzer
 from beamlearn.batches import batch_origin, batch_rows, conform, is_csv_source, is_file_input, tag_rows
 from beamlearn.errors import BeamlearnError, DataError, EngineError
 from beamlearn.pipeline import FitPlan, FittedPipeline, Pass, step_seeds
 from beamlearn.steps import register_step, registered_steps
+from beamlearn.steps.base import Step
 from beamlearn.steps.expr import register_function, registered_functions
 
-__all__ = ["FitState", "Registry", "add_batch", "conformed", "create_accumulators", "data_fingerprint",
+__all__ = ["FitState", "Registry", "add_batch", "pass_bound", "conformed", "create_accumulators", "data_fingerprint",
            "extract_states", "find_bad_rows", "finish", "first_pass", "guard", "merge_accumulators", "next_pass",
            "required_columns"]
 
@@ -253,3 +255,48 @@ class Registry:
                 except Exception:  # noqa: BLE001 - not importable here; a step that needs it says so clearly
                     continue
                 register(name, obj)
+
+
+def pass_bound(steps: Sequence[Any], schema: pa.Schema | None = None) -> int:
+    """An upper bound on the passes a fit of ``steps`` takes: the longest chain of dependent statistics.
+
+    A statistic whose analyzer may ask for a further pass (:meth:`~beamlearn.analyzers.Analyzer.then`) counts
+    two, an iterative estimator its own ``max_passes()``.  An estimator (``waits_for_previous``) depends on every
+    earlier step.  A step depends on an earlier step that reads one of its columns; a
+    column not in ``schema`` is produced by a step, so the step reading it depends on every earlier step.  Without
+    a schema, a column named after an earlier step's input (``x_a``, ``missingindicator_x``) is taken as that
+    step's output.  When a statistic may ask for a further pass, one pass of slack covers a rare repeated
+    quantile selection (a sketch bracket that missed).
+
+    Examples
+    --------
+    >>> import beamlearn as bl
+    >>> pass_bound([bl.StandardScaler(["x"]), bl.MinMaxScaler(["y"])])
+    1
+    >>> pass_bound([bl.StandardScaler(["x"]), bl.MinMaxScaler(["x"])])
+    2
+    >>> pass_bound([bl.RobustScaler(["x"]), bl.MinMaxScaler(["x"])])  # exact quantiles: two passes, + slack
+    4
+    """
+    depth: list[int] = []
+    inputs = [set(s.input_columns()) for s in steps]
+    slack = 0
+
+    def derived_from(c: str, j: int) -> bool:
+        if schema is not None:
+            return c not in schema.names
+        return any(c.startswith(x + "_") or c.endswith("_" + x) for x in inputs[j])
+
+    for i, s in enumerate(steps):
+        an = s.analyzers()
+        own = max([1 if type(a).then is Analyzer.then else 2 for a in an.values()], default=0) if an else 0
+        slack = max(slack, 1 if own > 1 else 0)
+        if callable(getattr(s, "max_passes", None)):  # iterative estimators bound their own passes
+            own, slack = max(own, int(s.max_passes())), max(slack, 1)
+        elif an or type(s).plan is not Step.plan:  # analyzers chosen at planning time: assume one
+            own = max(own, 1, int(getattr(s, "max_iter", 0) or 0))
+        waits = getattr(s, "waits_for_previous", False)  # may read the output of any earlier step
+        deps = [depth[j] for j in range(i) if waits or inputs[i] & inputs[j]
+                or any(derived_from(c, j) for c in inputs[i])]
+        depth.append(own + max(deps, default=0))
+    return max(depth, default=0) + slack

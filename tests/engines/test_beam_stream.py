@@ -23,6 +23,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 import beamlearn as bl
 from beamlearn import beam as blb
+from beamlearn.metrics import evaluate
 
 SPOOL = tempfile.mkdtemp(prefix="beam_stream_")
 
@@ -225,3 +226,22 @@ def test_watch_artifacts_loads_each_new_artifact_and_skips_a_bad_one(tmp_path):
     names = sorted(os.path.basename(f.lineage["version"]["source"]) for f, _, _ in OUT["watched"])
     assert names == ["m1.blm", "m2.blm"]
     assert all(f.lineage["version"]["modified_us"] > 0 for f, _, _ in OUT["watched"])
+
+
+def test_evaluate_per_window_with_gates_equals_batch_evaluation_of_each_window():
+    OUT.clear()
+    rng = np.random.default_rng(12)
+    rows = [{"y": int(rng.integers(2)), "p": None, "t": t} for t in range(40)]
+    for r in rows:  # window [0, 20): 90% right; [20, 40): 50% right
+        r["p"] = r["y"] if (r["t"] % 10 != 0 if r["t"] < 20 else r["t"] % 2 == 0) else 1 - r["y"]
+    stream = (Stream().add_elements([TimestampedValue(r, r["t"]) for r in rows]).advance_watermark_to_infinity())
+    with _streaming() as p:
+        out = (p | stream | blb.Evaluate(label="y", prediction="p", windowing=window.FixedWindows(20),
+                                         gates=["accuracy >= 0.8"]))
+        out | beam.Map(_keep("eval"))
+    got = {r["version"]["window_end"]: r for r, _, _ in OUT["eval"]}
+    assert sorted(got) == ["1970-01-01T00:00:20Z", "1970-01-01T00:00:40Z"]
+    for end, part, passed in (("1970-01-01T00:00:20Z", rows[:20], True), ("1970-01-01T00:00:40Z", rows[20:], False)):
+        want = evaluate(pa.Table.from_pylist(part), label="y", prediction="p").metrics
+        assert got[end]["metrics"]["overall"]["accuracy"] == want["overall"]["accuracy"]
+        assert got[end]["passed"] is passed and got[end]["gates"][0]["gate"] == "accuracy >= 0.8"

@@ -29,12 +29,14 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.transforms.trigger import AccumulationMode
 
 from beamlearn.batches import DEFAULT_BATCH_SIZE, batch_origin, batch_rows, tag_batch, tag_rows
 from beamlearn.engines.beam import Transform
 from beamlearn.engines.beam_checks import check_pipeline
-from beamlearn.engines.beam_io import AsBatches, ReadFiles, file_schema, resolve_paths
+from beamlearn.engines.beam_io import NAMESPACE, AsBatches, ReadFiles, file_schema, resolve_paths
 from beamlearn.engines.beam_jobs import Save, load_saved, pipeline_options, run_pipeline, scratch_path
+from beamlearn.engines.beam_stream import is_windowed, window_version
 from beamlearn.errors import SchemaError, SpecError
 from beamlearn.metrics._accumulate import normalize_slices
 from beamlearn.metrics.evaluate import EvaluationResult, build_analyzer, load_metrics, metrics_dict
@@ -172,6 +174,13 @@ class Evaluate(beam.PTransform):
         ``zero_division``, ``min_slice_count``, ``n_bootstrap``, ``confidence``, ``exact_max_rows``,
         ``threshold_criterion``.  Gates are checked by :func:`run_evaluate` (or
         :func:`~beamlearn.metrics.gates.check_gates`) on the result.
+    windowing, trigger, allowed_lateness, accumulation_mode:
+        Evaluate per window (streaming), as :class:`~beamlearn.engines.beam.Fit` fits per window.  A PCollection
+        already windowed is evaluated per window too.  Each window and firing then gives
+        ``{"version", "metrics", "gates", "passed"}``: the window (:func:`~beamlearn.engines.beam_stream.window_version`),
+        its metrics dict, the results of ``gates`` on it, and whether all passed.
+    gates:
+        Gates (``"accuracy >= 0.9"``) checked on each window's metrics (windowed evaluation only).
 
     Examples
     --------
@@ -181,8 +190,11 @@ class Evaluate(beam.PTransform):
 
     def __init__(self, *, label: str, prediction: str, score: Any = None, slices: Any = (),
                  sample_weight: str | None = None, model: Any = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 **kw: Any) -> None:
+                 windowing: Any = None, trigger: Any = None, allowed_lateness: Any = 0, accumulation_mode: Any = None,
+                 gates: Iterable[str] = (), **kw: Any) -> None:
         super().__init__()
+        self.windowing, self.trigger, self.allowed_lateness = windowing, trigger, allowed_lateness
+        self.accumulation_mode, self.gates = accumulation_mode, [parse_gate(g) for g in gates]
         allowed = {"task", "pos_label", "beta", "zero_division", "min_slice_count", "n_bootstrap", "confidence",
                    "exact_max_rows", "threshold_criterion"}
         unknown = sorted(set(kw) - allowed)
@@ -196,6 +208,10 @@ class Evaluate(beam.PTransform):
     def expand(self, pcoll):
 
         check_pipeline(pcoll)
+        if self.windowing is not None:
+            pcoll = pcoll | "Window" >> beam.WindowInto(
+                self.windowing, trigger=self.trigger, allowed_lateness=self.allowed_lateness,
+                accumulation_mode=self.accumulation_mode or AccumulationMode.ACCUMULATING)
         batches = pcoll | "AsBatches" >> AsBatches(batch_size=self.batch_size)  # one pass: splits read here
         if self.model is not None:
             o = self.options
@@ -204,8 +220,25 @@ class Evaluate(beam.PTransform):
             batches = (batches | "Keep" >> beam.Map(_alias, keep)
                        | "Model" >> Transform(self.model, batch_size=self.batch_size)
                        | "Restore" >> beam.FlatMap(_restore, keep))
-        return (batches | "NonEmpty" >> beam.Filter(_nonempty)
-                | "Metrics" >> beam.CombineGlobally(_MetricsCombineFn(self.options)))
+        batches = batches | "NonEmpty" >> beam.Filter(_nonempty)
+        if not is_windowed(pcoll):
+            return batches | "Metrics" >> beam.CombineGlobally(_MetricsCombineFn(self.options))
+        return (batches | "Metrics" >> beam.CombineGlobally(_MetricsCombineFn(self.options)).without_defaults()
+                | "Gates" >> beam.ParDo(_WindowGates(self.gates)))
+
+
+class _WindowGates(beam.DoFn):
+    """A window's metrics with its version and the results of the gates on it."""
+
+    def __init__(self, gates: list[Any]) -> None:
+        self.gates = gates
+
+    def process(self, metrics, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        results = [r.to_dict() for r in check_gates(metrics, self.gates)]
+        if not all(r["passed"] for r in results):
+            beam.metrics.Metrics.counter(NAMESPACE, "windows_failing_gates").inc()
+        yield {"version": window_version(window, pane), "metrics": metrics, "gates": results,
+               "passed": all(r["passed"] for r in results)}
 
 
 def run_evaluate(paths: Any, *, label: str, prediction: str, model: Any = None, require: Iterable[str] = (),

@@ -29,7 +29,7 @@ What it measures (figures, not asserts; the machine is shared, the load average 
     figures: ``transform_one`` on dicts already parsed, and the loop a River service runs on JSON lines
     (``json.loads`` + ``transform_one`` + ``json.dumps``).  River is not a dependency of beamlearn: install it with
     ``.venv/bin/pip install river``; without it this section prints "River not installed".
-(d) **Beam streaming (DirectRunner)**: not measured here yet; see :func:`bench_beam_streaming`.
+(d) **Beam streaming (DirectRunner)**: TestStream -> fixed windows -> ``blb.Transform``, fixed cost and marginal\n    records/s from two sizes (see :func:`bench_beam_streaming`).
 
 Goals (issue #10, item 7): ``--follow`` >= 200,000 records/s of JSON lines; p99 <= 50 ms at 10,000 records/s.
 """
@@ -224,11 +224,49 @@ def bench_river(data: str, records: int) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------------------------------- (d) Beam
+def _beam_stream_run(fitted: Any, records: list[dict], chunk: int) -> float:
+    """Seconds for a streaming DirectRunner job: a TestStream of ``records`` (event time = position, one
+    watermark advance per ``chunk``) through ``blb.Transform`` under 10-second fixed windows, rows counted."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms import window
+    from apache_beam.transforms.window import TimestampedValue
+
+    from beamlearn import beam as blb
+
+    stream = TestStream()
+    for i in range(0, len(records), chunk):
+        stream = stream.add_elements([TimestampedValue(r, (i + j) / 1000) for j, r in enumerate(records[i:i + chunk])])
+        stream = stream.advance_watermark_to((i + chunk) / 1000)
+    stream = stream.advance_watermark_to_infinity()
+    opts = PipelineOptions([])
+    opts.view_as(StandardOptions).streaming = True
+    t0 = time.perf_counter()
+    with beam.Pipeline(options=opts) as p:
+        out, _ = (p | stream | beam.WindowInto(window.FixedWindows(10))
+                  | blb.Transform(fitted, batch_size=chunk).with_errors())
+        out | beam.Map(lambda b: b.num_rows)
+    return time.perf_counter() - t0
+
+
 def bench_beam_streaming(args: argparse.Namespace, model: str, data: str) -> dict[str, Any] | None:
-    """Beam streaming (DirectRunner) on the same records: to be added by the lead with
-    ``beamlearn.engines.beam_stream``; return a dict with ``records_per_s``, ``p50_ms`` and ``p99_ms`` and the
-    report prints it next to ``--follow``.  None: not measured."""
-    return None
+    """Beam streaming on the DirectRunner (``streaming=True``; TestStream -> fixed windows -> ``blb.Transform``):
+    the fixed cost and marginal records/s from two sizes.  Latency is not measured: a TestStream has no
+    wall-clock arrivals, so arrival-to-output time is not defined on it."""
+    if "beam" in set(filter(None, args.skip.split(","))):
+        return None
+    import beamlearn as bl
+
+    fitted = bl.load(model)
+    small, large, chunk = 10_000, min(args.beam_records, args.records), 5_000
+    with open(data, encoding="utf-8") as fh:
+        records = [json.loads(next(fh)) for _ in range(large)]
+    t_small = _beam_stream_run(fitted, records[:small], chunk)
+    t_large = _beam_stream_run(fitted, records, chunk)
+    marginal = (large - small) / max(t_large - t_small, 1e-9)
+    return {"records_per_s": large / t_large, "marginal_records_per_s": marginal,
+            "fixed_s": t_small - small / marginal, "records": large}
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -265,9 +303,11 @@ def report(r: dict[str, Any]) -> None:
               f"{a['records_per_s'] / rv['json_loop_per_s']:.1f}x the JSON loop, "
               f"{a['records_per_s'] / rv['transform_one_per_s']:.1f}x transform_one alone")
     b = r["beam"]
-    print("(d) Beam streaming (DirectRunner): " + ("not measured here yet (bench_beam_streaming)" if b is None else
-          f"{b['records_per_s']:,.0f} records/s, p50 {b.get('p50_ms', float('nan')):.1f} ms, "
-          f"p99 {b.get('p99_ms', float('nan')):.1f} ms"))
+    print("(d) Beam streaming (DirectRunner, TestStream -> FixedWindows(10 s) -> blb.Transform): " + (
+        "skipped" if b is None else
+        f"{b['records']:,} records: {b['records_per_s']:,.0f} records/s overall, marginal "
+        f"{b['marginal_records_per_s']:,.0f} records/s, fixed {b['fixed_s']:.2f} s (latency: not defined on a "
+        "TestStream)"))
 
 
 def _load() -> str:
@@ -280,8 +320,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--rate", type=int, default=GOALS["rate"], help="records/s of the latency test")
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--river-records", type=int, default=200_000)
+    ap.add_argument("--beam-records", type=int, default=100_000, help="records of the Beam streaming run")
     ap.add_argument("--cache-dir", default=_data.default_cache_dir())
-    ap.add_argument("--skip", default="", help="comma-separated: parquet,latency,river")
+    ap.add_argument("--skip", default="", help="comma-separated: parquet,latency,river,beam")
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))

@@ -125,7 +125,8 @@ def test_transform_keeps_each_rows_timestamp_and_window(run):
         i = r["id"]
         expect = 3 if 90 <= i < 100 else (i % 10 + 10 * (0 if i < 40 else 1 if i < 90 else 2))
         assert ts == Timestamp(expect) and int(w.start) == expect // 10 * 10
-    assert [d[0]["record"]["id"] for d in OUT["dead"]] == [999] and OUT["dead"][0][0]["column"] == "x"
+    assert [d[0]["record"] for d in OUT["dead"]] == [{"id": 999, "x": "not a number", "c": "a"}]
+    assert OUT["dead"][0][0]["column"] == "x"
     # batches of dict rows keep their window and take the earliest timestamp of their rows
     for b, ts, w in OUT["batches"]:
         assert w.start <= ts < w.end and b.num_rows > 0

@@ -77,6 +77,8 @@ def emit_dead_letters(dead: io.DeadLetters | None) -> Iterator[Any]:
         records, dead.records = dead.records, []
         beam.metrics.Metrics.counter(NAMESPACE, "dead_letters").inc(len(records))
         for rec in records:
+            if isinstance(rec.get("record"), dict) and STAMP in rec["record"]:  # our event-time column, not theirs
+                rec = {**rec, "record": {k: v for k, v in rec["record"].items() if k != STAMP}}
             yield beam.pvalue.TaggedOutput("errors", rec)
 
 

@@ -66,7 +66,7 @@ def conformed(data: Any, schema: pa.Schema, required: list[str], dead: io.DeadLe
         batch, bad = conform(raw, schema, required=need, collect=dead is not None, encoded=encoded)
         if len(bad):
             if report:
-                dead.add_rows(batch, bad.indices, bad.columns, bad.reasons)  # type: ignore[union-attr]
+                dead.add_rows(raw, bad.indices, bad.columns, bad.reasons)  # type: ignore[union-attr]  # as sent
             keep = np.ones(batch.num_rows, bool)
             keep[bad.indices] = False
             batch = tag_rows(batch.filter(pa.array(keep)), batch_rows(batch)[keep])  # rows in the source

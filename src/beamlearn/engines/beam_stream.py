@@ -1,9 +1,8 @@
 """Beam streaming: the same fit plan per window, versioned, and transforms that swap in the latest model.
 
 - :class:`WindowedFit` (what ``Fit(pipeline, windowing=...)`` or ``Fit`` on a windowed PCollection runs) emits one
-  :class:`~beamlearn.FittedPipeline` per window and trigger firing.  A plan of one pass whose input schema is
-  given runs as one ``CombineGlobally`` per window (constant memory: only accumulators move).  Any other plan
-  (several passes, exact quantiles, a schema to capture) groups the window's batches and runs every pass of the
+  :class:`~beamlearn.FittedPipeline` per window and trigger firing.  The input schema must be given.  A plan of one pass runs as one ``CombineGlobally`` per window (constant memory: only accumulators move).  Any other plan
+  (several passes, exact quantiles) groups the window's batches and runs every pass of the
   plan over them, exactly as the local engine does (memory: the window's rows, on runners that materialize a
   group).  Either way a window's state equals a batch fit over that window's rows.  Each fitted pipeline records
   its **version** in ``lineage["version"]``: the window's bounds, the pane index (0 for the first firing; a late
@@ -39,7 +38,6 @@ from apache_beam.transforms.window import GlobalWindow, GlobalWindows, Timestamp
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
 from beamlearn import artifact, errors
-from beamlearn.batches import batch_origin, capture_schema
 from beamlearn.engines.beam_io import (
     NAMESPACE,
     STAMP,
@@ -203,53 +201,29 @@ class _FinishWindow(beam.DoFn):
 
 
 class _FitGroupFn(beam.DoFn):
-    """Every pass of the plan over one window's grouped elements, as the local engine runs them."""
+    """Every pass of the plan over one window's grouped, conformed ``(batch, dead)`` pairs, as the local engine
+    runs them."""
 
-    def __init__(self, steps: Sequence[Any], schema: pa.Schema | None, collect: bool, name: str | None,
-                 lineage: dict[str, Any], registry: Registry) -> None:
-        self.steps, self.schema, self.collect = steps, schema, collect
-        self.name, self.lineage, self.registry = name, lineage, registry
+    def __init__(self, steps: Sequence[Any], schema: pa.Schema, name: str | None, lineage: dict[str, Any],
+                 registry: Registry) -> None:
+        self.steps, self.schema, self.name, self.lineage, self.registry = steps, schema, name, lineage, registry
 
     def setup(self):
         self.registry.restore()
 
     def process(self, keyed, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         items = list(keyed[1])
-        schema = self.schema or _first_schema(items)
-        if schema is None:
+        if not sum(b.num_rows for b, _ in items):
+            beam.metrics.Metrics.counter(NAMESPACE, "windows_without_rows").inc()
             return
-        required = required_columns(self.steps, schema)
-        state, k, n_dead = first_pass(self.steps, schema), 0, 0
+        state = first_pass(self.steps, self.schema)
         while state[1] is not None:
-            pass_, accs, seen = state[1], create_accumulators(state[1]), 0
-            for item in items:
-                dead = DeadLetters() if self.collect else None
-                for batch in element_batches(item, schema, required, dead, k == 0, pass_.input_columns(),
-                                             pass_.encoded_columns()):
-                    add_batch(pass_, accs, batch, dead, k == 0)
-                    seen += batch.num_rows
-                if dead is not None and k == 0:
-                    n_dead += dead.count
-                    yield from emit_dead_letters(dead)
-            if not seen:
-                beam.metrics.Metrics.counter(NAMESPACE, "windows_without_rows").inc()
-                return
-            state, k = next_pass(state, extract_states(pass_, [accs]), mergeable=False), k + 1
-        yield finish(state, engine="beam", name=self.name, dead_letters=n_dead,
+            pass_, accs = state[1], create_accumulators(state[1])
+            for batch, _ in items:
+                add_batch(pass_, accs, batch, None, False)
+            state = next_pass(state, extract_states(pass_, [accs]), mergeable=False)
+        yield finish(state, engine="beam", name=self.name, dead_letters=sum(d for _, d in items),
                      lineage={**self.lineage, "version": window_version(window, pane)})
-
-
-def _first_schema(items: list) -> pa.Schema | None:
-    """The schema the local engine would capture: the first batch's by provenance, else the first batch's."""
-    batches = [i for i in items if isinstance(i, pa.RecordBatch)]
-    splits = [i for i in items if isinstance(i, FileSplit)]
-    if splits:
-        return min(splits, key=lambda s: (s.path, s.first_row)).schema
-    if not batches:
-        return None
-    tagged = [b for b in batches if batch_origin(b)[0] not in (None, "<rows>")]
-    first = min(tagged, key=lambda b: (batch_origin(b)[0], batch_origin(b)[1])) if tagged else batches[0]
-    return capture_schema(first)
 
 
 class WindowedFit(WithErrors, beam.PTransform):
@@ -260,8 +234,8 @@ class WindowedFit(WithErrors, beam.PTransform):
     pipeline:
         The unfitted pipeline.
     schema:
-        The input schema.  With it, a one-pass plan runs as a per-window combine in constant memory; without it
-        each window's schema is captured from its first batch (windows may then differ in types).
+        The input schema (required: a stream has no first batch to take it from, and every window's model must
+        read the same types).
     name, lineage:
         Recorded in each fitted pipeline, with its version.
     """
@@ -274,27 +248,28 @@ class WindowedFit(WithErrors, beam.PTransform):
 
     def _one_pass(self) -> Any | None:
         """The planned first pass when the whole fit is that one pass (known only with a schema)."""
-        if self.schema is None or pass_bound(self.pipeline.steps, self.schema) != 1:
+        if pass_bound(self.pipeline.steps, self.schema) != 1:
             return None
         return first_pass(self.pipeline.steps, self.schema)
 
     def expand(self, pcoll):
         steps = list(self.pipeline.steps)
         registry = Registry(steps)
+        if self.schema is None:
+            raise errors.SpecError("a windowed Fit needs schema= (the input schema, e.g. a fitted pipeline's "
+                                   "input_schema or pa.schema([...])): a stream has no first batch to take it from")
         items = pcoll | "AsBatches" >> AsBatches(self.schema, self.batch_size, defer=True)
+        conf = items | "Conform" >> beam.ParDo(_ConformFn(self.schema, steps, self.collect, registry)) \
+            .with_outputs("errors", main="batches")
         one = self._one_pass()
         if one is not None:
-            conf = items | "Conform" >> beam.ParDo(_ConformFn(self.schema, steps, self.collect, registry)) \
-                .with_outputs("errors", main="batches")
             fitted = (conf.batches | "Combine" >> beam.CombineGlobally(_OnePassFn(one, registry)).without_defaults()
                       | "Fitted" >> beam.ParDo(_FinishWindow(one, self.pipeline.name, self.lineage, registry)))
-            errors_ = conf.errors
         else:
-            out = (items | "Key" >> beam.Map(lambda b: (None, b)) | "Group" >> beam.GroupByKey()
-                   | "FitWindow" >> beam.ParDo(_FitGroupFn(steps, self.schema, self.collect, self.pipeline.name,
-                                                            self.lineage, registry))
-                   .with_outputs("errors", main="fitted"))
-            fitted, errors_ = out.fitted, out.errors
+            fitted = (conf.batches | "Key" >> beam.Map(lambda b: (None, b)) | "Group" >> beam.GroupByKey()
+                      | "FitWindow" >> beam.ParDo(_FitGroupFn(steps, self.schema, self.pipeline.name, self.lineage,
+                                                               registry)))
+        errors_ = conf.errors
         return (fitted, errors_) if self.collect else fitted
 
 
@@ -315,7 +290,7 @@ class _JoinLatestFn(beam.DoFn):
             self._cache = (digest, artifact.from_bytes(held[2]))
         return self._cache[1]
 
-    def process(self, keyed, model=beam.DoFn.StateParam(MODEL), pending=beam.DoFn.StateParam(PENDING)):
+    def process(self, keyed, model=beam.DoFn.StateParam(MODEL), pending=beam.DoFn.StateParam(PENDING)):  # noqa: B008
         kind, value = keyed[1]
         if kind == "model":
             held = model.read()
@@ -418,7 +393,7 @@ class TransformLatest(WithErrors, beam.PTransform):
             models = (models, first) | "WithInitial" >> beam.Flatten()
         global_ = beam.WindowInto(GlobalWindows())
         m = (models | "ModelsGlobal" >> global_ | "AsModel" >> beam.Map(_as_model)
-             | "FanOut" >> beam.FlatMap(lambda kv, n: [(k, kv) for k in range(n)], self.shards))
+             | "FanOut" >> beam.FlatMap(_fan_out, self.shards))
         d = (pcoll | "AsBatches" >> AsBatches(None, self.batch_size, stamp=rows)
              | "DataGlobal" >> beam.WindowInto(GlobalWindows())
              | "KeyData" >> beam.Map(_keyed_data, self.shards))
@@ -446,19 +421,19 @@ def stamped_rows(batch: pa.RecordBatch) -> Iterator[Any]:
 # ---------------------------------------------------------------------------------------------- artifacts
 class _LoadArtifact(beam.DoFn):
     def process(self, meta):
-        from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415 - Beam's filesystems, on the worker
+        from apache_beam.io.filesystems import FileSystems
 
         try:
             with FileSystems.open(meta.path) as fh:
                 fitted = artifact.from_bytes(fh.read())
         except Exception as exc:  # noqa: BLE001 - a bad or half-written file must not stop the stream
             beam.metrics.Metrics.counter(NAMESPACE, "bad_artifacts").inc()
-            import logging  # noqa: PLC0415
+            import logging
 
             logging.getLogger("beamlearn").warning("%s: not loaded, the current model keeps serving (%s)",
                                                    meta.path, exc)
             return
-        modified = int(round((meta.last_updated_in_seconds or 0) * 1e6))
+        modified = round((meta.last_updated_in_seconds or 0) * 1e6)
         lineage = dict(fitted.lineage)
         lineage["version"] = {**(lineage.get("version") or {}), "id": f"{meta.path}@{modified}",
                               "source": meta.path, "modified_us": modified, "window_end_us": None}
@@ -477,7 +452,7 @@ class WatchArtifacts(beam.PTransform):
         self.pattern, self.interval, self.stop_timestamp = pattern, interval, stop_timestamp
 
     def expand(self, pbegin):
-        from apache_beam.io.fileio import MatchContinuously  # noqa: PLC0415
+        from apache_beam.io.fileio import MatchContinuously
 
         return (pbegin | "Match" >> MatchContinuously(self.pattern, interval=self.interval,
                                                       stop_timestamp=self.stop_timestamp,

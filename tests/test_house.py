@@ -132,12 +132,23 @@ fitted = beamlearn.load(sys.argv[1])
 table = feather.read_table(sys.argv[2])
 fitted.transform_one(table.slice(0, 1).to_pylist()[0])
 fitted.transform(table)
+import asyncio, httpx
+from beamlearn.serving import create_app
+async def http():
+    app = create_app(sys.argv[1])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        rows = table.slice(0, 3).to_pylist()
+        for r in [await c.post("/v1/transform", json=json.loads(json.dumps(rows[0], default=str))),
+                  await c.post("/v1/transform", json=json.loads(json.dumps(rows, default=str)))]:
+            assert r.status_code == 200, r.text
+asyncio.run(http())
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in %r)))
 """ % (HEAVY,)
 
 
 @pytest.mark.parametrize("case", ["preprocessing", "models"])
 def test_serving_imports_only_numpy_and_pyarrow(tmp_path, case):
+    """Loading, transform_one, transform and the HTTP app (beamlearn.serving) import no heavy package."""
     from pyarrow import feather
 
     t = random_table(200, n_numeric=3, n_string=2, seed=4)

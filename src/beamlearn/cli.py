@@ -231,6 +231,31 @@ def inspect(model: Annotated[str, typer.Argument(help="A fitted model.", show_de
         render_summary(summary)
 
 
+@app.command("serve")
+@user_errors
+def serve_cmd(
+        model: Annotated[str, typer.Argument(help="A fitted model.", show_default=False, metavar="MODEL")],
+        host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+        workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
+        name: Annotated[str | None, typer.Option("--name", help="The model's name in /v2/models/NAME.")] = None,
+        max_batch: Annotated[int, typer.Option("--max-batch", min=1,
+                                               help="Micro-batching: most records per transform call.")] = 64,
+        max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0,
+                                                   help="Micro-batching: longest wait for company.")] = 2.0,
+        max_body: Annotated[int, typer.Option("--max-body", min=1, help="Largest request body, bytes.")] = 16 << 20,
+        timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Request timeout, seconds.")] = 30.0,
+) -> None:
+    """Serve MODEL over HTTP: the Open Inference Protocol (/v2/...), POST /v1/transform, /openapi.json,
+    /metrics; POST /v2/repository/models/NAME/load or SIGHUP reloads the artifact."""
+    from beamlearn.serving import serve
+
+    print(f"beamlearn: serving {model} on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})",
+          file=sys.stderr, flush=True)
+    serve(model, host=host, port=port, workers=workers, name=name, max_batch=max_batch, max_wait_ms=max_wait_ms,
+          max_body=max_body, timeout_s=timeout)
+
+
 @app.command("evaluate")
 @user_errors
 def evaluate_cmd(

@@ -73,12 +73,13 @@ def dead_letter_sink(errors: Any) -> DeadLetters | None:
 
 
 def json_safe(v: Any) -> Any:
-    """``v`` as JSON can hold it: NaN as null, dict keys as strings, other objects as their ``str``."""
+    """``v`` as JSON can hold it: NaN and infinities as null, dict keys as strings, other objects as their
+    ``str``."""
     if isinstance(v, dict):
         return {str(k): json_safe(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [json_safe(x) for x in v]
-    if isinstance(v, float) and v != v:
+    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
         return None
     if v is None or isinstance(v, (bool, int, float, str)):
         return v

@@ -1,0 +1,37 @@
+"""Deployment: one fitted artifact served over HTTP (the Open Inference Protocol and plain JSON).
+
+:func:`create_app` builds the ASGI app (Starlette); ``beamlearn serve MODEL`` runs it under uvicorn.  Serving
+imports numpy, pyarrow and Starlette, never Beam, scikit-learn (unless the pipeline holds a SklearnModel), scipy,
+pandas or matplotlib.
+"""
+
+import json
+import os
+from typing import Any
+
+from beamlearn.serving.app import create_app
+
+__all__ = ["app_from_env", "create_app", "serve"]
+
+_ENV = "BEAMLEARN_SERVE"
+
+
+def app_from_env() -> Any:
+    """The app described by ``$BEAMLEARN_SERVE`` (JSON: the model path and :func:`create_app`'s options): the
+    factory each uvicorn worker process calls."""
+    options = json.loads(os.environ[_ENV])
+    return create_app(options.pop("model"), **options)
+
+
+def serve(model: str, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1, log_level: str = "warning",
+          **options: Any) -> None:
+    """Serve the artifact ``model`` under uvicorn (``workers`` processes); ``options`` go to :func:`create_app`.
+    The artifact is loaded and verified first, so a bad one fails here, not in a worker."""
+    import uvicorn
+
+    from beamlearn import artifact
+
+    artifact.load(model)
+    os.environ[_ENV] = json.dumps({"model": model, **options})
+    uvicorn.run("beamlearn.serving:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level, timeout_graceful_shutdown=10)

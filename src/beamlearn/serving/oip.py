@@ -1,0 +1,108 @@
+"""The Open Inference Protocol (KServe v2, as MLServer and Triton speak it) on Arrow: tensors in, tensors out.
+
+A request's ``inputs`` are columns: each has a ``name`` (an input column of the fitted pipeline), a ``shape``
+(``[n]`` or ``[n, 1]``), a ``datatype`` and its ``data`` (a flat list; nested lists are flattened, as the protocol
+allows).  The response holds one output tensor per output column, in the same form.  Missing values are JSON
+``null`` in both directions (the protocol has no null; floats may also be ``NaN``).
+
+>>> import pyarrow as pa
+>>> datatype(pa.float64()), datatype(pa.string()), datatype(pa.uint8())
+('FP64', 'BYTES', 'UINT8')
+>>> t = request_table({"inputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": [1.0, 2.5]}]},
+...                   pa.schema([("x", pa.float64())]))
+>>> t.column("x").to_pylist()
+[1.0, 2.5]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from beamlearn.errors import DataError
+
+__all__ = ["DATATYPES", "datatype", "metadata", "request_table", "response"]
+
+DATATYPES = {
+    "BOOL": pa.bool_(), "INT8": pa.int8(), "INT16": pa.int16(), "INT32": pa.int32(), "INT64": pa.int64(),
+    "UINT8": pa.uint8(), "UINT16": pa.uint16(), "UINT32": pa.uint32(), "UINT64": pa.uint64(),
+    "FP16": pa.float16(), "FP32": pa.float32(), "FP64": pa.float64(), "BYTES": pa.string(),
+}
+_BY_TYPE = {str(t): n for n, t in DATATYPES.items()}
+
+
+def datatype(typ: pa.DataType) -> str:
+    """The protocol's datatype of an Arrow type (strings, dictionaries of strings, dates and the rest: BYTES)."""
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    return _BY_TYPE.get(str(typ), "BYTES")
+
+
+def metadata(name: str, version: str | None, input_schema: pa.Schema, output_schema: pa.Schema,
+             required: list[str]) -> dict[str, Any]:
+    """``GET /v2/models/{name}``: the model's inputs (those a request must carry are not ``optional``) and
+    outputs, with datatypes and shapes (``-1``: any number of rows)."""
+    return {"name": name, "versions": [version] if version else [], "platform": "beamlearn",
+            "inputs": [{"name": f.name, "datatype": datatype(f.type), "shape": [-1],
+                        "parameters": {"optional": f.name not in required}} for f in input_schema],
+            "outputs": [{"name": f.name, "datatype": datatype(f.type), "shape": [-1]} for f in output_schema]}
+
+
+def _flat(data: Any) -> list:
+    if not isinstance(data, list):
+        raise DataError("'data' must be a list")
+    if data and isinstance(data[0], list):
+        return [v for row in data for v in _flat(row)]
+    return data
+
+
+def request_table(body: Mapping[str, Any], input_schema: pa.Schema) -> pa.Table:
+    """The columns of an inference request as a Table typed as ``input_schema`` where it knows the column
+    (other columns pass through as sent); a malformed request raises :class:`DataError` naming the input."""
+    inputs = body.get("inputs") if isinstance(body, Mapping) else None
+    if not isinstance(inputs, list) or not inputs:
+        raise DataError("the request needs a non-empty 'inputs' list")
+    columns: dict[str, pa.Array] = {}
+    rows = None
+    for i, inp in enumerate(inputs):
+        if not isinstance(inp, Mapping) or not isinstance(inp.get("name"), str):
+            raise DataError(f"inputs[{i}] needs a 'name'")
+        name = inp["name"]
+        where = f"input {name!r}"
+        if name in columns:
+            raise DataError(f"{where} is given twice")
+        if inp.get("datatype") not in DATATYPES:
+            raise DataError(f"{where}: unknown datatype {inp.get('datatype')!r} "
+                            f"(one of {', '.join(DATATYPES)})")
+        try:
+            data = _flat(inp.get("data"))
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        shape = inp.get("shape")
+        if not (isinstance(shape, list) and all(isinstance(s, int) for s in shape) and shape):
+            raise DataError(f"{where}: 'shape' must be a list of integers")
+        n = shape[0]
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1) or n * (shape[1] if len(shape) == 2 else 1) \
+                != len(data):
+            raise DataError(f"{where}: shape {shape} does not fit {len(data)} values (one column: [n] or [n, 1])")
+        if rows is not None and n != rows:
+            raise DataError(f"{where} has {n} rows, the inputs before it {rows}")
+        rows = n
+        typ = input_schema.field(name).type if name in input_schema.names else DATATYPES[inp["datatype"]]
+        try:
+            columns[name] = pa.array(data, type=typ)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            raise DataError(f"{where}: its values do not fit {typ} ({exc})") from None
+    return pa.table(columns)
+
+
+def response(name: str, version: str | None, table: pa.Table, request_id: str | None = None) -> dict[str, Any]:
+    """The inference response: one output tensor per column of ``table``."""
+    out = {"model_name": name, "model_version": version,
+           "outputs": [{"name": f.name, "datatype": datatype(f.type), "shape": [table.num_rows],
+                        "data": table.column(f.name).to_pylist()} for f in table.schema]}
+    if request_id is not None:
+        out["id"] = request_id
+    return out

@@ -128,9 +128,11 @@ def test_metrics_are_prometheus_text(client):
     assert 'beamlearn_model_info{name="demo"' in text
 
 
-def test_micro_batching_coalesces_concurrent_requests_and_equals_unbatched(fitted):
-    app = create_app(fitted, max_batch=16, max_wait_ms=20)
-    recs = _data(4, 64).to_pylist() + [{"x": "bad", "n": 1, "c": "a"}]
+@pytest.mark.parametrize("max_batch", [16, 64])  # record by record on the loop; one vectorized call in a thread
+def test_micro_batching_coalesces_concurrent_requests_and_equals_unbatched(fitted, max_batch):
+    app = create_app(fitted, max_batch=max_batch, max_wait_ms=50)
+    recs = _data(4, 64).to_pylist()
+    recs = recs[:40] + [{"x": "bad", "n": 1, "c": "a"}] + recs[40:]
 
     async def go():
         transport = httpx.ASGITransport(app=app)
@@ -138,8 +140,10 @@ def test_micro_batching_coalesces_concurrent_requests_and_equals_unbatched(fitte
             return await asyncio.gather(*[c.post("/v1/transform", json=r) for r in recs])
 
     res = asyncio.run(go())
-    assert [r.json() for r in res[:-1]] == [fitted.transform_one(r) for r in recs[:-1]]
-    assert res[-1].status_code == 422 and "'x'" in res[-1].json()["error"]
+    bad = 40
+    assert [r.json() for i, r in enumerate(res) if i != bad] == [fitted.transform_one(r) for i, r in enumerate(recs)
+                                                                 if i != bad]
+    assert res[bad].status_code == 422 and "'x'" in res[bad].json()["error"]
     with TestClient(app) as c:
         text = c.get("/metrics").text
     sizes = [line for line in text.splitlines() if line.startswith("beamlearn_batch_rows_count")]

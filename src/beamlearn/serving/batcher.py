@@ -1,10 +1,12 @@
 """Adaptive micro-batching: concurrent single-record requests coalesced into one vectorized transform.
 
 A request's record joins the open batch; the batch runs when it holds ``max_batch`` records or when its first
-record has waited ``max_wait_ms`` — and at once when nothing else is queued and no batch is running (so a lone
-request pays no wait).  The batch runs in a worker thread through the vectorized path; if it fails (one bad
-record), each record is retried alone with ``transform_one``, so a bad record fails only its own request with
-its own error.  The vectorized path and ``transform_one`` give the same values bit for bit (tests/test_dispatch.py),
+record has waited ``max_wait_ms`` — and at once when no vectorized batch is running (so a lone request pays no
+wait; requests that arrive in the same turn of the event loop share a batch).  A batch of fewer than
+``VECTOR_MIN`` records runs on the event loop, record by record through ``transform_one`` (a few microseconds
+each: cheaper than a thread hop); a larger one runs in a worker thread through the vectorized path, and if that
+fails (one bad record) each record is retried alone, so a bad record fails only its own request with its own
+error.  The vectorized path and ``transform_one`` give the same values bit for bit (tests/test_dispatch.py),
 so a result does not depend on its company.
 """
 
@@ -18,7 +20,9 @@ from beamlearn.batches import to_batches
 from beamlearn.errors import BeamlearnError
 from beamlearn.pipeline import FittedPipeline
 
-__all__ = ["MicroBatcher"]
+__all__ = ["VECTOR_MIN", "MicroBatcher"]
+
+VECTOR_MIN = 32  # records from which one vectorized transform beats transform_one per record
 
 
 class MicroBatcher:
@@ -45,8 +49,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
         self._pending.append((record, fut))
-        if len(self._pending) >= self.max_batch or (self._running == 0 and len(self._pending) == 1
-                                                    and self.max_wait == 0):
+        if len(self._pending) >= self.max_batch:
             self._flush()
         elif self._running == 0 and len(self._pending) == 1:
             loop.call_soon(self._flush_if_alone)
@@ -67,22 +70,27 @@ class MicroBatcher:
             self._timer = None
         while self._pending:
             batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+            if len(batch) < VECTOR_MIN:
+                self._settle(batch, _run_batch(self.model(), [r for r, _ in batch], vectorized=False))
+                continue
             self._running += 1
             asyncio.get_running_loop().create_task(self._run(batch))
+
+    def _settle(self, batch: list[tuple[dict, asyncio.Future]], results: list[Any]) -> None:
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
+        for (_, fut), res in zip(batch, results):
+            if not fut.done():
+                if isinstance(res, BaseException):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
 
     async def _run(self, batch: list[tuple[dict, asyncio.Future]]) -> None:
         fitted = self.model()
         loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(None, _run_batch, fitted, [r for r, _ in batch])
-            if self.on_batch is not None:
-                self.on_batch(len(batch))
-            for (_, fut), res in zip(batch, results):
-                if not fut.done():
-                    if isinstance(res, BaseException):
-                        fut.set_exception(res)
-                    else:
-                        fut.set_result(res)
+            self._settle(batch, await loop.run_in_executor(None, _run_batch, fitted, [r for r, _ in batch]))
         except Exception as exc:  # noqa: BLE001 - an unexpected failure must reach every waiting request
             for _, fut in batch:
                 if not fut.done():
@@ -93,12 +101,10 @@ class MicroBatcher:
                 self._timer = loop.call_later(self.max_wait, self._flush)
 
 
-def _run_batch(fitted: FittedPipeline, records: list[dict]) -> list[Any]:
-    if len(records) == 1:
-        try:
-            return [fitted.transform_one(records[0])]
-        except BeamlearnError as exc:
-            return [exc]
+def _run_batch(fitted: FittedPipeline, records: list[dict], vectorized: bool = True) -> list[Any]:
+    """Each record's output dict, or its error: one vectorized transform, or ``transform_one`` per record."""
+    if not vectorized or len(records) == 1:
+        return [_one(fitted, r) for r in records]
     try:
         batches = list(to_batches(records, batch_size=len(records), schema=fitted.input_schema, source="<request>"))
         table = fitted.transform(batches)
@@ -107,10 +113,11 @@ def _run_batch(fitted: FittedPipeline, records: list[dict]) -> list[Any]:
             return [{k: row.get(k) for k in names} for row in table.to_pylist()]
     except BeamlearnError:
         pass
-    out: list[Any] = []
-    for r in records:  # one bad record: each alone, so only its request fails
-        try:
-            out.append(fitted.transform_one(r))
-        except BeamlearnError as exc:
-            out.append(exc)
-    return out
+    return [_one(fitted, r) for r in records]  # one bad record: each alone, so only its request fails
+
+
+def _one(fitted: FittedPipeline, record: dict) -> Any:
+    try:
+        return fitted.transform_one(record)
+    except BeamlearnError as exc:
+        return exc

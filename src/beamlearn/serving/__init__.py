@@ -10,8 +10,9 @@ import os
 from typing import Any
 
 from beamlearn.serving.app import create_app
+from beamlearn.serving.aws_lambda import lambda_handler
 
-__all__ = ["app_from_env", "create_app", "serve"]
+__all__ = ["app_from_env", "create_app", "lambda_handler", "serve"]
 
 _ENV = "BEAMLEARN_SERVE"
 

@@ -73,7 +73,7 @@ def request_table(body: Mapping[str, Any], input_schema: pa.Schema) -> pa.Table:
         where = f"input {name!r}"
         if name in columns:
             raise DataError(f"{where} is given twice")
-        if inp.get("datatype") not in DATATYPES:
+        if not isinstance(inp.get("datatype"), str) or inp["datatype"] not in DATATYPES:
             raise DataError(f"{where}: unknown datatype {inp.get('datatype')!r} "
                             f"(one of {', '.join(DATATYPES)})")
         try:

@@ -184,3 +184,29 @@ def test_hot_reload_swaps_and_refuses_a_bad_artifact(tmp_path, fitted):
         os.replace(a, b)  # reload the served path (as SIGHUP does)
         assert c.post("/v2/repository/models/demo/load").status_code == 200
         assert c.post("/v1/transform", json=rec).json() == fitted.transform_one(rec)
+
+
+def test_hot_swap_under_load_loses_no_request(tmp_path, fitted):
+    a, b = str(tmp_path / "a.blm"), str(tmp_path / "b.blm")
+    fitted.save(a)
+    other = bl.Pipeline([bl.StandardScaler(["x"], with_mean=False)], name="demo").fit(_data(6))
+    other.save(b)
+    app = create_app(a, name="demo", max_batch=8, max_wait_ms=1)
+    recs = _data(7, 300).to_pylist()
+
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            async def swaps():
+                for i in range(10):
+                    r = await c.post("/v2/repository/models/demo/load", json={"parameters": {"path": [a, b][i % 2]}})
+                    assert r.status_code == 200
+                    await asyncio.sleep(0)
+            calls = [c.post("/v1/transform", json=r) for r in recs]
+            *res, _ = await asyncio.gather(*calls, swaps())
+            return res
+
+    res = asyncio.run(go())
+    assert all(r.status_code == 200 for r in res)
+    for r, rec in zip(res, recs):
+        assert r.json() in (fitted.transform_one(rec), other.transform_one(rec))

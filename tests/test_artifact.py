@@ -258,3 +258,19 @@ def test_state_codec_round_trip():
         artifact.encode_state({"x": object()}, {})
     with pytest.raises(ArtifactError):
         artifact.decode_state({"__float__": "__import__('os')"}, {})
+
+
+def test_saved_accumulators_malformed_or_not_matching(tmp_path):
+    t = pa.table({"x": [1.0, 2.0, None], "c": ["a", None, "b"]})
+    blob = artifact.to_bytes(bl.Pipeline([bl.StandardScaler(["x"]), bl.OneHotEncoder(["c"])]).fit(t))
+    manifest, members = unpack(blob)
+    assert [a["exact"] for a in manifest["accumulators"]] == [True, True]
+    with pytest.raises(ArtifactError, match="do not match the steps"):
+        load_bytes(tmp_path, forge(dict(manifest, accumulators=manifest["accumulators"][:1]), members))
+    bad = json.loads(json.dumps(manifest))
+    bad["accumulators"][1]["accumulators"]["vocabulary"] = [[1, 2]]
+    with pytest.raises(ArtifactError, match="does not match its analyzer"):
+        load_bytes(tmp_path, forge(bad, members)).update(t)
+    bad["accumulators"][1] = {"exact": True}
+    with pytest.raises(ArtifactError, match="malformed"):
+        load_bytes(tmp_path, forge(bad, members)).update(t)

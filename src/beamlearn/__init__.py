@@ -9,6 +9,7 @@ from beamlearn.version import __version__
 from beamlearn import errors  # noqa: E402
 from beamlearn.artifact import load  # noqa: E402 - also installs FittedPipeline.save
 from beamlearn.engines import local as _local_engine  # noqa: E402,F401 - installs Pipeline.fit's engine
+from beamlearn.engines import update as _update  # noqa: E402,F401 - installs FittedPipeline.update
 from beamlearn.io import DeadLetters  # noqa: E402
 from beamlearn.pipeline import FittedPipeline, Pipeline  # noqa: E402
 from beamlearn.steps import *  # noqa: E402,F403

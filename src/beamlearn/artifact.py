@@ -160,6 +160,8 @@ def to_bytes(fitted: Any) -> bytes:
         "required_columns": list(fitted.required_columns), "steps": steps,
         "lineage": encode_state(lineage, members),
     }
+    if fitted.accumulators is not None:  # what FittedPipeline.update merges new data into (None: not mergeable)
+        manifest["accumulators"] = [None if a is None else encode_state(a, members) for a in fitted.accumulators]
     manifest["members"] = {n: hashlib.sha256(b).hexdigest() for n, b in sorted(members.items())}
     buf = _io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -246,8 +248,14 @@ def from_bytes(data: bytes) -> Any:
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, OSError) as exc:
         raise ArtifactError(f"schema/input.arrow is not an Arrow schema ({exc})") from None
     lineage = decode_state(manifest.get("lineage", {}), members)
+    accumulators = manifest.get("accumulators")
+    if accumulators is not None:
+        if not isinstance(accumulators, list) or len(accumulators) != len(steps):
+            raise ArtifactError("the saved accumulators do not match the steps (one entry per step expected)")
+        accumulators = [None if a is None else decode_state(a, members) for a in accumulators]
     try:
-        return FittedPipeline(steps, states, input_schema, name=manifest.get("name"), lineage=lineage)
+        return FittedPipeline(steps, states, input_schema, name=manifest.get("name"), lineage=lineage,
+                              accumulators=accumulators)
     except ArtifactError:  # a step that verifies its own state (e.g. an untrusted skops blob) said why
         raise
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, BeamlearnError) as exc:

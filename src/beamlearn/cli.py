@@ -231,6 +231,34 @@ def inspect(model: Annotated[str, typer.Argument(help="A fitted model.", show_de
         render_summary(summary)
 
 
+@app.command("update")
+@user_errors
+def update(model: Annotated[str, typer.Argument(help="A fitted model.", show_default=False, metavar="MODEL")],
+           data: DataOpt, out: Annotated[str, typer.Option("--out", "-o", metavar="MODEL2",
+                                                           help="Where to write the updated model.")],
+           approx: Annotated[bool, typer.Option("--approx", help="Also update steps fitted on the output of an "
+                                                "earlier fitted step (approximate).")] = False,
+           half_life: Annotated[str | None, typer.Option("--half-life", metavar="ROWS|DURATION", help=(
+               "Forget old data exponentially: its weight halves every ROWS new rows, or every DURATION "
+               "(7d, 12h, 30m, 90s) since the last fit or update."))] = None,
+           batch_size: BatchOpt = None, errors: ErrorsOpt = None, quiet: QuietOpt = False) -> None:
+    """Merge the statistics of new data into the fitted MODEL (without reading its training data again) and
+    save the result to --out."""
+    import beamlearn as bl
+    from beamlearn import io
+    from beamlearn.batches import DEFAULT_BATCH_SIZE
+
+    io.expand_paths(data)  # a missing input is reported before anything runs
+    t0 = time.perf_counter()
+    updated = bl.load(model).update(data, approx=approx, half_life=half_life, batch_size=batch_size or DEFAULT_BATCH_SIZE,
+                                    errors=dead_sink(errors))
+    updated.save(out)
+    last = updated.lineage["updates"][-1]
+    say(quiet, f"update: {last['rows']:,} rows added ({int(updated.lineage['rows']):,} in all), "
+         f"{last['dead_letters']:,} dead letters" + (f" (written to {errors})" if errors else "")
+         + f", {time.perf_counter() - t0:.2f} s -> {out}")
+
+
 @app.command("serve")
 @user_errors
 def serve_cmd(

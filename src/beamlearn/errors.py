@@ -75,6 +75,10 @@ class ArtifactError(BeamlearnError):
     """A saved artifact is unreadable, tampered with, unsigned when a signature is required, or unknown."""
 
 
+class UpdateError(BeamlearnError):
+    """A fitted pipeline cannot be updated with new data (:meth:`beamlearn.FittedPipeline.update`)."""
+
+
 class EngineError(BeamlearnError):
     """An execution engine was asked for something it cannot do (unsupported runner, bad options)."""
 

@@ -42,8 +42,8 @@ def provide(role: str, implementation: Any) -> None:
     :meth:`FittedPipeline.transform` and :meth:`FittedPipeline.iter_batches` run (the local engine provides
     itself when imported), and ``"save"``, what :meth:`FittedPipeline.save` calls (:mod:`beamlearn.artifact`
     provides it).  ``import beamlearn`` imports both."""
-    if role not in ("engine", "save"):
-        raise SpecError(f"provide: unknown role {role!r} (expected 'engine' or 'save')")
+    if role not in ("engine", "save", "update"):
+        raise SpecError(f"provide: unknown role {role!r} (expected 'engine', 'save' or 'update')")
     _PROVIDED[role] = implementation
 
 
@@ -114,6 +114,7 @@ class Pass:
     owners: list[list[tuple[int, str]]]          # (step index, analyzer name) served by each analyzer
     steps: list[Step] = field(repr=False, default_factory=list)
     states: list[Any] = field(repr=False, default_factory=list)
+    merged: list[Any] | None = field(repr=False, default=None)  # final accumulators (set by extract_states)
 
     def views(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         """The batch each analyzer reads: ``batch`` taken through the applicable steps before its position."""
@@ -185,6 +186,9 @@ class FitPlan:
         self.planned: set[int] = set()
         self.checked: set[int] = set()
         self.passes = 0
+        self.accumulators: dict[int, dict[str, tuple[Analyzer, Any, bool]]] = {}  # final, mergeable; exact?
+        self.derived: set[tuple[int, str]] = set()  # statistics derived from fitted states (Step.derive)
+        self.chained: set[tuple[int, str]] = set()  # statistics that asked for a further pass
         numeric = [f.name for f in input_schema if column_kind(f.type) == "numeric"]
         self.profile: dict[str, Any] = {}
         if profile:
@@ -283,7 +287,7 @@ class FitPlan:
             if not keep:
                 return
             self._record(Pass([nxt.analyzers[i] for i in keep], [nxt.positions[i] for i in keep], nxt.apply_steps,
-                              [nxt.owners[i] for i in keep]), [derived[i] for i in keep])
+                              [nxt.owners[i] for i in keep]), [derived[i] for i in keep], derived=True)
 
     def _derived(self, a: Analyzer, pos: int, pass_: Pass) -> Any | None:
         """``a``'s state derived from the fitted step just before it on its columns, if that step can."""
@@ -294,10 +298,19 @@ class FitPlan:
         k = touching[-1]
         return self.steps[k].derive(a, self.states[k])  # type: ignore[arg-type]
 
-    def _record(self, pass_: Pass, states: Sequence[Any]) -> None:
-        for a, state, owners in zip(pass_.analyzers, states, pass_.owners):
+    def _record(self, pass_: Pass, states: Sequence[Any], derived: bool = False) -> None:
+        merged = pass_.merged if pass_.merged is not None else [None] * len(states)
+        for a, state, owners, acc in zip(pass_.analyzers, states, pass_.owners, merged):
             nxt = a.then(state)
+            keep = (pass_.merged is not None and nxt is None and a.mergeable_state
+                    and not getattr(a, "sequential", False))
             for i, name in owners:
+                if keep:  # exact when read in the first pass (no fitted step on the way)
+                    self.accumulators.setdefault(i, {})[name] = (a, acc, self.passes == 1)
+                elif derived and nxt is None:  # follows from fitted states: an update derives it again
+                    self.derived.add((i, name))
+                if nxt is not None:  # a multi-pass statistic (exact quantiles, iterations): its last pass alone
+                    self.chained.add((i, name))  # does not merge
                 if nxt is not None:
                     self.pending[i][name] = nxt
                 else:
@@ -319,8 +332,11 @@ class FittedPipeline:
     """
 
     def __init__(self, steps: Sequence[Step], states: Sequence[dict[str, Any]], input_schema: pa.Schema,
-                 *, name: str | None = None, lineage: dict[str, Any] | None = None) -> None:
+                 *, name: str | None = None, lineage: dict[str, Any] | None = None,
+                 accumulators: Sequence[dict[str, Any] | None] | None = None) -> None:
         self._steps, self._states = tuple(steps), tuple(states)
+        # per step {"exact": bool, "accumulators": {name: plain data}} (None: not mergeable), for update()
+        self.accumulators = tuple(accumulators) if accumulators is not None else None
         self.input_schema, self.name, self.lineage = input_schema, name, dict(lineage or {})
         self.required_columns = self._required()
         self.step_schemas: list[pa.Schema] = []
@@ -420,6 +436,15 @@ class FittedPipeline:
     def save(self, path: str) -> str:
         """Write the artifact (one zip file; see :mod:`beamlearn.artifact`) atomically; returns the path."""
         return _provided("save")(self, path)
+
+    def update(self, data: Any, *, approx: bool = False, half_life: Any = None,
+               batch_size: int = DEFAULT_BATCH_SIZE, errors: Any = "raise",
+               lineage: dict[str, Any] | None = None) -> FittedPipeline:
+        """A new fitted pipeline whose statistics also cover ``data``, without reading the old data again
+        (:func:`beamlearn.engines.update.update`: what is exact, what needs ``approx=True``, what raises, and
+        ``half_life`` to forget old data exponentially)."""
+        return _provided("update")(self, data, approx=approx, half_life=half_life, batch_size=batch_size,
+                                   errors=errors, lineage=lineage)
 
     def describe(self) -> list[dict[str, Any]]:
         """Each step's type, parameters and a readable summary of its fitted state."""

@@ -24,6 +24,22 @@ class Analyzer:
     """True when :meth:`add` takes a dictionary-encoded string column exactly as the decoded strings (an engine
     may then read such columns encoded: no string is built; :meth:`~beamlearn.pipeline.Pass.encoded_columns`)."""
 
+    mergeable_state: bool = True
+    """False when a saved accumulator cannot be merged with one of new data (:meth:`FittedPipeline.update`)."""
+
+    def dump(self, acc: Any) -> Any:
+        """The accumulator as plain data (numbers, strings, lists, dicts, numpy arrays), for an artifact."""
+        return acc
+
+    def load(self, plain: Any) -> Any:
+        """The inverse of :meth:`dump`."""
+        return plain
+
+    def decay(self, acc: Any, factor: float) -> Any | None:
+        """The accumulator with every row's weight multiplied by ``factor`` (0 < factor <= 1), for an update
+        with exponential forgetting; ``None`` when the statistic cannot be down-weighted."""
+        return None
+
     def key(self) -> tuple:
         """A hashable identity: the class and its parameters."""
         return (type(self).__name__,) + tuple(sorted((k, freeze(v)) for k, v in vars(self).items()))

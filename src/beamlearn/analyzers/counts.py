@@ -47,6 +47,9 @@ class RowCount(Analyzer):
     def merge(self, accs: Sequence[list[int]]) -> list[int]:
         return [sum(x) for x in zip(*accs)]
 
+    def decay(self, acc: list[int], factor: float) -> list[int]:
+        return acc  # rows and missing values seen: counts of rows, not weighted statistics
+
     def extract(self, acc: list[int]) -> dict[str, Any]:
         return {"rows": acc[0], "missing": np.array(acc[1:], dtype=np.int64)}
 
@@ -142,6 +145,16 @@ class ValueCounts(Analyzer):
                     slot[1] += float(w[miss].sum())
         return acc
 
+    def dump(self, acc: list[list[Any]]) -> list[Any]:
+        """``[[values, counts, missing], ...]`` per column."""
+        return [[list(c), list(c.values()), m] for c, m in acc]
+
+    def load(self, plain: list[Any]) -> list[list[Any]]:
+        return [[Counter(dict(zip(v, k))), m] for v, k, m in plain]
+
+    def decay(self, acc: list[list[Any]], factor: float) -> list[list[Any]]:
+        return [[Counter({v: k * factor for v, k in c.items()}), m * factor] for c, m in acc]
+
     def merge(self, accs: Sequence[list[list[Any]]]) -> list[list[Any]]:
         out = [[Counter(), 0] for _ in self.columns]
         for acc in accs:
@@ -154,7 +167,7 @@ class ValueCounts(Analyzer):
         states = []
         for counter, missing in acc:
             values = sorted(counter)
-            dtype = np.float64 if self.weight else np.int64
+            dtype = np.int64 if not self.weight and not any(isinstance(k, float) for k in counter.values()) else np.float64
             states.append({"values": values, "counts": np.array([counter[v] for v in values], dtype=dtype),
                            "missing": missing})
         return states

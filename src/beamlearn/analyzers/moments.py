@@ -69,6 +69,9 @@ class Moments(Analyzer):
                 out = np.stack([n, ma + delta * frac, qa + qb + delta * delta * na * frac])
         return out
 
+    def decay(self, acc: np.ndarray, factor: float) -> np.ndarray:
+        return np.asarray(acc, dtype=np.float64) * np.array([[factor], [1.0], [factor]])
+
     def extract(self, acc: np.ndarray) -> dict[str, np.ndarray]:
         n, mean, m2 = acc
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -103,6 +106,9 @@ class MinMax(Analyzer):
             out[0] = np.fmin(out[0], b[0])
             out[1] = np.fmax(out[1], b[1])
         return out
+
+    def decay(self, acc: np.ndarray, factor: float) -> np.ndarray:
+        return acc  # an extreme does not fade: the range keeps every row seen
 
     def extract(self, acc: np.ndarray) -> dict[str, np.ndarray]:
         return {"min": acc[0].copy(), "max": acc[1].copy()}
@@ -187,6 +193,10 @@ class CoMoments(Analyzer):
             na = n
         return [na, ma, ca, ra, sa]
 
+    def decay(self, acc: list[Any], factor: float) -> list[Any]:
+        count, mean, C, rows, skipped = acc
+        return [count * factor, mean, np.asarray(C) * factor, rows, skipped]
+
     def extract(self, acc: list[Any]) -> dict[str, Any]:
         count, mean, C, rows, skipped = acc
         if count <= 0:
@@ -215,6 +225,8 @@ class GroupedMoments(Analyzer):
     >>> s["groups"], s["mean"].tolist(), s["var"].tolist(), s["skipped"]
     (['a', 'b'], [[2.0], [5.0]], [[1.0], [0.0]], 1)
     """
+
+    mergeable_state = False  # groups are keyed by any value: no plain dump yet
 
     def __init__(self, columns: Sequence[str], *, by: str | None = None, weight: str | None = None) -> None:
         self.columns, self.by, self.weight = tuple(columns), by, weight

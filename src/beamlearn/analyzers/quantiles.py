@@ -93,12 +93,28 @@ class Quantiles(Analyzer):
     column without values.  ``method`` is any of :func:`numpy.quantile`'s methods.
     """
 
+
     def __init__(self, columns: Sequence[str], quantiles: Sequence[float], *, method: str = "linear",
                  approx: bool = False, k: int = 400) -> None:
         self.columns, self.quantiles, self.method, self.approx, self.k = (
             tuple(columns), tuple(float(q) for q in quantiles), method, approx, k)
         if method not in QUANTILE_METHODS:
             raise ValueError(f"unknown quantile method {method!r}; choose one of {', '.join(QUANTILE_METHODS)}")
+
+    @property
+    def mergeable_state(self) -> bool:  # type: ignore[override]
+        """The sketch merges; an exact selection needs the old data again."""
+        return self.approx
+
+    def dump(self, acc: list[KllSketch]) -> list[bytes]:
+        """The serialized KLL sketches (Apache DataSketches' portable format)."""
+        return [sk.sketch.serialize() for sk in acc]
+
+    def load(self, plain: list[bytes]) -> list[KllSketch]:
+        out = self.create()
+        for sk, b in zip(out, plain):
+            sk.__setstate__(bytes(b))
+        return out
 
     def reads(self) -> tuple[str, ...]:
         return self._reads()

@@ -24,6 +24,7 @@ Examples
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import pickle
 from collections.abc import Callable, Iterator, Sequence
@@ -41,9 +42,24 @@ from beamlearn.steps import register_step, registered_steps
 from beamlearn.steps.base import Step
 from beamlearn.steps.expr import register_function, registered_functions
 
-__all__ = ["FitState", "Registry", "add_batch", "pass_bound", "conformed", "create_accumulators", "data_fingerprint",
-           "extract_states", "find_bad_rows", "finish", "first_pass", "guard", "merge_accumulators", "next_pass",
-           "required_columns"]
+__all__ = [
+    "FitState",
+    "Registry",
+    "add_batch",
+    "conformed",
+    "create_accumulators",
+    "data_fingerprint",
+    "extract_states",
+    "find_bad_rows",
+    "finish",
+    "first_pass",
+    "guard",
+    "merge_accumulators",
+    "next_pass",
+    "pass_bound",
+    "plan_accumulators",
+    "required_columns",
+]
 
 FitState = tuple[FitPlan, "Pass | None"]
 
@@ -147,7 +163,9 @@ def merge_accumulators(analyzers: Sequence[Any], parts: Sequence[list[Any]]) -> 
 
 def extract_states(pass_: Pass, parts: Sequence[list[Any]]) -> list[Any]:
     """The pass's fitted states from its accumulator lists (one per worker or bundle), merged in order."""
-    return [a.extract(acc) for a, acc in zip(pass_.analyzers, merge_accumulators(pass_.analyzers, parts))]
+    merged = merge_accumulators(pass_.analyzers, parts)
+    pass_.merged = merged  # kept by the plan for FittedPipeline.update (engine-neutral)
+    return [a.extract(acc) for a, acc in zip(pass_.analyzers, merged)]
 
 
 # ---------------------------------------------------------------------------------------------- the plan
@@ -204,7 +222,25 @@ def finish(state: FitState, *, engine: str, name: str | None = None, lineage: di
     info.update({"rows": int(plan.profile["count"]["rows"]) if rows is None else rows,
                  "dead_letters": int(dead_letters), "passes": plan.passes, "profile": plan.profile,
                  "engine": engine, "seeds": step_seeds(plan.steps)})
-    return FittedPipeline(plan.steps, plan.states, plan.input_schema, name=name, lineage=info)
+    info.setdefault("fitted_at", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    return FittedPipeline(plan.steps, plan.states, plan.input_schema, name=name, lineage=info,
+                          accumulators=plan_accumulators(plan))
+
+
+def plan_accumulators(plan: FitPlan) -> list[dict[str, Any] | None]:
+    """Per step, ``{"exact": bool, "accumulators": {analyzer name: plain accumulator}}`` when every statistic of
+    its state came from a mergeable final accumulator or is derived from fitted states
+    (:meth:`~beamlearn.steps.Step.derive`), so :meth:`FittedPipeline.update` can merge new data into it; else
+    None.  ``exact``: every accumulator was read in the first pass (on raw columns, no fitted step on the way).
+    Stateless steps get ``{"exact": True, "accumulators": {}}``."""
+    out: list[dict[str, Any] | None] = []
+    for i, st in enumerate(plan.states):
+        got = plan.accumulators.get(i, {})
+        names = {n for n in st or {} if (i, n) not in plan.derived}
+        out.append({"exact": all(e for _, _, e in got.values()),
+                    "accumulators": {n: a.dump(acc) for n, (a, acc, _) in got.items()}}
+                   if set(got) == names and not any(j == i for j, _ in plan.chained) else None)
+    return out
 
 
 def data_fingerprint(data: Any) -> dict[str, Any]:

@@ -93,6 +93,7 @@ class _Fit(Analyzer):
         return f"SklearnModel({self.spec['class']}).{'partial_fit' if self.sequential else 'fit'}"
 
     sequential = False
+    mergeable_state = False  # the accumulator is the rows themselves: an update would need the old ones
 
     def create(self) -> dict[str, Any]:
         return {"chunks": [], "skipped": 0, "dropped": 0}

@@ -71,6 +71,20 @@ class _BinEdges(Analyzer):
     def merge(self, accs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return {name: a.merge([acc[name] for acc in accs]) for name, a in self.parts.items()}
 
+    @property
+    def mergeable_state(self) -> bool:  # type: ignore[override]
+        return all(a.mergeable_state for a in self.parts.values())
+
+    def dump(self, acc: dict[str, Any]) -> dict[str, Any]:
+        return {name: a.dump(acc[name]) for name, a in self.parts.items()}
+
+    def load(self, plain: dict[str, Any]) -> dict[str, Any]:
+        return {name: a.load(plain[name]) for name, a in self.parts.items()}
+
+    def decay(self, acc: dict[str, Any], factor: float) -> dict[str, Any] | None:
+        out = {name: a.decay(acc[name], factor) for name, a in self.parts.items()}
+        return None if any(v is None for v in out.values()) else out
+
     def extract(self, acc: dict[str, Any]) -> dict[str, Any]:
         states = {name: a.extract(acc[name]) for name, a in self.parts.items()}
         if any(a.then(states[name]) is not None for name, a in self.parts.items()):

@@ -284,6 +284,31 @@ def serve_cmd(
           max_body=max_body, timeout_s=timeout)
 
 
+package_app = typer.Typer(name="package", no_args_is_help=True, help="Package a fitted model for deployment.")
+app.add_typer(package_app)
+
+
+@package_app.command("lambda")
+@user_errors
+def package_lambda_cmd(
+        model: Annotated[str, typer.Argument(help="A fitted model.", show_default=False, metavar="MODEL")],
+        out: Annotated[str, typer.Option("--out", "-o", metavar="DIR",
+                                         help="Folder for bundle.zip and template.yaml.")],
+        name: Annotated[str | None, typer.Option("--name", help="The model's name in /v2/models/NAME.")] = None,
+        memory: Annotated[int, typer.Option("--memory", min=128, max=10240, help="Lambda memory, MB.")] = 1024,
+        timeout: Annotated[int, typer.Option("--timeout", min=1, max=900, help="Lambda timeout, seconds.")] = 30,
+        quiet: QuietOpt = False,
+) -> None:
+    """Write an AWS Lambda bundle (DIR/bundle.zip: the artifact and only what serving it imports) and an AWS SAM
+    template (DIR/template.yaml: the function, an HTTP API and a Function URL).  Deploy with `sam deploy`."""
+    from beamlearn.serving.package import LAMBDA_LIMIT, package_lambda
+
+    r = package_lambda(model, out, name=name, memory_mb=memory, timeout_s=timeout)
+    say(quiet, f"package lambda: {r['bundle']} ({r['zipped'] / 2**20:.1f} MiB zipped, {r['unzipped'] / 2**20:.1f} "
+         f"MiB unzipped of Lambda's {LAMBDA_LIMIT / 2**20:.0f}; {r['runtime']} {r['architecture']}), "
+         f"{r['template']}\n  includes: beamlearn, {', '.join(r['distributions'])}")
+
+
 @app.command("evaluate")
 @user_errors
 def evaluate_cmd(

@@ -131,12 +131,17 @@ def test_new_data_must_match_the_input_schema():
         fitted.update(pa.table({"x": [1.0], "y": [2.0]}))
 
 
-def test_cli_update_round_trip(tmp_path, capsys, monkeypatch):
+def fit_cli(tmp_path, monkeypatch, a: str, b: str) -> None:
+    """In ``tmp_path``: a StandardScaler spec fitted by the CLI on ``a.csv`` into ``m.blp``; ``b.csv`` beside."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "spec.yaml").write_text("steps:\n  - step: StandardScaler\n    columns: [x]\n")
-    (tmp_path / "a.csv").write_text("x,y\n1.0,2\n2.0,3\n")
-    (tmp_path / "b.csv").write_text("x,y\n4.0,1\noops,2\n")
+    (tmp_path / "a.csv").write_text(a)
+    (tmp_path / "b.csv").write_text(b)
     assert main(["fit", "spec.yaml", "--data", "a.csv", "--out", "m.blp", "-q"]) == 0
+
+
+def test_cli_update_round_trip(tmp_path, capsys, monkeypatch):
+    fit_cli(tmp_path, monkeypatch, "x,y\n1.0,2\n2.0,3\n", "x,y\n4.0,1\noops,2\n")
     assert main(["update", "m.blp", "--data", "b.csv", "--out", "m2.blp", "--errors", "dead.jsonl"]) == 0
     assert "1 rows added (3 in all), 1 dead letters" in capsys.readouterr().out
     np.testing.assert_allclose(bl.load("m2.blp").states[0]["moments"]["mean"], [7.0 / 3], rtol=1e-12)
@@ -211,11 +216,7 @@ def test_half_life_on_a_sketch_says_it_cannot_decay():
 
 
 def test_cli_update_half_life(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "spec.yaml").write_text("steps:\n  - step: StandardScaler\n    columns: [x]\n")
-    (tmp_path / "a.csv").write_text("x\n1.0\n3.0\n")
-    (tmp_path / "b.csv").write_text("x\n6.0\n6.0\n")
-    assert main(["fit", "spec.yaml", "--data", "a.csv", "--out", "m.blp", "-q"]) == 0
+    fit_cli(tmp_path, monkeypatch, "x\n1.0\n3.0\n", "x\n6.0\n6.0\n")
     assert main(["update", "m.blp", "--data", "b.csv", "--out", "m2.blp", "--half-life", "2", "-q"]) == 0
     np.testing.assert_allclose(bl.load("m2.blp").states[0]["moments"]["mean"], [(0.5 * 4 + 12) / 3], rtol=1e-12)
     assert main(["update", "m.blp", "--data", "b.csv", "--out", "m3.blp", "--half-life", "soon"]) == 2

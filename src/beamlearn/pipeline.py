@@ -302,8 +302,7 @@ class FitPlan:
         merged = pass_.merged if pass_.merged is not None else [None] * len(states)
         for a, state, owners, acc in zip(pass_.analyzers, states, pass_.owners, merged):
             nxt = a.then(state)
-            keep = (pass_.merged is not None and nxt is None and a.mergeable_state
-                    and not getattr(a, "sequential", False))
+            keep = pass_.merged is not None and nxt is None and a.mergeable_state
             for i, name in owners:
                 if keep:  # exact when read in the first pass (no fitted step on the way)
                     self.accumulators.setdefault(i, {})[name] = (a, acc, self.passes == 1)
@@ -311,7 +310,6 @@ class FitPlan:
                     self.derived.add((i, name))
                 if nxt is not None:  # a multi-pass statistic (exact quantiles, iterations): its last pass alone
                     self.chained.add((i, name))  # does not merge
-                if nxt is not None:
                     self.pending[i][name] = nxt
                 else:
                     self.partial.setdefault(i, {})[name] = state

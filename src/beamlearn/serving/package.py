@@ -100,7 +100,8 @@ def package_lambda(model: str, out: str, *, name: str | None = None, memory_mb: 
                              f"environment's compiled wheels); this is {sys.platform} {platform.machine()}")
     modules, mapped = probe_modules(model, name,
                                     sklearn=any(type(s).__name__ == "SklearnModel" for s in fitted.steps))
-    files = list(bundle_files(modules, mapped))
+    dists = sorted(_distributions(modules))
+    files = list(bundle_files(dists, mapped))
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     unzipped = sum(src.stat().st_size for src, _ in files) + os.path.getsize(model)
@@ -115,7 +116,6 @@ def package_lambda(model: str, out: str, *, name: str | None = None, memory_mb: 
     os.replace(tmp, target / "bundle.zip")
     (target / "template.yaml").write_text(sam_template(name, runtime=runtime, arch=arch, memory_mb=memory_mb,
                                                        timeout_s=timeout_s))
-    dists = sorted({d for d in _distributions(modules)})
     return {"bundle": str(target / "bundle.zip"), "template": str(target / "template.yaml"),
             "zipped": os.path.getsize(target / "bundle.zip"), "unzipped": unzipped, "files": len(files) + 1,
             "distributions": dists, "runtime": runtime, "architecture": arch, "name": name}
@@ -144,8 +144,8 @@ def _distributions(modules: Iterable[str]) -> set[str]:
     return {d for m in modules for d in owners.get(m, []) if d.lower() != "beamlearn"}
 
 
-def bundle_files(modules: Iterable[str], mapped: set[str] | None = None) -> Iterable[tuple[Path, str]]:
-    """(source file, path in the zip) for the beamlearn package and each distribution ``modules`` come from;
+def bundle_files(dists: Iterable[str], mapped: set[str] | None = None) -> Iterable[tuple[Path, str]]:
+    """(source file, path in the zip) for the beamlearn package and each distribution in ``dists``;
     with ``mapped`` (the shared libraries the probe loaded), a bundled native library (``lib*.so*``) it did not
     load is left out (pyarrow's Flight, Parquet, Substrait and dataset libraries, copies of a library under its
     other names): the modules that need them (``pyarrow.flight``...) are not importable from the bundle."""
@@ -156,7 +156,7 @@ def bundle_files(modules: Iterable[str], mapped: set[str] | None = None) -> Iter
         rel = f.relative_to(root.parent)
         if f.is_file() and "__pycache__" not in rel.parts and f.suffix != ".pyc":
             yield f, rel.as_posix()
-    for dist_name in sorted(_distributions(modules)):
+    for dist_name in dists:
         dist = metadata.distribution(dist_name)
         for entry in dist.files or ():
             rel = Path(str(entry))

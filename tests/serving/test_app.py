@@ -19,6 +19,7 @@ import beamlearn as bl
 from beamlearn.deadletters import json_safe
 from beamlearn.serving import create_app
 from beamlearn.serving.app import ARROW_STREAM
+from beamlearn.serving.batcher import PROBE_EVERY, VECTOR_MIN, MicroBatcher
 
 SCHEMA = pa.schema([("x", pa.float64()), ("n", pa.int64()), ("c", pa.string())])
 
@@ -149,6 +150,34 @@ def test_micro_batching_coalesces_concurrent_requests_and_equals_unbatched(fitte
     sizes = [line for line in text.splitlines() if line.startswith("beamlearn_batch_rows_count")]
     batches = float(sizes[0].split()[-1])
     assert batches < len(recs)  # coalesced
+
+
+def test_batcher_takes_the_cheaper_way_and_measures_the_other_now_and_then(fitted):
+    b = MicroBatcher(lambda: fitted, max_batch=64)
+    assert b._vectorize() is True  # nothing measured: the vectorized way first
+    b._measured("vector", 64e-3, 64)
+    assert b._vectorize() is False  # then record by record
+    b._measured("one", 64e-4, 64)  # record by record is 10x cheaper
+    ways = [b._vectorize() for _ in range(3 * PROBE_EVERY)]
+    assert sum(ways) == 3  # re-measured once every PROBE_EVERY batches
+    b._measured("vector", 64e-6, 64)  # the vectorized way became cheaper (another model, another load)
+    for _ in range(12):
+        b._measured("vector", 64e-6, 64)
+    assert b.cost["vector"] < b.cost["one"] and b._vectorize() is True
+
+
+def test_batcher_measures_both_ways_on_real_batches_and_results_do_not_depend_on_the_way(fitted):
+    b = MicroBatcher(lambda: fitted, max_batch=VECTOR_MIN, max_wait_ms=50)
+    recs = _data(5, 6 * VECTOR_MIN).to_pylist()
+
+    async def go():
+        out = []
+        for i in range(0, len(recs), VECTOR_MIN):  # one full batch at a time
+            out += await asyncio.gather(*[b.submit(dict(r)) for r in recs[i:i + VECTOR_MIN]])
+        return out
+
+    assert asyncio.run(go()) == [fitted.transform_one(r) for r in recs]
+    assert b.cost["vector"] is not None and b.cost["one"] is not None
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -9,6 +9,7 @@ bisected to find the guilty rows.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections import deque
@@ -146,18 +147,29 @@ class LocalEngine:
 
 
 def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, ahead: int = 2) -> Iterator[Any]:
-    """``map(fn, items)`` on ``workers`` threads, in order, holding at most ``workers + ahead`` items at once."""
+    """``map(fn, items)`` on ``workers`` threads, in order, holding at most ``workers + ahead`` items at once (a
+    single item runs on the calling thread: no pool for one batch)."""
     if workers <= 1:
         yield from map(fn, items)
         return
+    items = iter(items)
+    first = next(items, _NONE)
+    if first is _NONE:
+        return
+    second = next(items, _NONE)
+    if second is _NONE:
+        yield fn(first)
+        return
     with ThreadPoolExecutor(workers) as pool:
         pending: deque = deque()
-        for item in items:
+        for item in itertools.chain((first, second), items):
             pending.append(pool.submit(fn, item))
             if len(pending) >= workers + ahead:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
 
+
+_NONE = object()
 
 provide("engine", LocalEngine)  # what Pipeline.fit and FittedPipeline.transform run

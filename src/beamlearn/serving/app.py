@@ -44,7 +44,7 @@ from beamlearn.deadletters import json_safe
 from beamlearn.errors import ArtifactError, BeamlearnError, DataError
 from beamlearn.pipeline import FittedPipeline
 from beamlearn.serving import oip
-from beamlearn.serving.batcher import MicroBatcher
+from beamlearn.serving.batcher import VECTOR_MIN, MicroBatcher, rows_of
 from beamlearn.serving.openapi import openapi
 
 __all__ = ["ARROW_STREAM", "Served", "create_app"]
@@ -81,6 +81,24 @@ class _Metrics:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _json(content: Any) -> Response:
+    """A JSON response of ``content``; NaN and infinities become null (:func:`json_safe`) only when present, so
+    the common case is one ``json.dumps``."""
+    try:
+        body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (ValueError, TypeError):
+        body = json.dumps(json_safe(content), ensure_ascii=False, separators=(",", ":"))
+    return Response(body.encode("utf-8"), media_type="application/json")
+
+
+if hasattr(asyncio, "timeout"):  # Python 3.11+: a deadline on the running task, no new task per request
+    async def _within(awaitable: Any, seconds: float) -> Any:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+else:  # pragma: no cover - Python 3.10
+    _within = asyncio.wait_for
 
 
 def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batch: int = 64,
@@ -129,11 +147,14 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
             raise _BadRequest(f"the body is not valid JSON ({exc})") from None
 
     def timed(route: str):
+        latency = metrics.latency.labels(route)
+        counters: dict[int, Any] = {}
+
         def wrap(fn):
             async def handler(request: Request) -> Response:
                 t0 = time.perf_counter()
                 try:
-                    resp = await asyncio.wait_for(fn(request), timeout_s)
+                    resp = await _within(fn(request), timeout_s)
                 except _TooLarge:
                     resp = _error(413, f"the body is larger than {max_body} bytes")
                 except _BadRequest as exc:
@@ -142,12 +163,15 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
                 except DataError as exc:
                     metrics.errors.inc()
                     resp = _error(422, str(exc))
-                except TimeoutError:
+                except (TimeoutError, asyncio.TimeoutError):
                     resp = _error(503, f"the request took longer than {timeout_s:g} s")
                 except BeamlearnError as exc:
                     resp = _error(422, str(exc))
-                metrics.requests.labels(route, str(resp.status_code)).inc()
-                metrics.latency.labels(route).observe(time.perf_counter() - t0)
+                counter = counters.get(resp.status_code)
+                if counter is None:
+                    counter = counters[resp.status_code] = metrics.requests.labels(route, str(resp.status_code))
+                counter.inc()
+                latency.observe(time.perf_counter() - t0)
                 return resp
             return handler
         return wrap
@@ -183,10 +207,18 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
         s = check_name(request)
         body = await json_of(request)
         table = oip.request_table(body, s.fitted.input_schema)
+        rid = body.get("id") if isinstance(body.get("id"), str) else None
+        if table.num_rows < VECTOR_MIN:  # a few rows: through the micro-batcher (or transform_one), as /v1 records
+            records = rows_of(table)
+            if batcher is not None:
+                rows = await asyncio.gather(*[batcher.submit(r) for r in records])
+            else:
+                rows = [s.fitted.transform_one(r) for r in records]
+            metrics.rows.inc(len(rows))
+            return _json(oip.response_rows(s.name, s.version, s.fitted.output_schema, rows, rid))
         out = await asyncio.get_running_loop().run_in_executor(None, s.fitted.transform, table)
         metrics.rows.inc(out.num_rows)
-        rid = body.get("id") if isinstance(body.get("id"), str) else None
-        return JSONResponse(json_safe(oip.response(s.name, s.version, out, rid)))
+        return _json(oip.response(s.name, s.version, out, rid))
 
     @timed("transform")
     async def transform(request: Request) -> Response:
@@ -207,7 +239,7 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
         if isinstance(body, Mapping):
             row = await batcher.submit(dict(body)) if batcher is not None else s.fitted.transform_one(dict(body))
             metrics.rows.inc()
-            return JSONResponse(json_safe(row))
+            return _json(row)
         if isinstance(body, list):
             if not all(isinstance(r, Mapping) for r in body):
                 raise _BadRequest("a list body must hold records (JSON objects)")
@@ -216,7 +248,7 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
             fitted = s.fitted
             rows = await asyncio.get_running_loop().run_in_executor(None, _transform_rows, fitted, body)
             metrics.rows.inc(len(rows))
-            return JSONResponse(json_safe(rows))
+            return _json(rows)
         raise _BadRequest("the body must be a record (a JSON object) or a list of records")
 
     async def schema(request: Request) -> Response:
@@ -274,12 +306,11 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
                 pass
         yield
 
-    routes = [
+    routes = [  # the request routes first: Starlette tries them in order
+        Route("/v1/transform", transform, methods=["POST"]), Route("/v2/models/{name}/infer", infer, methods=["POST"]),
         Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_meta),
         Route("/v2/models/{name}", model_meta), Route("/v2/models/{name}/ready", model_ready),
-        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
-        Route("/v2/repository/models/{name}/load", load, methods=["POST"]),
-        Route("/v1/transform", transform, methods=["POST"]), Route("/v1/schema", schema),
+        Route("/v2/repository/models/{name}/load", load, methods=["POST"]), Route("/v1/schema", schema),
         Route("/openapi.json", openapi_json), Route("/metrics", prometheus),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
@@ -296,7 +327,7 @@ def _transform_rows(fitted: FittedPipeline, records: list) -> list[dict[str, Any
 
     batches = list(to_batches([dict(r) for r in records], batch_size=max(len(records), 1),
                               schema=fitted.input_schema, source="<request>"))
-    return fitted.transform(batches).to_pylist()
+    return rows_of(fitted.transform(batches))
 
 
 def _reload_quietly(reload_from: Any) -> None:

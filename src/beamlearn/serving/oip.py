@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from beamlearn.errors import DataError
 
-__all__ = ["DATATYPES", "datatype", "metadata", "request_table", "response"]
+__all__ = ["DATATYPES", "datatype", "metadata", "request_table", "response", "response_rows"]
 
 DATATYPES = {
     "BOOL": pa.bool_(), "INT8": pa.int8(), "INT16": pa.int16(), "INT32": pa.int32(), "INT64": pa.int64(),
@@ -103,6 +103,18 @@ def response(name: str, version: str | None, table: pa.Table, request_id: str | 
     out = {"model_name": name, "model_version": version,
            "outputs": [{"name": f.name, "datatype": datatype(f.type), "shape": [table.num_rows],
                         "data": table.column(f.name).to_pylist()} for f in table.schema]}
+    if request_id is not None:
+        out["id"] = request_id
+    return out
+
+
+def response_rows(name: str, version: str | None, schema: pa.Schema, rows: list[dict[str, Any]],
+                  request_id: str | None = None) -> dict[str, Any]:
+    """The inference response of output ``rows`` (what ``transform_one`` gives) typed by ``schema``: the same
+    response :func:`response` gives for the table of those rows."""
+    out = {"model_name": name, "model_version": version,
+           "outputs": [{"name": f.name, "datatype": datatype(f.type), "shape": [len(rows)],
+                        "data": [r.get(f.name) for r in rows]} for f in schema]}
     if request_id is not None:
         out["id"] = request_id
     return out

@@ -68,6 +68,17 @@ def test_json_routes_equal_transform_one_and_transform(client, fitted):
     assert got == fitted.transform(pa.Table.from_pylist(recs, schema=SCHEMA)).to_pylist()
 
 
+def test_nan_literals_in_and_null_out(client, fitted):
+    # Python clients send NaN as a bare literal (not strict JSON): accepted, read as NaN
+    r = client.post("/v1/transform", content=b'{"x": NaN, "n": 3, "c": "a"}', headers={"content-type": "application/json"})
+    assert r.status_code == 200
+    assert r.json() == json_safe(fitted.transform_one({"x": float("nan"), "n": 3, "c": "a"}))
+    # a non-finite output is written as null, whichever serializer wrote it
+    from beamlearn.serving.app import _json
+    assert json.loads(_json({"a": float("inf"), "b": [1.5, float("nan")]}).body) == {"a": None, "b": [1.5, None]}
+    assert json.loads(_json({"big": 2 ** 70, "f": float("nan")}).body) == {"big": 2 ** 70, "f": None}
+
+
 def test_oip_infer_in_mlservers_json_shape(client, fitted):
     recs = _data(2, 5).to_pylist()
     body = {"id": "req-1", "inputs": [
@@ -80,6 +91,22 @@ def test_oip_infer_in_mlservers_json_shape(client, fitted):
     assert [o["name"] for o in out["outputs"]] == want.schema.names
     for o in out["outputs"]:
         assert o["shape"] == [5] and o["data"] == want.column(o["name"]).to_pylist()
+
+
+@pytest.mark.parametrize("n", [3, VECTOR_MIN + 5])  # the record path (few rows) and the Arrow path (many)
+def test_oip_infer_is_the_same_on_the_record_and_arrow_paths(client, fitted, n):
+    recs = _data(4, n).to_pylist()
+    body = {"parameters": {"content_type": "pd"}, "inputs": [
+        {"name": "x", "shape": [n], "datatype": "FP64", "data": [r["x"] for r in recs]},
+        {"name": "n", "shape": [n, 1], "datatype": "INT64", "data": [[r["n"]] for r in recs]},
+        {"name": "c", "shape": [n], "datatype": "BYTES", "data": [r["c"] for r in recs],
+         "parameters": {"content_type": "str"}},
+        {"name": "w", "shape": [n], "datatype": "FP32", "data": list(range(n))}]}  # unknown: typed as sent
+    out = client.post("/v2/models/demo/infer", json=body).json()
+    want = fitted.transform(pa.Table.from_pylist(recs, schema=SCHEMA).append_column(
+        "w", pa.array(range(n), pa.float32())))
+    assert {o["name"]: o["data"] for o in out["outputs"]} == want.to_pydict()
+    assert {o["name"]: o["datatype"] for o in out["outputs"]}["w"] == "FP32"
 
 
 def test_arrow_ipc_body(client, fitted):

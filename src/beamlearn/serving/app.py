@@ -31,6 +31,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -47,7 +48,7 @@ from beamlearn.serving import oip
 from beamlearn.serving.batcher import VECTOR_MIN, MicroBatcher, rows_of
 from beamlearn.serving.openapi import openapi
 
-__all__ = ["ARROW_STREAM", "Served", "create_app"]
+__all__ = ["ARROW_STREAM", "Served", "create_app", "parse_json"]
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
@@ -84,13 +85,28 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def _json(content: Any) -> Response:
-    """A JSON response of ``content``; NaN and infinities become null (:func:`json_safe`) only when present, so
-    the common case is one ``json.dumps``."""
+    """A JSON response of ``content``, NaN and infinities as null.  orjson writes the common case (about 10x
+    faster than ``json.dumps``; it writes non-finite floats as null itself); what it cannot take (an integer over
+    64 bits, a numpy scalar) goes through :func:`json_safe` and ``json.dumps``."""
     try:
-        body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (ValueError, TypeError):
-        body = json.dumps(json_safe(content), ensure_ascii=False, separators=(",", ":"))
-    return Response(body.encode("utf-8"), media_type="application/json")
+        body = orjson.dumps(content)
+    except TypeError:
+        body = json.dumps(json_safe(content), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return Response(body, media_type="application/json")
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON value of a request body: orjson for the common case, ``json.loads`` for what only it accepts
+    (``NaN`` and ``Infinity`` literals, as Python clients send them) and for its error message; a 400 when
+    neither can read it."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _BadRequest(f"the body is not valid JSON ({exc})") from None
 
 
 if hasattr(asyncio, "timeout"):  # Python 3.11+: a deadline on the running task, no new task per request
@@ -140,11 +156,7 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
         return b"".join(chunks)
 
     async def json_of(request: Request) -> Any:
-        raw = await body_of(request)
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _BadRequest(f"the body is not valid JSON ({exc})") from None
+        return parse_json(await body_of(request))
 
     def timed(route: str):
         latency = metrics.latency.labels(route)
@@ -206,16 +218,18 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
     async def infer(request: Request) -> Response:
         s = check_name(request)
         body = await json_of(request)
-        table = oip.request_table(body, s.fitted.input_schema)
+        columns = oip.request_columns(body)
         rid = body.get("id") if isinstance(body.get("id"), str) else None
-        if table.num_rows < VECTOR_MIN:  # a few rows: through the micro-batcher (or transform_one), as /v1 records
-            records = rows_of(table)
+        if len(next(iter(columns.values()))) < VECTOR_MIN:  # a few rows: as /v1 records, no Arrow round trip
+            types = oip.request_types(body, s.fitted.input_schema)
+            records = oip.request_records(columns, types, s.fitted.input_schema)
             if batcher is not None:
                 rows = await asyncio.gather(*[batcher.submit(r) for r in records])
             else:
                 rows = [s.fitted.transform_one(r) for r in records]
             metrics.rows.inc(len(rows))
-            return _json(oip.response_rows(s.name, s.version, s.fitted.output_schema, rows, rid))
+            return _json(oip.response_rows(s.name, s.version, s.fitted.output_schema, rows, rid, types))
+        table = oip.request_table(body, s.fitted.input_schema)
         out = await asyncio.get_running_loop().run_in_executor(None, s.fitted.transform, table)
         metrics.rows.inc(out.num_rows)
         return _json(oip.response(s.name, s.version, out, rid))
@@ -288,10 +302,7 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
         raw = await body_of(request)
         path = None
         if raw.strip():
-            try:
-                body = json.loads(raw)
-            except ValueError as exc:
-                raise _BadRequest(f"the body is not valid JSON ({exc})") from None
+            body = parse_json(raw)
             params = body.get("parameters") if isinstance(body, Mapping) else None
             path = params.get("path") if isinstance(params, Mapping) else None
         new = await asyncio.get_running_loop().run_in_executor(None, reload_from, path)

@@ -23,7 +23,8 @@ import pyarrow as pa
 
 from beamlearn.errors import DataError
 
-__all__ = ["DATATYPES", "datatype", "metadata", "request_table", "response", "response_rows"]
+__all__ = ["DATATYPES", "datatype", "metadata", "request_columns", "request_records", "request_table",
+           "request_types", "response", "response_rows"]
 
 DATATYPES = {
     "BOOL": pa.bool_(), "INT8": pa.int8(), "INT16": pa.int16(), "INT32": pa.int32(), "INT64": pa.int64(),
@@ -58,13 +59,13 @@ def _flat(data: Any) -> list:
     return data
 
 
-def request_table(body: Mapping[str, Any], input_schema: pa.Schema) -> pa.Table:
-    """The columns of an inference request as a Table typed as ``input_schema`` where it knows the column
-    (other columns pass through as sent); a malformed request raises :class:`DataError` naming the input."""
+def request_columns(body: Mapping[str, Any]) -> dict[str, list]:
+    """The columns of an inference request, by name, as the JSON sent them (each a flat list, all of one length);
+    a malformed request raises :class:`DataError` naming the input."""
     inputs = body.get("inputs") if isinstance(body, Mapping) else None
     if not isinstance(inputs, list) or not inputs:
         raise DataError("the request needs a non-empty 'inputs' list")
-    columns: dict[str, pa.Array] = {}
+    columns: dict[str, list] = {}
     rows = None
     for i, inp in enumerate(inputs):
         if not isinstance(inp, Mapping) or not isinstance(inp.get("name"), str):
@@ -90,12 +91,39 @@ def request_table(body: Mapping[str, Any], input_schema: pa.Schema) -> pa.Table:
         if rows is not None and n != rows:
             raise DataError(f"{where} has {n} rows, the inputs before it {rows}")
         rows = n
-        typ = input_schema.field(name).type if name in input_schema.names else DATATYPES[inp["datatype"]]
-        try:
-            columns[name] = pa.array(data, type=typ)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-            raise DataError(f"{where}: its values do not fit {typ} ({exc})") from None
-    return pa.table(columns)
+        columns[name] = data
+    return columns
+
+
+def _typed(name: str, data: list, typ: pa.DataType) -> pa.Array:
+    try:
+        return pa.array(data, type=typ)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        raise DataError(f"input {name!r}: its values do not fit {typ} ({exc})") from None
+
+
+def request_types(body: Mapping[str, Any], input_schema: pa.Schema) -> dict[str, pa.DataType]:
+    """Each input's type: the fitted schema's for the columns it knows, the request's ``datatype`` for others."""
+    return {inp["name"]: input_schema.field(inp["name"]).type if inp["name"] in input_schema.names
+            else DATATYPES[inp["datatype"]] for inp in body["inputs"]}
+
+
+def request_records(columns: Mapping[str, list], types: Mapping[str, pa.DataType],
+                    input_schema: pa.Schema) -> list[dict[str, Any]]:
+    """The rows of :func:`request_columns`' ``columns`` as records for ``transform_one``, which types and checks
+    the fitted schema's columns itself; the other columns are typed by their ``datatype`` here, as
+    :func:`request_table` types them, so both give the same rows (``types``: :func:`request_types`)."""
+    columns = {name: data if name in input_schema.names else _typed(name, data, types[name]).to_pylist()
+               for name, data in columns.items()}
+    names = list(columns)
+    return [dict(zip(names, values)) for values in zip(*columns.values())]
+
+
+def request_table(body: Mapping[str, Any], input_schema: pa.Schema) -> pa.Table:
+    """The columns of an inference request as a Table typed as ``input_schema`` where it knows the column
+    (other columns as their ``datatype`` says); a malformed request raises :class:`DataError` naming the input."""
+    types = request_types(body, input_schema)
+    return pa.table({name: _typed(name, data, types[name]) for name, data in request_columns(body).items()})
 
 
 def response(name: str, version: str | None, table: pa.Table, request_id: str | None = None) -> dict[str, Any]:
@@ -109,12 +137,15 @@ def response(name: str, version: str | None, table: pa.Table, request_id: str | 
 
 
 def response_rows(name: str, version: str | None, schema: pa.Schema, rows: list[dict[str, Any]],
-                  request_id: str | None = None) -> dict[str, Any]:
-    """The inference response of output ``rows`` (what ``transform_one`` gives) typed by ``schema``: the same
-    response :func:`response` gives for the table of those rows."""
+                  request_id: str | None = None, extra: Mapping[str, pa.DataType] | None = None) -> dict[str, Any]:
+    """The inference response of output ``rows`` (what ``transform_one`` gives), typed by ``schema`` and, for
+    the columns a request added that pass through (``extra``), by their request type: the response
+    :func:`response` gives for the table of those rows."""
+    types = {**(extra or {}), **{f.name: f.type for f in schema}}
+    names = list(rows[0]) if rows else schema.names
     out = {"model_name": name, "model_version": version,
-           "outputs": [{"name": f.name, "datatype": datatype(f.type), "shape": [len(rows)],
-                        "data": [r.get(f.name) for r in rows]} for f in schema]}
+           "outputs": [{"name": n, "datatype": datatype(types[n]), "shape": [len(rows)],
+                        "data": [r.get(n) for r in rows]} for n in names]}
     if request_id is not None:
         out["id"] = request_id
     return out

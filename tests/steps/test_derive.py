@@ -66,3 +66,7 @@ def test_errors() -> None:
         bl.Pipeline([bl.Derive("a", output="z", func="hhmm_hour", dtype="int8")]).fit(t)
     with pytest.raises(SpecError, match="nope"):
         bl.Pipeline([bl.Derive("a", output="z", func="nope")]).fit(t)
+    with pytest.raises(SpecError, match="'weekday' cannot take the columns"):  # three parameters, one column
+        bl.Pipeline([bl.Derive("a", output="z", func="weekday")]).fit(t)
+    with pytest.raises(SpecError, match="cannot take"):  # an unknown keyword argument
+        bl.Pipeline([bl.Derive("a", output="z", func="greater_than", kw_args={"threshold": 1})]).fit(t)

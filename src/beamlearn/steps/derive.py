@@ -25,6 +25,7 @@ Examples
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -110,7 +111,14 @@ class Derive(Step):
         return [] if self.training_only else self.input_columns()
 
     def check(self, schema: pa.Schema) -> None:
-        lookup_function(self.func, SpecError)
+        fn = lookup_function(self.func, SpecError)
+        try:  # the columns and kw_args must fit the function's parameters (a wrong count is a spec mistake)
+            inspect.signature(fn).bind(*self.input_columns(), **dict(self.kw_args or {}))
+        except TypeError as exc:
+            raise SpecError(f"Derive: {self.func!r} cannot take the columns {self.input_columns()} and kw_args "
+                            f"{dict(self.kw_args or {})} ({exc})") from None
+        except ValueError:  # no signature to read (a builtin): the call itself will tell
+            pass
         self._check_choice("dtype", tuple(_DTYPES))
         if self.output in schema.names:
             raise SchemaError("Derive: the output column already exists; choose another output name",

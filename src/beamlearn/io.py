@@ -57,7 +57,6 @@ def file_format(path: str) -> str:
     ``"sql"`` for a database URI (:mod:`beamlearn.sqlio`)."""
     if sqlio.is_sql_uri(path):
         return "sql"
-    path = path.split("?", 1)[0] if stores.is_uri(path) else path
     base = path[:-3] if path.endswith(".gz") else path
     ext = os.path.splitext(base)[1].lower()
     if ext not in _FORMATS:
@@ -153,7 +152,7 @@ def local_copy(path: str) -> Iterator[str]:
         return
     tmpdir = tempfile.mkdtemp(prefix="beamlearn-read-")
     try:
-        name = os.path.basename(path.split("?", 1)[0]) or "data"
+        name = os.path.basename(path) or "data"
         yield stores.download(path, os.path.join(tmpdir, uuid.uuid4().hex[:8] + "-" + name))
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -289,7 +288,7 @@ def write_batches(batches: Iterable[pa.RecordBatch], path: str, *, schema: pa.Sc
     remote = stores.is_uri(path)
     directory = tempfile.gettempdir() if remote else os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".beamlearn-", suffix=os.path.basename(path.split("?", 1)[0]),
+    fd, tmp = tempfile.mkstemp(prefix=".beamlearn-", suffix=os.path.basename(path),
                                dir=directory)
     os.close(fd)
     rows = 0

@@ -90,27 +90,34 @@ def _filesystem(scheme: str, netloc: str, endpoint: str | None) -> pafs.FileSyst
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem holding ``uri`` and the path of ``uri`` in it (``bucket/key`` for object stores)."""
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower()
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    fs = _filesystem(scheme, netloc, os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+    scheme, netloc, path = _parts(uri)
+    fs = _filesystem(scheme, netloc.rsplit("@", 1)[-1],
+                     os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
     if scheme == "hdfs":
-        return fs, parts.path or "/"
-    return fs, (netloc + parts.path).rstrip("/") if parts.path.rstrip("/") else netloc
+        return fs, "/" + path
+    return fs, f"{netloc.rsplit('@', 1)[-1]}/{path}".rstrip("/")
+
+
+def _parts(uri: str) -> tuple[str, str, str]:
+    """``(scheme, netloc, path)``: split by hand, since ``?`` and ``#`` are glob and name characters here."""
+    scheme, _, rest = uri.partition("://")
+    netloc, _, path = rest.partition("/")
+    return scheme.lower(), netloc, path
 
 
 def _join(uri: str, path: str) -> str:
     """The URI of ``path`` (as the filesystem lists it) in the store of ``uri``."""
-    parts = urlsplit(uri)
-    if parts.scheme.lower() == "hdfs":
-        return f"{parts.scheme}://{parts.netloc}/{path.lstrip('/')}"
-    return f"{parts.scheme}://{path.lstrip('/')}"
+    scheme, netloc, _ = _parts(uri)
+    if scheme == "hdfs":
+        return f"{scheme}://{netloc}/{path.lstrip('/')}"
+    return f"{scheme}://{path.lstrip('/')}"
 
 
 def failure(uri: str, exc: BaseException, what: str = "cannot read") -> DataError:
     """A :class:`DataError` for a failed store operation on ``uri``: one line, credentials masked."""
     text = str(exc).split("\n")[0]
-    if "NO_SUCH_BUCKET" in text or "bucket does not exist" in text.lower():
+    low = text.lower()
+    if "NO_SUCH_BUCKET" in text or ("bucket" in low and ("not found" in low or "does not exist" in low)):
         reason = "no such bucket"
     elif "Path does not exist" in text or "NO_SUCH_KEY" in text or isinstance(exc, FileNotFoundError):
         reason = "no such object"

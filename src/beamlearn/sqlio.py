@@ -44,6 +44,7 @@ _SCHEMES = ("postgresql://", "postgres://", "sqlite://")
 _OWN = ("table", "query", "partition_column", "partitions", "mode")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 MODES = ("replace", "append", "create")
+BATCH_BYTES = 4 << 20  # the size of the batches PostgreSQL's driver decodes the COPY stream into
 
 
 def is_sql_uri(path: Any) -> bool:
@@ -152,6 +153,8 @@ def read_sql(uri: str, *, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
     conn = _connect(src)
     try:
         cur = conn.cursor()
+        if src.driver == "postgresql":  # the driver's batches (default 16 MB) bound what is held at once
+            cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_BYTES)})
         try:
             cur.execute(src.sql)
             reader = cur.fetch_record_batch()

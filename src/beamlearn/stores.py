@@ -73,10 +73,14 @@ def _filesystem(scheme: str, netloc: str, endpoint: str | None) -> pafs.FileSyst
     if scheme in ("s3", "s3a"):
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         return pafs.S3FileSystem(**_s3_options(), **({"region": region} if region else {}))
+    if scheme == "az" and os.environ.get("AZURE_STORAGE_ACCOUNT_NAME"):  # az://container/path of that account
+        return pafs.AzureFileSystem(account_name=os.environ["AZURE_STORAGE_ACCOUNT_NAME"])
     try:
         return pafs.FileSystem.from_uri(f"{scheme}://{netloc}/")[0]
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
         pass
+    except OSError as exc:  # e.g. HDFS without Java and libhdfs
+        raise DataError(redact(f"cannot open {scheme}://{netloc}: {str(exc).splitlines()[0]}")) from None
     try:
         import fsspec
     except ImportError:
@@ -84,7 +88,7 @@ def _filesystem(scheme: str, netloc: str, endpoint: str | None) -> pafs.FileSyst
                         f"{scheme} package, e.g. s3fs, gcsfs or adlfs)") from None
     try:
         return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem(scheme)))
-    except (ImportError, ValueError) as exc:
+    except (ImportError, ValueError, OSError) as exc:
         raise DataError(f"no filesystem for {scheme}:// ({exc})") from None
 
 
@@ -156,7 +160,7 @@ def expand(uri: str, suffixes: tuple[str, ...]) -> list[str]:
             base = re.split(r"[*?\[]", path, maxsplit=1)[0].rsplit("/", 1)[0]
             listed = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
             found = sorted(f.path for f in listed if f.type == pafs.FileType.File
-                           and fnmatch.fnmatchcase(f.path, path.replace("**/", "*")))
+                           and fnmatch.fnmatchcase(f.path.lstrip("/"), path.replace("**/", "*")))
             if not found:
                 raise DataError(f"no file matches {redact(uri)!r}")
             return [_join(uri, p) for p in found]

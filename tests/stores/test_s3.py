@@ -180,3 +180,14 @@ def test_redact_masks_passwords_and_secret_parameters(monkeypatch):
     assert stores.redact("az://acct/c/x.parquet?sig=abc&sv=1") == "az://acct/c/x.parquet?sig=***&sv=1"
     assert stores.redact("postgresql://u:p%40ss@h/db?table=t") == "postgresql://u:***@h/db?table=t"
     assert stores.redact("postgresql://u@h/db?password=x&table=t") == "postgresql://u@h/db?password=***&table=t"
+
+
+def test_other_schemes_go_through_fsspec_and_unknown_ones_fail_clearly(tmp_path):
+    pytest.importorskip("fsspec")
+    io.write_batches([pa.record_batch({"a": [1, 2, 3]})], "memory://bk/d/x.parquet")
+    io.write_batches([pa.record_batch({"a": [4]})], "memory://bk/d/y.csv")
+    assert io.expand_paths("memory://bk/d/*") == io.expand_paths("memory://bk/d/") == [
+        "memory://bk/d/x.parquet", "memory://bk/d/y.csv"]
+    assert _rows(io.read("memory://bk/d/")).column("a").to_pylist() == [1, 2, 3, 4]
+    with pytest.raises(DataError, match=r"no filesystem for nosuch://"):
+        io.expand_paths("nosuch://host/x.csv")

@@ -95,7 +95,8 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 DataOpt = Annotated[list[str], typer.Option("--data", "-d", metavar="PATH...", help="Input files, globs or directories (CSV, "
-                                            "Parquet, JSON lines); several may follow one --data.")]
+                                            "Parquet, JSON lines; local or s3://, gs://, hdfs://, az://), or a database "
+                                            "(postgresql://...?table=T, sqlite:///F.db?query=...); several may follow one --data.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, metavar="ROWS", help="Rows per batch (default: the "
                                               "spec's batch_size, else 65536).")]
 ErrorsOpt = Annotated[str | None, typer.Option("--errors", metavar="PATH", help="Write rows that cannot be read to this "

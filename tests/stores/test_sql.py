@@ -55,7 +55,6 @@ def db(postgres):
     (not by the code under test)."""
     import psycopg
 
-    os.environ["PGPASSWORD"] = "s3cret-pw-42"
     frame = _frame()
     with psycopg.connect(postgres) as conn:
         conn.execute("CREATE TABLE events (id bigint, x double precision, y double precision, k text)")
@@ -65,8 +64,7 @@ def db(postgres):
                                 row.k])
         conn.execute("CREATE TABLE big AS SELECT g::bigint AS id, random() AS a, random() AS b, (g % 7)::int AS c"
                      " FROM generate_series(1, 2000000) AS g")
-    yield postgres
-    os.environ.pop("PGPASSWORD", None)
+    return postgres
 
 
 def _table(batches) -> pa.Table:

@@ -61,10 +61,9 @@ def postgres_section(uri: str, n: int, repeat: int) -> dict[str, float]:
         conn.execute("VACUUM ANALYZE t")
 
     def copy_floor() -> int:
-        with psycopg.connect(uri) as conn, conn.cursor() as cur:
-            with cur.copy("COPY t TO STDOUT (FORMAT binary)") as copy:
-                for _ in copy:
-                    pass
+        with psycopg.connect(uri) as conn, conn.cursor() as cur, cur.copy("COPY t TO STDOUT (FORMAT binary)") as copy:
+            for _ in copy:
+                pass
         return n
 
     def copy_psql() -> int:  # the same COPY read by libpq's C client into /dev/null

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from beamlearn import sqlio, stores
 from beamlearn.batches import (
     DEFAULT_BATCH_SIZE,
     batch_origin,
@@ -41,8 +42,7 @@ from beamlearn.batches import (
     to_batches,
 )
 from beamlearn.deadletters import DeadLetters, dead_letter_sink, json_safe  # noqa: F401 - re-exported
-from beamlearn import sqlio, stores
-from beamlearn.errors import BeamlearnError, DataError, SchemaError
+from beamlearn.errors import DataError, SchemaError
 from beamlearn.textio import csv_schema, read_csv, read_jsonl
 
 __all__ = ["read", "read_batches", "expand_paths", "write_batches", "DeadLetters", "dead_letter_sink",
@@ -174,9 +174,10 @@ def read_file(path: str, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Sch
     required = list(required)
     fmt = file_format(path)
     keep: list[str] = []
+    shown = stores.redact(path) if "://" in path else path  # provenance and dead letters never hold a password
     if fmt == "sql":  # a table, a query, or one key range of a partitioned read
-        yield from _conformed(sqlio.read_sql(path, batch_size=batch_size), stores.redact(path), schema, dead,
-                              required, [], None, first_row)
+        yield from _conformed(sqlio.read_sql(path, batch_size=batch_size), shown, schema, dead, required, [],
+                              None, first_row)
         return
     if fmt == "parquet":
         pf = _open_parquet(path)
@@ -193,17 +194,17 @@ def read_file(path: str, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Sch
             absent = [c for c in required if c not in types.names]
             if absent:
                 raise SchemaError("required column is missing (present: " + ", ".join(types.names) + ")",
-                                  column=absent[0], source=path)
+                                  column=absent[0], source=shown)
             required = [c for c in required if c in stored]
         rows: Iterator[pa.RecordBatch] = _read_parquet(pf, batch_size, row_groups, stored)
-        yield from _conformed(rows, path, schema, dead, required, keep, columns, first_row)
+        yield from _conformed(rows, shown, schema, dead, required, keep, columns, first_row)
         return
     with local_copy(path) as local:  # text on a store is copied here first (streamed, then read streaming)
         rows = {"csv": read_csv, "jsonl": read_jsonl}[fmt](local, batch_size, schema, dead)
-        for batch in _conformed(rows, path, schema, dead, required, keep, None, first_row, local):
-            rename_source(dead, local, path)
+        for batch in _conformed(rows, shown, schema, dead, required, keep, None, first_row, local):
+            rename_source(dead, local, shown)
             yield batch
-        rename_source(dead, local, path)
+        rename_source(dead, local, shown)
 
 
 def _conformed(rows: Iterable[pa.RecordBatch], path: str, schema: pa.Schema | None, dead: DeadLetters | None,

@@ -25,6 +25,7 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from collections.abc import Iterable, Iterator
@@ -111,7 +112,7 @@ def parse_uri(uri: str) -> SqlSource:
         raise DataError(f"{shown}: mode must be one of {', '.join(MODES)}")
     if parts.scheme.lower() == "sqlite":
         driver = "sqlite"
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path  # sqlite:///rel, sqlite:////abs
+        path = parts.path.removeprefix("/")  # sqlite:///rel, sqlite:////abs
         connect = path or ":memory:"
     else:
         driver = "postgresql"
@@ -128,9 +129,9 @@ def check_uri(uri: str) -> str:
 def _connect(src: SqlSource) -> Any:
     try:
         if src.driver == "sqlite":
-            import adbc_driver_sqlite.dbapi as dbapi
+            from adbc_driver_sqlite import dbapi
         else:
-            import adbc_driver_postgresql.dbapi as dbapi
+            from adbc_driver_postgresql import dbapi
     except ImportError:
         raise DataError(f"reading {src.driver} needs the ADBC driver: pip install 'beamlearn[sql]' "
                         f"(adbc-driver-{src.driver})") from None
@@ -216,7 +217,7 @@ def sql_splits(uri: str) -> list[str]:
     else:
         n = max(1, min(src.partitions, hi - lo + 1))
         edges = [lo + (hi - lo + 1) * i // n for i in range(n)] + [hi + 1]
-        bounds = list(zip(edges[:-1], edges[1:]))
+        bounds = list(itertools.pairwise(edges))
     out = []
     for i, (a, b) in enumerate(bounds):
         where = f"{col} IS NULL" if a is None else f"{col} >= {a} AND {col} < {b}"

@@ -162,7 +162,7 @@ def expand(uri: str, suffixes: tuple[str, ...]) -> list[str]:
             found = sorted(f.path for f in listed if f.type == pafs.FileType.File
                            and fnmatch.fnmatchcase(f.path.lstrip("/"), path.replace("**/", "*")))
             if not found:
-                raise DataError(f"no file matches {redact(uri)!r}")
+                raise DataError(f"no file matches {redact(uri)!r}{_no_bucket(fs, path)}")
             return [_join(uri, p) for p in found]
         one = fs.get_file_info(path)
         if one.type == pafs.FileType.File:
@@ -173,7 +173,18 @@ def expand(uri: str, suffixes: tuple[str, ...]) -> list[str]:
                           and f.base_name.lower().endswith(suffixes) and not f.base_name.startswith((".", "_")))
     except OSError as exc:
         raise failure(uri, exc) from None
-    raise DataError(f"no such file: {redact(uri)!r}")
+    raise DataError(f"no such file: {redact(uri)!r}{_no_bucket(fs, path)}")
+
+
+def _no_bucket(fs: pafs.FileSystem, path: str) -> str:
+    """``" (no such bucket)"`` when the bucket of ``path`` on an object store does not exist, else ``""``."""
+    if fs.type_name not in ("s3", "gcs", "abfs"):
+        return ""
+    try:
+        missing = fs.get_file_info(path.split("/", 1)[0]).type == pafs.FileType.NotFound
+    except OSError:
+        return ""
+    return " (no such bucket)" if missing else ""
 
 
 def open_input(uri: str) -> Any:

@@ -3,10 +3,10 @@ and a PostgreSQL cluster of our own (``initdb`` + ``pg_ctl`` in a temporary dire
 
 Both are context managers that start the server, yield where it is, and stop it and remove its files on exit.
 
-Examples
---------
->>> with postgres_server() as uri:                        # doctest: +SKIP
-...     list(beamlearn.io.read(uri + "?query=SELECT 1 AS one"))
+For example (as ``tests/stores/conftest.py`` and ``benchmarks/bench_io.py`` use them)::
+
+    with postgres_server("pw") as uri:                    # PGPASSWORD=pw for the clients
+        batches = list(beamlearn.io.read(uri + "?query=SELECT 1 AS one"))
 """
 
 from __future__ import annotations

@@ -124,8 +124,10 @@ def test_missing_bucket_or_key_is_one_clear_error(bucket):
         io.expand_paths("s3://bkt/parts/none.parquet")
     with pytest.raises(DataError, match=r"no file matches 's3://bkt/nothing/\*\.csv'"):
         io.expand_paths("s3://bkt/nothing/*.csv")
-    with pytest.raises(DataError, match=r"s3://absent-bucket/x\.csv"):
+    with pytest.raises(DataError, match=r"no such file: 's3://absent-bucket/x\.csv' \(no such bucket\)"):
         io.expand_paths("s3://absent-bucket/x.csv")
+    with pytest.raises(DataError, match=r"no file matches 's3://absent-bucket/\*\.csv' \(no such bucket\)"):
+        io.expand_paths("s3://absent-bucket/*.csv")
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

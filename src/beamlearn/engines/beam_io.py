@@ -33,7 +33,6 @@ from beamlearn.batches import (
     batch_rows,
     capture_schema,
     conform,
-    tag_batch,
     tag_rows,
     to_batches,
 )
@@ -310,6 +309,9 @@ class WriteFiles(beam.PTransform):
 
     def expand(self, pcoll):
         prefix, suffix, fmt = split_path(self.path)
+        if fmt == "sql":
+            raise EngineError("writing a database table on Beam is not supported: write files (Parquet), or "
+                              "transform with --engine local, which writes the table in one transaction")
         shards = {"num_shards": self.num_shards, "shard_name_template": self.template}
         if fmt in ("parquet", "csv") and self.schema is None:
             raise EngineError(f"writing {fmt} on Beam needs the schema of the batches")

@@ -225,3 +225,17 @@ def test_beam_transform_reads_sql_splits(db, tmp_path):
     got = _table(io.read(out)).to_pandas().sort_values("id", na_position="first").reset_index(drop=True)
     want = fitted.transform(db + "?query=SELECT * FROM events ORDER BY id NULLS FIRST").to_pandas()
     pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12)
+
+
+def test_a_password_in_the_uri_reaches_neither_provenance_nor_lineage_nor_the_artifact(db, tmp_path, monkeypatch):
+    password = os.environ["PGPASSWORD"]
+    monkeypatch.delenv("PGPASSWORD")  # the URI's password is the only one
+    uri = db.replace("beamlearn@", f"beamlearn:{password}@") + "?table=events&partition_column=id&partitions=3"
+    first = next(iter(io.read(uri)))
+    assert io.batch_origin(first)[0] == uri.replace(password, "***")
+    fitted = read_spec(SPEC).fit(uri)  # locally, a partitioned source is read whole
+    assert fitted.lineage["rows"] == N
+    fitted.save(str(tmp_path / "m.bl"))
+    assert password.encode() not in (tmp_path / "m.bl").read_bytes()
+    assert "***" in fitted.lineage["data"]["files"][0]["path"]
+    assert all(password in s for s in sqlio.sql_splits(uri))  # the splits keep it: a worker connects with them

@@ -163,8 +163,8 @@ def test_cli_fit_and_transform_to_s3_and_errors_never_show_secrets(bucket, tmp_p
         assert secret not in err + out, err
 
 
-def test_beam_reads_s3_like_local(bucket):
-    from beamlearn.beam import run_fit
+def test_beam_reads_s3_like_local_and_writes_there(bucket):
+    from beamlearn.beam import run_fit, run_transform
 
     pipe = read_spec(SPEC).pipeline
     local = pipe.fit(str(bucket / "part-*.parquet"))
@@ -174,6 +174,10 @@ def test_beam_reads_s3_like_local(bucket):
     assert a.column_names == b.column_names
     for name in a.column_names:
         np.testing.assert_allclose(a.column(name).to_numpy(), b.column(name).to_numpy(), rtol=1e-9, atol=1e-12)
+    # Beam writes through its own FileSystems (boto3 for s3://, which reads AWS_ENDPOINT_URL too)
+    assert run_transform(local, ["s3://bkt/parts/"], "s3://bkt/beam/pred.parquet", beam_args=[])["rows"] == 7500
+    got = _rows(io.read("s3://bkt/beam/pred.parquet"))
+    assert got.sort_by("x").equals(local.transform(str(bucket / "part-*.parquet")).sort_by("x"))
 
 
 def test_redact_masks_passwords_and_secret_parameters(monkeypatch):

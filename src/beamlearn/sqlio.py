@@ -39,7 +39,8 @@ from beamlearn.errors import DataError
 from beamlearn.schema import tag_batch
 from beamlearn.stores import redact
 
-__all__ = ["is_sql_uri", "parse_uri", "check_uri", "SqlSource", "read_sql", "sql_splits", "write_sql"]
+__all__ = ["is_sql_uri", "parse_uri", "check_uri", "SqlSource", "read_sql", "sql_splits", "write_sql",
+           "plain_types", "quote_name"]
 
 _SCHEMES = ("postgresql://", "postgres://", "sqlite://")
 _OWN = ("table", "query", "partition_column", "partitions", "mode")
@@ -156,23 +157,57 @@ def read_sql(uri: str, *, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
         cur = conn.cursor()
         if src.driver == "postgresql":  # the driver's batches (default 16 MB) bound what is held at once
             cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_BYTES)})
-        try:
-            cur.execute(src.sql)
-            reader = cur.fetch_record_batch()
-        except Exception as exc:  # noqa: BLE001 - the driver's errors (missing table, bad SQL) become one line
-            raise _failure(src, exc, "cannot read") from None
+        reader = _execute(conn, cur, src)
         offset = 0
         empty = True
         for big in _guarded(reader, src):
+            big = plain_types(big)
             for start in range(0, big.num_rows, batch_size):
                 part = big.slice(start, batch_size)
                 empty = False
                 yield tag_batch(part, src.shown, offset)
                 offset += part.num_rows
         if empty:
-            yield tag_batch(pa.RecordBatch.from_pylist([], schema=reader.schema), src.shown, 0)
+            yield tag_batch(plain_types(pa.RecordBatch.from_pylist([], schema=reader.schema)), src.shown, 0)
     finally:
         conn.close()
+
+
+def _execute(conn: Any, cur: Any, src: SqlSource) -> Any:
+    """Run the source's query and return its record batch reader; a statement PostgreSQL cannot ``COPY`` out
+    (``SHOW``, ...) is run again without COPY."""
+    try:
+        cur.execute(src.sql)
+        return cur.fetch_record_batch()
+    except Exception as exc:  # noqa: BLE001 - the driver's errors (missing table, bad SQL) become one line
+        if src.driver != "postgresql" or "could not begin COPY" not in str(exc):
+            raise _failure(src, exc, "cannot read") from None
+    try:
+        conn.rollback()
+        cur.adbc_statement.set_options(**{"adbc.postgresql.use_copy": "false"})
+        cur.execute(src.sql)
+        return cur.fetch_record_batch()
+    except Exception as exc:  # noqa: BLE001
+        raise _failure(src, exc, "cannot read") from None
+
+
+def plain_types(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` with the drivers' extension types as plain Arrow: PostgreSQL ``numeric`` (text underneath) as
+    float64, ``json``/``uuid``/other extensions as their storage (string, binary)."""
+    if not any(isinstance(f.type, pa.BaseExtensionType) for f in batch.schema):
+        return batch
+    import pyarrow.compute as pc
+
+    cols, fields = [], []
+    for f, col in zip(batch.schema, batch.columns):
+        if isinstance(f.type, pa.BaseExtensionType):
+            col = col.storage
+            if getattr(f.type, "type_name", None) == "numeric" and pa.types.is_string(col.type):
+                col = pc.cast(col, pa.float64())
+            f = pa.field(f.name, col.type, f.nullable)
+        cols.append(col)
+        fields.append(f)
+    return pa.RecordBatch.from_arrays(cols, schema=pa.schema(fields, metadata=batch.schema.metadata))
 
 
 def _guarded(reader: Any, src: SqlSource) -> Iterator[pa.RecordBatch]:

@@ -239,3 +239,13 @@ def test_a_password_in_the_uri_reaches_neither_provenance_nor_lineage_nor_the_ar
     assert password.encode() not in (tmp_path / "m.bl").read_bytes()
     assert "***" in fitted.lineage["data"]["files"][0]["path"]
     assert all(password in s for s in sqlio.sql_splits(uri))  # the splits keep it: a worker connects with them
+
+
+def test_postgres_types_arrive_as_plain_arrow_and_show_works(db):
+    b = _table(io.read(db + "?query=SELECT 1.25::numeric AS n, 'NaN'::numeric AS nan, '{\"a\": 1}'::jsonb AS j, "
+                            "'x'::bytea AS raw, 7::smallint AS small"))
+    assert b.schema.types == [pa.float64(), pa.float64(), pa.string(), pa.binary(), pa.int16()]
+    assert b.column("n").to_pylist() == [1.25] and np.isnan(b.column("nan").to_pylist()[0])
+    assert b.column("j").to_pylist() == ['{"a": 1}']
+    shown = _table(io.read(db + "?query=SHOW server_encoding"))  # PostgreSQL cannot COPY this out
+    assert shown.column(0).to_pylist() == ["UTF8"]

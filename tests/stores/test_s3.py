@@ -15,8 +15,8 @@ import pytest
 import beamlearn as bl
 from beamlearn import io, stores
 from beamlearn.cli import main
-from beamlearn.spec import read_spec
 from beamlearn.errors import ArtifactError, DataError
+from beamlearn.spec import read_spec
 
 SPEC = """\
 name: s3
@@ -197,3 +197,17 @@ def test_other_schemes_go_through_fsspec_and_unknown_ones_fail_clearly(tmp_path)
     assert _rows(io.read("memory://bk/d/")).column("a").to_pylist() == [1, 2, 3, 4]
     with pytest.raises(DataError, match=r"no filesystem for nosuch://"):
         io.expand_paths("nosuch://host/x.csv")
+
+
+def test_a_write_that_fails_midway_leaves_no_object(bucket):
+    io.write_batches([pa.record_batch({"a": [1]})], "s3://bkt/atomic/out.parquet")
+
+    def failing():
+        yield pa.record_batch({"a": [1, 2]})
+        raise DataError("the source broke midway")
+
+    for target in ["s3://bkt/atomic/out.parquet", "s3://bkt/atomic/new.csv"]:
+        with pytest.raises(DataError, match="broke midway"):
+            io.write_batches(failing(), target)
+    assert io.expand_paths("s3://bkt/atomic/") == ["s3://bkt/atomic/out.parquet"]
+    assert _rows(io.read("s3://bkt/atomic/out.parquet")).column("a").to_pylist() == [1]  # the old one, whole

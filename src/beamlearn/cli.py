@@ -151,7 +151,8 @@ def transform(ctx: typer.Context,
                   "--data", "-d", metavar="PATH...", help="Input files, globs or directories (CSV, Parquet, JSON "
                   "lines); several may follow one --data.  Not with --follow.")] = None,
               out: Annotated[str | None, typer.Option("--out", "-o", metavar="PATH", help="Output file: .csv, "
-                                                      ".parquet or .jsonl.  With --follow: '-' (stdout, the "
+                                                      ".parquet or .jsonl (local or s3://...), or a table: "
+                                                      "postgresql://...?table=T[&mode=append].  With --follow: '-' (stdout, the "
                                                       "default), a .jsonl file, or a folder of rolled files.")] = None,
               batch_size: BatchOpt = None, errors: ErrorsOpt = None, engine: EngineOpt = Engine.local,
               quiet: QuietOpt = False,

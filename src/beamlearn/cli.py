@@ -149,7 +149,8 @@ def transform(ctx: typer.Context,
                                                     metavar="MODEL")],
               data: Annotated[list[str] | None, typer.Option(
                   "--data", "-d", metavar="PATH...", help="Input files, globs or directories (CSV, Parquet, JSON "
-                  "lines); several may follow one --data.  Not with --follow.")] = None,
+                  "lines; local or s3://, gs://, ...), or a database (postgresql://...?table=T); several may follow "
+                  "one --data.  Not with --follow.")] = None,
               out: Annotated[str | None, typer.Option("--out", "-o", metavar="PATH", help="Output file: .csv, "
                                                       ".parquet or .jsonl (local or s3://...), or a table: "
                                                       "postgresql://...?table=T[&mode=append].  With --follow: '-' (stdout, the "

@@ -196,6 +196,9 @@ def test_bad_sources_are_one_line_errors_without_the_password(db, tmp_path, monk
     code, out, err = run(capsys, "transform", "m.bl", "--data", db + "?table=events", "--out",
                          f"postgresql://beamlearn:{secret}@{host}/beamlearn?table=x&mode=sideways")
     assert code == 2 and "mode must be one of" in err and secret not in err
+    code, out, err = run(capsys, "transform", "m.bl", "--engine", "beam", "--data", db + "?table=events", "--out",
+                         db + "?table=x")
+    assert code == 2 and "writing a database table on Beam is not supported" in err, err
 
 
 def test_beam_partitioned_read_fits_like_local(db):

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
 
@@ -91,7 +91,7 @@ def parse_uri(uri: str) -> SqlSource:
     """Split a database URI into what the driver gets and beamlearn's ``table``, ``query``,
     ``partition_column``, ``partitions`` and ``mode``; an error naming the URI for a bad one."""
     parts = urlsplit(uri)
-    params = parse_qsl(parts.query, keep_blank_values=True)
+    params = _params(parts.query)
     own = {k: v for k, v in params if k in _OWN}
     rest = [(k, v) for k, v in params if k not in _OWN]
     shown = redact(uri)
@@ -119,6 +119,12 @@ def parse_uri(uri: str) -> SqlSource:
         driver = "postgresql"
         connect = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest, quote_via=quote), ""))
     return SqlSource(uri, driver, connect, own.get("table"), own.get("query"), column, partitions, mode)
+
+
+def _params(query: str) -> list[tuple[str, str]]:
+    """``k=v&...`` decoded with ``%XX`` escapes only: a ``+`` stays a plus (``SELECT a+b``), unlike form
+    decoding."""
+    return [(unquote(k), unquote(v)) for k, _, v in (p.partition("=") for p in query.split("&") if p)]
 
 
 def check_uri(uri: str) -> str:
@@ -264,7 +270,7 @@ def sql_splits(uri: str) -> list[str]:
 
 def _with_query(uri: str, sql: str) -> str:
     base, _, query = uri.partition("?")
-    params = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in _OWN]
+    params = [(k, v) for k, v in _params(query) if k not in _OWN]
     return base + "?" + urlencode([*params, ("query", sql)], quote_via=quote)
 
 

@@ -87,6 +87,8 @@ def test_table_and_query_read_as_bounded_batches(db):
     q = _table(io.read(db + "?query=SELECT id, x FROM events WHERE k = 'a' AND id < 100 ORDER BY id"))
     want = _expected().query("k == 'a' and id < 100").sort_values("id")
     assert q.column("id").to_pylist() == want["id"].tolist()
+    plus = _table(io.read(db + "?query=SELECT id+1 AS next, 'a%26b' AS amp FROM events WHERE id < 3 ORDER BY id"))
+    assert plus.to_pydict() == {"next": [1, 2, 3], "amp": ["a&b"] * 3}  # '+' is a plus; & is written %26
 
 
 def test_reading_two_million_rows_keeps_memory_flat(db):

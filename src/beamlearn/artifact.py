@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from beamlearn import stores
 from beamlearn.batches import schema_from_bytes, schema_to_bytes, schema_to_json
 from beamlearn.errors import ArtifactError, BeamlearnError
 from beamlearn.pipeline import FittedPipeline, provide
@@ -186,8 +187,15 @@ def _zinfo(name: str) -> zipfile.ZipInfo:
 
 
 def save(fitted: Any, path: str) -> str:
-    """Write ``fitted`` to ``path`` atomically (temp file + rename); returns ``path``."""
+    """Write ``fitted`` to ``path`` atomically (temp file + rename; on an object store such as ``s3://`` one
+    PUT, which is atomic per object: :mod:`beamlearn.stores`); returns ``path``."""
     data = to_bytes(fitted)
+    if stores.is_uri(path):
+        try:
+            stores.write_bytes(path, data)
+        except BeamlearnError as exc:
+            raise ArtifactError(str(exc)) from None
+        return path
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".beamlearn-", suffix=".tmp", dir=directory)
@@ -207,15 +215,25 @@ def save(fitted: Any, path: str) -> str:
 # ---------------------------------------------------------------------------------------------- load
 def load(path: str) -> Any:
     """Load a fitted pipeline saved by :func:`save`, verifying integrity (and signature, if a key is set)."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ArtifactError(f"{path}: cannot read the artifact ({exc.strerror or exc})") from None
+    data = _read(path)
     try:
         return from_bytes(data)
     except ArtifactError as exc:
-        raise ArtifactError(f"{path}: {exc}") from None
+        raise ArtifactError(f"{stores.redact(path)}: {exc}") from None
+
+
+def _read(path: str) -> bytes:
+    """The bytes of the artifact at ``path`` (a local file, or a URI of an object store)."""
+    if stores.is_uri(path):
+        try:
+            return stores.read_bytes(path)
+        except BeamlearnError as exc:
+            raise ArtifactError(f"cannot read the artifact: {exc}") from None
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read the artifact ({exc.strerror or exc})") from None
 
 
 def from_bytes(data: bytes) -> Any:
@@ -264,8 +282,7 @@ def from_bytes(data: bytes) -> Any:
 
 def read_manifest(path: str) -> dict[str, Any]:
     """The verified manifest of the artifact at ``path`` (for ``beamlearn inspect``)."""
-    with open(path, "rb") as fh:
-        manifest, _ = _verified_members(fh.read())
+    manifest, _ = _verified_members(_read(path))
     return manifest
 
 

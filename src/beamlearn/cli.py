@@ -95,7 +95,8 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 DataOpt = Annotated[list[str], typer.Option("--data", "-d", metavar="PATH...", help="Input files, globs or directories (CSV, "
-                                            "Parquet, JSON lines); several may follow one --data.")]
+                                            "Parquet, JSON lines; local or s3://, gs://, hdfs://, az://), or a database "
+                                            "(postgresql://...?table=T, sqlite:///F.db?query=...); several may follow one --data.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, metavar="ROWS", help="Rows per batch (default: the "
                                               "spec's batch_size, else 65536).")]
 ErrorsOpt = Annotated[str | None, typer.Option("--errors", metavar="PATH", help="Write rows that cannot be read to this "
@@ -148,9 +149,11 @@ def transform(ctx: typer.Context,
                                                     metavar="MODEL")],
               data: Annotated[list[str] | None, typer.Option(
                   "--data", "-d", metavar="PATH...", help="Input files, globs or directories (CSV, Parquet, JSON "
-                  "lines); several may follow one --data.  Not with --follow.")] = None,
+                  "lines; local or s3://, gs://, ...), or a database (postgresql://...?table=T); several may follow "
+                  "one --data.  Not with --follow.")] = None,
               out: Annotated[str | None, typer.Option("--out", "-o", metavar="PATH", help="Output file: .csv, "
-                                                      ".parquet or .jsonl.  With --follow: '-' (stdout, the "
+                                                      ".parquet or .jsonl (local or s3://...), or a table: "
+                                                      "postgresql://...?table=T[&mode=append].  With --follow: '-' (stdout, the "
                                                       "default), a .jsonl file, or a folder of rolled files.")] = None,
               batch_size: BatchOpt = None, errors: ErrorsOpt = None, engine: EngineOpt = Engine.local,
               quiet: QuietOpt = False,

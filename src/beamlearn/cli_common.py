@@ -90,7 +90,7 @@ def _total_rows(paths: Sequence[str]) -> int | None:
 
     try:
         files = io.expand_paths(list(paths))
-        if all(io.file_format(f) == "parquet" for f in files):
+        if all(io.file_format(f) == "parquet" and "://" not in f for f in files):  # local footers only
             return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     except Exception:  # noqa: BLE001 - only a nicety; the read itself reports real problems
         return None

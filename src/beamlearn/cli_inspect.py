@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
 from typing import Any
 
@@ -19,12 +18,13 @@ def model_summary(path: str) -> dict[str, Any]:
     """What ``beamlearn inspect`` shows: the artifact's header, schemas, each step's parameters and fitted
     statistics (from :meth:`~beamlearn.FittedPipeline.describe`), and the lineage."""
     import beamlearn as bl
+    from beamlearn import io
     from beamlearn.artifact import read_manifest
     from beamlearn.batches import schema_to_json
 
     fitted = bl.load(path)
     manifest = read_manifest(path)
-    return {"model": path, "bytes": os.path.getsize(path), "format_version": manifest.get("format_version"),
+    return {"model": path, "bytes": io.source_size(path), "format_version": manifest.get("format_version"),
             "library_version": manifest.get("library_version"), "created": manifest.get("created"),
             "name": fitted.name, "input_schema": schema_to_json(fitted.input_schema),
             "output_schema": schema_to_json(fitted.output_schema), "required_columns": fitted.required_columns,

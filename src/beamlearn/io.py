@@ -1,4 +1,6 @@
-"""Sources and sinks: CSV, Parquet and JSON lines, globs, bounded-size batches, dead letters.
+"""Sources and sinks: CSV, Parquet and JSON lines, globs, bounded-size batches, dead letters; files on object
+stores and HDFS (``s3://``, ``gs://``, ``hdfs://``, ``az://``: :mod:`beamlearn.stores`) and SQL tables and queries
+(``postgresql://``, ``sqlite://``: :mod:`beamlearn.sqlio`) wherever a path is accepted.
 
 Reading never holds more than one batch per file in memory.  The first file (or an explicit ``schema=``) fixes
 the column types; later batches and files are cast to them.  CSV is read as text and cast with vectorized
@@ -14,7 +16,9 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -24,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from beamlearn import sqlio, stores
 from beamlearn.batches import (
     DEFAULT_BATCH_SIZE,
     batch_origin,
@@ -37,32 +42,41 @@ from beamlearn.batches import (
     to_batches,
 )
 from beamlearn.deadletters import DeadLetters, dead_letter_sink, json_safe  # noqa: F401 - re-exported
-from beamlearn.errors import BeamlearnError, DataError, SchemaError
+from beamlearn.errors import DataError, SchemaError
 from beamlearn.textio import csv_schema, read_csv, read_jsonl
 
 __all__ = ["read", "read_batches", "expand_paths", "write_batches", "DeadLetters", "dead_letter_sink",
-           "table_to_numpy", "file_format"]
+           "table_to_numpy", "file_format", "rename_source", "source_size"]
 
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
             ".ndjson": "jsonl", ".json": "jsonl"}
 
 
 def file_format(path: str) -> str:
-    """``"csv"``, ``"parquet"`` or ``"jsonl"`` from a file name (a ``.gz`` suffix is allowed for text)."""
+    """``"csv"``, ``"parquet"`` or ``"jsonl"`` from a file name (a ``.gz`` suffix is allowed for text), or
+    ``"sql"`` for a database URI (:mod:`beamlearn.sqlio`)."""
+    if sqlio.is_sql_uri(path):
+        return "sql"
     base = path[:-3] if path.endswith(".gz") else path
     ext = os.path.splitext(base)[1].lower()
     if ext not in _FORMATS:
-        raise DataError(f"cannot tell the format of {path!r} from its extension; use one of "
+        raise DataError(f"cannot tell the format of {stores.redact(path)!r} from its extension; use one of "
                         + ", ".join(sorted(_FORMATS)))
     return _FORMATS[ext]
 
 
 def expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
-    """Expand globs and directories into a sorted list of files; an error if nothing matches."""
+    """Expand globs and directories into a sorted list of files; an error if nothing matches.  URIs of object
+    stores are listed there (:func:`beamlearn.stores.expand`); database URIs are kept as they are."""
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     out: list[str] = []
     for p in map(os.fspath, items):
-        if any(ch in p for ch in "*?["):
+        p = p.removeprefix("file://")
+        if sqlio.is_sql_uri(p):
+            out.append(sqlio.check_uri(p))
+        elif stores.is_uri(p):
+            out += stores.expand(p, tuple(_FORMATS) + tuple(f + ".gz" for f in _FORMATS))
+        elif any(ch in p for ch in "*?["):
             found = sorted(glob.glob(p, recursive=True))
             if not found:
                 raise DataError(f"no file matches {p!r}")
@@ -75,8 +89,22 @@ def expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list
         else:
             raise DataError(f"no such file: {p!r}")
     if not out:
-        raise DataError(f"no data files found in {items!r}")
+        raise DataError(f"no data files found in {[stores.redact(os.fspath(i)) for i in items]!r}")
     return out
+
+
+def source_size(path: str) -> int | None:
+    """The size in bytes of a file or object (None for a database source)."""
+    if sqlio.is_sql_uri(path):
+        return None
+    return stores.size(path) if stores.is_uri(path) else os.path.getsize(path)
+
+
+def rename_source(dead: DeadLetters | None, old: str, new: str) -> None:
+    """Dead letters naming the source ``old`` (a local copy) name ``new`` (the file it was copied from)."""
+    if dead is not None and old != new:
+        for rec in dead.records:
+            rec["source"] = new if rec["source"] == old else rec["source"]
 
 
 # ---------------------------------------------------------------------------------------------- dead letters
@@ -107,11 +135,27 @@ def read_batches(paths: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa
     files = expand_paths(paths)
     for k, path in enumerate(files):
         if schema is None and file_format(path) == "csv":  # CSV is read as text: fix the inferred types first
-            schema = csv_schema(path, [f for f in files[k + 1:] if file_format(f) == "csv"])
+            with local_copy(path) as local:
+                schema = csv_schema(local, [f for f in files[k + 1:] if file_format(f) == "csv"
+                                            and not stores.is_uri(f) and not sqlio.is_sql_uri(f)])
         for batch in read_file(path, batch_size=batch_size, schema=schema, dead=dead, required=required,
                                columns=columns if schema is not None else None, encoded=encoded):
             schema = schema if schema is not None else capture_schema(batch)
             yield batch
+
+
+@contextlib.contextmanager
+def local_copy(path: str) -> Iterator[str]:
+    """``path`` itself when it is local, else a temporary local copy of the object (removed afterwards)."""
+    if not stores.is_uri(path):
+        yield path
+        return
+    tmpdir = tempfile.mkdtemp(prefix="beamlearn-read-")
+    try:
+        name = os.path.basename(path) or "data"
+        yield stores.download(path, os.path.join(tmpdir, uuid.uuid4().hex[:8] + "-" + name))
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def read_file(path: str, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Schema | None = None,
@@ -130,6 +174,11 @@ def read_file(path: str, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Sch
     required = list(required)
     fmt = file_format(path)
     keep: list[str] = []
+    shown = stores.redact(path) if "://" in path else path  # provenance and dead letters never hold a password
+    if fmt == "sql":  # a table, a query, or one key range of a partitioned read
+        yield from _conformed(sqlio.read_sql(path, batch_size=batch_size), shown, schema, dead, required, [],
+                              None, first_row)
+        return
     if fmt == "parquet":
         pf = _open_parquet(path)
         types = pf.schema_arrow
@@ -145,15 +194,30 @@ def read_file(path: str, *, batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Sch
             absent = [c for c in required if c not in types.names]
             if absent:
                 raise SchemaError("required column is missing (present: " + ", ".join(types.names) + ")",
-                                  column=absent[0], source=path)
+                                  column=absent[0], source=shown)
             required = [c for c in required if c in stored]
         rows: Iterator[pa.RecordBatch] = _read_parquet(pf, batch_size, row_groups, stored)
-    else:
-        columns = None
-        rows = {"csv": read_csv, "jsonl": read_jsonl}[fmt](path, batch_size, schema, dead)
+        yield from _conformed(rows, shown, schema, dead, required, keep, columns, first_row)
+        return
+    with local_copy(path) as local:  # text on a store is copied here first (streamed, then read streaming)
+        rows = {"csv": read_csv, "jsonl": read_jsonl}[fmt](local, batch_size, schema, dead)
+        for batch in _conformed(rows, shown, schema, dead, required, keep, None, first_row, local):
+            rename_source(dead, local, shown)
+            yield batch
+        rename_source(dead, local, shown)
+
+
+def _conformed(rows: Iterable[pa.RecordBatch], path: str, schema: pa.Schema | None, dead: DeadLetters | None,
+               required: list[str], keep: list[str], columns: Sequence[str] | None, first_row: int,
+               local: str | None = None) -> Iterator[pa.RecordBatch]:
+    """Raw batches of one source cast to ``schema`` (the first batch's if None), tagged with ``path`` and their
+    rows; bad rows raise or go to ``dead``."""
     offset = first_row
     for raw in rows:
-        if batch_origin(raw)[0] != path:  # readers that skip bad lines tag their batches themselves
+        origin = batch_origin(raw)
+        if local is not None and origin[0] == local:
+            raw = tag_batch(raw, path, origin[1])
+        elif origin[0] != path:  # readers that skip bad lines tag their batches themselves
             raw = tag_batch(raw, path, offset)
         offset += raw.num_rows
         if schema is None:
@@ -180,10 +244,12 @@ def _complete(batch: pa.RecordBatch, schema: pa.Schema, columns: Sequence[str] |
 
 
 def _open_parquet(path: str, dictionary: Sequence[str] | None = None) -> pq.ParquetFile:
-    try:  # pre-buffering keeps the whole file: memory grows with it
-        return pq.ParquetFile(path, pre_buffer=False, read_dictionary=dictionary)
+    source = stores.open_input(path) if stores.is_uri(path) else path
+    try:  # pre-buffering keeps the whole file: memory grows with it (a store is read by ranges either way)
+        return pq.ParquetFile(source, pre_buffer=False, read_dictionary=dictionary)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"not a readable Parquet file ({exc})", source=path) from None
+        raise DataError(f"not a readable Parquet file ({stores.redact(str(exc))})",
+                        source=stores.redact(path)) from None
 
 
 def _projection(stored: pa.Schema, schema: pa.Schema | None, columns: Sequence[str] | None) -> list[str] | None:
@@ -213,11 +279,18 @@ def _read_parquet(pf: pq.ParquetFile, batch_size: int, row_groups: Sequence[int]
 
 
 def write_batches(batches: Iterable[pa.RecordBatch], path: str, *, schema: pa.Schema | None = None) -> int:
-    """Write batches to ``path`` (format from the extension), atomically; returns the rows written."""
+    """Write batches to ``path`` (format from the extension), atomically; returns the rows written.
+
+    ``path`` may be a URI of an object store (written locally, then uploaded: the object appears whole or not at
+    all) or of a database table (:func:`beamlearn.sqlio.write_sql`: staged, then swapped in one transaction)."""
     fmt = file_format(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    if fmt == "sql":
+        return sqlio.write_sql(batches, path, schema=schema)
+    remote = stores.is_uri(path)
+    directory = tempfile.gettempdir() if remote else os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".beamlearn-", suffix=os.path.basename(path), dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".beamlearn-", suffix=os.path.basename(path),
+                               dir=directory)
     os.close(fd)
     rows = 0
     writer: Any = None
@@ -239,7 +312,11 @@ def write_batches(batches: Iterable[pa.RecordBatch], path: str, *, schema: pa.Sc
                 writer = _open_writer(fmt, sink, schema.remove_metadata(), path)
             if writer is not None:
                 writer(None)
-        os.replace(tmp, path)
+        if remote:
+            stores.upload(tmp, path)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

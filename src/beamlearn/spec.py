@@ -65,6 +65,7 @@ from typing import Any
 import pyarrow as pa
 import yaml
 
+from beamlearn import stores
 from beamlearn.batches import DEFAULT_BATCH_SIZE, capture_schema
 from beamlearn.errors import BeamlearnError, SpecError
 from beamlearn.pipeline import FittedPipeline, Pipeline
@@ -243,8 +244,13 @@ def _load(spec: SpecSource) -> tuple[Any, str, yaml.Node | None]:
     if isinstance(spec, os.PathLike) or (isinstance(spec, str) and _is_path(spec)):
         path = os.fspath(spec)
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
+            if stores.is_uri(path):  # a spec on an object store
+                text = stores.read_bytes(path).decode("utf-8")
+            else:
+                with open(path, encoding="utf-8") as fh:
+                    text = fh.read()
+        except BeamlearnError as exc:
+            raise SpecError(f"cannot read the spec: {exc}") from None
         except FileNotFoundError:
             raise SpecError(f"no such spec file: {path!r}") from None
         except (OSError, UnicodeDecodeError) as exc:

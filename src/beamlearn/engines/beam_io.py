@@ -1,9 +1,12 @@
 """Data in and out of Beam as RecordBatches: files, dict rows, and the schema the local engine would capture.
 
-Reading reuses :func:`beamlearn.io.read_batches` file by file (files are spread over workers), so the Beam engine
-sees exactly the rows, types, casts and dead letters the local engine sees.  Files on remote filesystems
-(``gs://``, ``s3://``, ...) are copied to the worker's temporary directory first and keep their remote name in
-provenance and dead letters.  Writing uses Beam's file sinks (sharded, or one file for the CLI).
+Reading reuses :func:`beamlearn.io.read_file` split by split (splits are spread over workers), so the Beam engine
+sees exactly the rows, types, casts and dead letters the local engine sees.  Files on object stores and HDFS
+(``s3://``, ``gs://``, ``hdfs://``, ``az://``) are read on the workers through the same pyarrow filesystems as
+locally (:mod:`beamlearn.stores`: credentials from each worker's environment), not Beam's FileSystems, so a URI
+means the same on every engine.  A database source (:mod:`beamlearn.sqlio`) is split into key ranges
+(``partition_column``, ``partitions``), one split each.  Writing uses Beam's file sinks (sharded, or one file
+for the CLI).
 
 Examples
 --------
@@ -15,9 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -26,14 +26,13 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beamlearn import io
+from beamlearn import io, sqlio, stores
 from beamlearn.batches import (
     DEFAULT_BATCH_SIZE,
     batch_origin,
     batch_rows,
     capture_schema,
     conform,
-    tag_batch,
     tag_rows,
     to_batches,
 )
@@ -96,43 +95,16 @@ class WithErrors:
 
 
 def resolve_paths(paths: Any) -> list[str]:
-    """The files named by ``paths`` (paths, globs, directories), in the order the local engine reads them."""
+    """The files named by ``paths`` (paths, globs, directories, URIs; database URIs as they are), in the order
+    the local engine reads them (:func:`beamlearn.io.expand_paths`)."""
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    items = [os.fspath(p) for p in items]
-    if all(is_local_path(p) for p in items):
-        return io.expand_paths([p.removeprefix("file://") for p in items])
-    from apache_beam.io.filesystems import FileSystems
-
-    out: list[str] = []
-    for p in items:
-        found = sorted(m.path for r in FileSystems.match([p]) for m in r.metadata_list)
-        if not found:
-            raise DataError(f"no file matches {p!r}")
-        out += found
-    return out
-
-
-def _localize(path: str, tmpdir: str) -> str:
-    if is_local_path(path):
-        return path
-    from apache_beam.io.filesystems import FileSystems
-
-    local = os.path.join(tmpdir, uuid.uuid4().hex + "-" + os.path.basename(path))
-    with FileSystems.open(path, compression_type="uncompressed") as src, open(local, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 22)
-    return local
+    return io.expand_paths([os.fspath(p) for p in items])
 
 
 def file_schema(files: list[str], batch_size: int = DEFAULT_BATCH_SIZE) -> pa.Schema:
     """The schema the local engine captures for ``files``: that of the first batch of the first file (a CSV
     column empty there typed from the later local files, as :func:`beamlearn.io.read_batches` does)."""
-    tmpdir = tempfile.mkdtemp(prefix="beamlearn-schema-")
-    try:
-        later = [f.removeprefix("file://") for f in files[1:] if is_local_path(f)]
-        first = next(iter(io.read_batches([_localize(files[0], tmpdir), *later], batch_size=batch_size,
-                                          dead=io.DeadLetters())), None)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    first = next(iter(io.read_batches(files, batch_size=batch_size, dead=io.DeadLetters())), None)
     if first is None:
         raise DataError("no data to fit on", source=files[0])
     return capture_schema(first)
@@ -159,17 +131,22 @@ SPLIT_ROWS = 1 << 20  # Parquet row groups are grouped into splits of at least t
 
 def file_splits(files: list[str], schema: pa.Schema, batch_size: int = DEFAULT_BATCH_SIZE,
                 split_rows: int = SPLIT_ROWS, part: tuple[Any, str] | None = None) -> list[FileSplit]:
-    """The splits of ``files``: consecutive row groups of at least ``split_rows`` rows for a local Parquet
-    file (from its footer), the whole file otherwise; each keeps the ``part`` of a split's rows if given."""
+    """The splits of ``files``: consecutive row groups of at least ``split_rows`` rows for a Parquet file (from
+    its footer, local or on a store), one per key range for a database source (:func:`beamlearn.sqlio.sql_splits`),
+    the whole file otherwise; each keeps the ``part`` of a split's rows if given."""
     import pyarrow.parquet as pq
 
     out: list[FileSplit] = []
     for path in files:
-        if not (is_local_path(path) and io.file_format(path) == "parquet"):
+        if io.file_format(path) == "sql":  # one split per key range (one for an unpartitioned source)
+            out += [FileSplit(uri, None, 0, schema, batch_size, part) for uri in sqlio.sql_splits(path)]
+            continue
+        if io.file_format(path) != "parquet":
             out.append(FileSplit(path, None, 0, schema, batch_size, part))
             continue
         try:
-            meta = pq.ParquetFile(path.removeprefix("file://")).metadata
+            meta = pq.ParquetFile(stores.open_input(path) if stores.is_uri(path)
+                                  else path.removeprefix("file://")).metadata
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"not a readable Parquet file ({exc})", source=path) from None
         group: list[int] = []
@@ -190,8 +167,7 @@ def read_split(split: FileSplit, *, schema: pa.Schema | None = None, dead: io.De
                required: Any = (), columns: Any = None, encoded: Any = ()) -> Iterator[pa.RecordBatch]:
     """The batches of ``split``, cast to ``schema`` (default: the split's), read as the local engine reads
     files (:func:`beamlearn.io.read_file`, so the same rows, types and dead letters; ``columns`` and ``encoded``
-    are its options).  A remote file is copied to a temporary
-    directory first and keeps its remote name in provenance and dead letters.
+    are its options), wherever it is: a local file, an object on a store, or a key range of a database.
 
     A split with a ``part`` keeps only that part's rows, as the local engine does: the split is decided on the
     rows read with the split's own schema (with the split's columns, all of them for a hash of whole rows, never
@@ -206,23 +182,14 @@ def read_split(split: FileSplit, *, schema: pa.Schema | None = None, dead: io.De
             # cast (a row pass 0 rejects), so read every column
             columns, encoded = None, []
         schema = split.schema
-    tmpdir = tempfile.mkdtemp(prefix="beamlearn-read-")
-    try:
-        local = _localize(split.path, tmpdir).removeprefix("file://")
-        for b in io.read_file(local, batch_size=split.batch_size, schema=schema or split.schema, dead=dead,
-                              required=required, row_groups=split.row_groups, first_row=split.first_row,
-                              columns=columns, encoded=encoded):
-            if local != split.path:
-                b = tag_batch(b, split.path, batch_origin(b)[1])
-                _renamed(dead, local, split.path)
-            if split.part is None:
-                yield b
-            else:
-                for kept in split.part[0].part([b], split.part[1]):
-                    yield _recast(kept, target, required, dead)
-        _renamed(dead, local, split.path)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    for b in io.read_file(split.path.removeprefix("file://"), batch_size=split.batch_size,
+                          schema=schema or split.schema, dead=dead, required=required, row_groups=split.row_groups,
+                          first_row=split.first_row, columns=columns, encoded=encoded):
+        if split.part is None:
+            yield b
+        else:
+            for kept in split.part[0].part([b], split.part[1]):
+                yield _recast(kept, target, required, dead)
 
 
 def _recast(batch: pa.RecordBatch, schema: pa.Schema, required: Any, dead: io.DeadLetters | None) -> pa.RecordBatch:
@@ -251,20 +218,13 @@ class _ReadSplit(beam.DoFn):
         yield from emit_dead_letters(dead)
 
 
-def _renamed(dead: io.DeadLetters | None, local: str, path: str) -> io.DeadLetters | None:
-    if dead is not None and local != path:
-        for rec in dead.records:
-            rec["source"] = path if rec["source"] == local else rec["source"]
-    return dead
-
-
 class FileSplits(beam.PTransform):
     """The splits of CSV, Parquet or JSON-lines files (:class:`FileSplit`): small elements that
     :class:`~beamlearn.engines.beam.Fit` and :class:`~beamlearn.engines.beam.Transform` read where they run.
 
     This is the fast way to feed files to them.  A PCollection of RecordBatches consumed by several stages
     (every pass of a fit, then the transform) is encoded once and decoded by each; splits are read by each stage
-    instead, so no batch crosses a stage boundary and each pass reads only the columns it needs.  Local Parquet
+    instead, so no batch crosses a stage boundary and each pass reads only the columns it needs.  Parquet
     files are split by row groups (:data:`SPLIT_ROWS`), so workers read one file in parallel.  Bad rows are
     the consumer's: they raise, or go to its ``.with_errors()`` output.  Use :class:`ReadFiles` for
     RecordBatches to give to other transforms.
@@ -349,6 +309,9 @@ class WriteFiles(beam.PTransform):
 
     def expand(self, pcoll):
         prefix, suffix, fmt = split_path(self.path)
+        if fmt == "sql":
+            raise EngineError("writing a database table on Beam is not supported: write files (Parquet), or "
+                              "transform with --engine local, which writes the table in one transaction")
         shards = {"num_shards": self.num_shards, "shard_name_template": self.template}
         if fmt in ("parquet", "csv") and self.schema is None:
             raise EngineError(f"writing {fmt} on Beam needs the schema of the batches")

@@ -122,7 +122,7 @@ def run_fit(pipeline: Any, paths: Any, *, beam_args: list[str] | None = None,
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     fp.lineage.update({"dead_letters": dead, "fit_seconds": round(time.perf_counter() - t0, 6),
-                       "data": data_fingerprint(files) if all(map(is_local_path, files)) else {"files": files},
+                       "data": data_fingerprint(files),
                        "runner": runner, "beam_jobs": "per_pass" if per_pass else "one"})
     return fp
 
@@ -255,7 +255,7 @@ def run_transform(fitted: Any, paths: Any, out: str, *, beam_args: list[str] | N
     files = resolve_paths(paths)
     # the output schema: the fitted output plus the columns that pass through, from the first file's head
     head = next(iter(io.read_batches(files[0], batch_size=1, schema=fitted.input_schema, dead=io.DeadLetters())),
-                None) if is_local_path(files[0]) else None
+                None)
     sample = pa.RecordBatch.from_pylist([], schema=fitted.input_schema) if head is None else head.slice(0, 0)
     sample, _ = conform(sample, fitted.input_schema, required=fitted.required_columns)
     out_schema = fitted.transform_batch(sample).schema.remove_metadata()

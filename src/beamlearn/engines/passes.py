@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from beamlearn import io
+from beamlearn import io, stores
 from beamlearn.analyzers import Analyzer
 from beamlearn.batches import batch_origin, batch_rows, conform, is_csv_source, is_file_input, tag_rows
 from beamlearn.errors import BeamlearnError, DataError, EngineError
@@ -244,14 +244,16 @@ def plan_accumulators(plan: FitPlan) -> list[dict[str, Any] | None]:
 
 
 def data_fingerprint(data: Any) -> dict[str, Any]:
-    """What the training data was: file names and sizes, or the kind of in-memory object."""
+    """What the training data was: file names and sizes (URIs with passwords masked; no size for a database
+    source), or the kind of in-memory object."""
     if is_file_input(data):
         try:
             files = io.expand_paths(data)
         except BeamlearnError:
             files = []
-        return {"files": [{"name": os.path.basename(f), "path": os.path.abspath(f), "bytes": os.path.getsize(f)}
-                          for f in files]}
+        return {"files": [{"name": os.path.basename(f.split("?", 1)[0] if io.file_format(f) == "sql" else f),
+                           "path": stores.redact(f) if "://" in f else os.path.abspath(f),
+                           "bytes": io.source_size(f)} for f in files]}
     return {"in_memory": type(data).__name__}
 
 

@@ -34,6 +34,7 @@ __all__ = ["Pipeline", "FittedPipeline", "FitPlan", "Pass", "provide"]
 PROFILE = -1  # pseudo step index of the training profile computed alongside the first pass
 
 _PROVIDED: dict[str, Any] = {}
+ROLES = ("engine", "save", "update", "to_sklearn")
 
 
 def provide(role: str, implementation: Any) -> None:
@@ -41,9 +42,9 @@ def provide(role: str, implementation: Any) -> None:
     artifact code (the arrows of the house point one way): ``"engine"``, the class :meth:`Pipeline.fit`,
     :meth:`FittedPipeline.transform` and :meth:`FittedPipeline.iter_batches` run (the local engine provides
     itself when imported), and ``"save"``, what :meth:`FittedPipeline.save` calls (:mod:`beamlearn.artifact`
-    provides it).  ``import beamlearn`` imports both."""
-    if role not in ("engine", "save", "update"):
-        raise SpecError(f"provide: unknown role {role!r} (expected 'engine', 'save' or 'update')")
+    provides it).  ``import beamlearn`` imports both; :mod:`beamlearn.interop` provides ``"to_sklearn"``."""
+    if role not in ROLES:
+        raise SpecError(f"provide: unknown role {role!r} (expected one of {', '.join(map(repr, ROLES))})")
     _PROVIDED[role] = implementation
 
 
@@ -443,6 +444,11 @@ class FittedPipeline:
         ``half_life`` to forget old data exponentially)."""
         return _provided("update")(self, data, approx=approx, half_life=half_life, batch_size=batch_size,
                                    errors=errors, lineage=lineage)
+
+    def to_sklearn(self) -> Any:
+        """An equal fitted scikit-learn ``ColumnTransformer`` (in a ``Pipeline`` with the estimator when the
+        pipeline ends with one): see :func:`beamlearn.interop.sklearn_export.to_sklearn`."""
+        return _provided("to_sklearn")(self)
 
     def describe(self) -> list[dict[str, Any]]:
         """Each step's type, parameters and a readable summary of its fitted state."""

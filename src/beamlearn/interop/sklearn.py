@@ -121,7 +121,11 @@ def _resolve_columns(spec: Any, schema: pa.Schema | None, where: str) -> list[st
         if schema is None:
             raise Unsupported(f"{where}: a column selector needs the schema: pass schema= (a pyarrow schema or a "
                               "sample of the data) or convert the fitted object")
-        return [str(c) for c in spec(schema.empty_table().to_pandas())]
+        frame = schema.empty_table().to_pandas()
+        for c in frame.columns:  # strings as object columns, as a DataFrame read from a file has them
+            if frame[c].dtype != object and pa.types.is_string(schema.field(str(c)).type):
+                frame[c] = frame[c].astype(object)
+        return [str(c) for c in spec(frame)]
     if schema is None and not (isinstance(spec, str) or (isinstance(spec, (list, tuple))
                                                          and all(isinstance(c, str) for c in spec))):
         raise Unsupported(f"{where}: columns by position need the schema: pass schema=")
@@ -315,11 +319,14 @@ def _input_schema(obj: Any, items: list[tuple[str, Any]], schema: pa.Schema | No
                 firsts.append((_flatten(t)[0][1], _names(c, names, "")))
     elif first is not None:
         firsts.append((first, names))
+    kinds = {"O": pa.string(), "U": pa.string(), "i": pa.int64(), "u": pa.int64(), "b": pa.bool_()}
     for est, cols in firsts:
-        for c, cats in zip(cols, getattr(est, "categories_", []) if hasattr(est, "categories_") else []):
-            kind = np.asarray(cats).dtype.kind
-            types[c] = {"O": pa.string(), "U": pa.string(), "i": pa.int64(), "u": pa.int64(),
-                        "b": pa.bool_()}.get(kind, pa.float64())
+        if hasattr(est, "categories_"):
+            for c, cats in zip(cols, est.categories_):
+                types[c] = kinds.get(np.asarray(cats).dtype.kind, pa.float64())
+        elif getattr(est, "statistics_", None) is not None and np.asarray(est.statistics_).dtype.kind in "OU":
+            for c in cols:  # an imputer fitted on objects: strings
+                types[c] = pa.string()
     return pa.schema([(n, types[n]) for n in names])
 
 

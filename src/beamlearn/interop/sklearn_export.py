@@ -125,7 +125,7 @@ def to_sklearn(fitted: FittedPipeline) -> Any:
         for c in group.outputs:
             owner[c] = groups.index(group)
     excluded = [] if estimator is None else [c for c in (estimator[0].label, estimator[0].sample_weight) if c]
-    remainder = [c for c in untouched if c not in excluded]
+    groups, remainder = _ordered(fitted, groups, [c for c in untouched if c not in excluded])
     model = None
     if estimator is not None:
         features = [c for g in groups for c in g.outputs] + remainder
@@ -144,6 +144,21 @@ def to_sklearn(fitted: FittedPipeline) -> Any:
     return SkPipeline([("columns", ct), ("model", model)])
 
 
+def _ordered(fitted: FittedPipeline, groups: list[_Group], remainder: list[str]) -> tuple[list[_Group], list[str]]:
+    """Entries in the column order a converted scikit-learn object had (``lineage["sklearn"]["columns"]``), so a
+    round trip gives the same matrix: untouched columns placed before an entry become passthrough entries.
+    Without that record, entries keep the step order and untouched columns come last."""
+    order = [b for _, b in fitted.lineage.get("sklearn", {}).get("columns", [])]
+    if not order or any(c not in order for g in groups for c in g.outputs):
+        return groups, remainder
+    pos = {c: i for i, c in enumerate(order)}
+    last = max((pos[c] for g in groups for c in g.outputs), default=-1)
+    early = [c for c in remainder if pos.get(c, len(order)) < last]
+    entries = groups + [_Group([c], ["passthrough"], [c], ["passthrough"]) for c in early]
+    entries.sort(key=lambda g: min(pos[c] for c in g.outputs))
+    return entries, [c for c in remainder if c not in early]
+
+
 def _column_transformer(fitted: FittedPipeline, groups: list[_Group], dropped: list[str],
                         inputs: list[str]) -> Any:
     from sklearn.base import clone
@@ -153,6 +168,9 @@ def _column_transformer(fitted: FittedPipeline, groups: list[_Group], dropped: l
 
     entries, inner = [], []
     for k, g in enumerate(groups):
+        if g.transformers == ["passthrough"]:
+            entries.append((f"passthrough{k}", "passthrough", list(g.columns)))
+            continue
         est = g.transformers[0] if len(g.transformers) == 1 else SkPipeline(list(zip(g.names, g.transformers)))
         name = f"{g.names[0]}{k}"
         entries.append((name, FrozenEstimator(est), list(g.columns)))

@@ -161,7 +161,7 @@ def test_unfitted_sklearn_becomes_a_pipeline_fitting_like_sklearn(case):
             bl.from_sklearn(unfitted, schema=pa.Schema.from_pandas(X, preserve_index=False), label="target")
         unfitted.set_params(ct__imp__simpleimputer__add_indicator=False)
     if name in ("breast_cancer", "wine"):  # both optimizers to the optimum, not to sklearn's loose default tol
-        unfitted.set_params(lr__tol=1e-10, lr__max_iter=2000)
+        unfitted.set_params(lr__tol=1e-10, lr__max_iter=200, lr__solver="newton-cholesky")
     data = X.assign(target=y)
     pipe = bl.from_sklearn(unfitted, schema=pa.Schema.from_pandas(X, preserve_index=False), label="target")
     assert isinstance(pipe, bl.Pipeline)

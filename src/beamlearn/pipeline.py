@@ -403,8 +403,8 @@ class FittedPipeline:
     def transform(self, data: Any, *, output: str = "arrow", batch_size: int = DEFAULT_BATCH_SIZE,
                   errors: Any = "raise", out: str | None = None,
                   progress: Callable[[int], None] | None = None) -> Any:
-        """Transform ``data``: a pyarrow Table (``output="arrow"``), a pandas DataFrame (``"pandas"``), a 2-D
-        float64 numpy array of the output columns (``"numpy"``), or files written to ``out`` (CSV, Parquet or
+        """Transform ``data``: a pyarrow Table (``output="arrow"``), a pandas DataFrame (``"pandas"``), a Polars
+        DataFrame (``"polars"``, zero-copy from Arrow), a 2-D float64 numpy array of the output columns (``"numpy"``), or files written to ``out`` (CSV, Parquet or
         JSON lines by extension), returning the number of rows written."""
         batches = self.iter_batches(data, batch_size=batch_size, errors=errors, progress=progress)
         if out is not None:
@@ -417,7 +417,11 @@ class FittedPipeline:
             return table.to_pandas()
         if output == "numpy":
             return io.table_to_numpy(table)
-        raise SpecError(f"output={output!r} is not one of 'arrow', 'pandas', 'numpy'")
+        if output == "polars":
+            import polars as pl  # an optional dependency (the interop extra), never on the serving path
+
+            return pl.from_arrow(table)
+        raise SpecError(f"output={output!r} is not one of 'arrow', 'pandas', 'polars', 'numpy'")
 
     # -------------------------------------------------------------------- single records
     def transform_one(self, record: dict[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ __all__ = ["Pipeline", "FittedPipeline", "FitPlan", "Pass", "provide"]
 PROFILE = -1  # pseudo step index of the training profile computed alongside the first pass
 
 _PROVIDED: dict[str, Any] = {}
-ROLES = ("engine", "save", "update", "to_sklearn")
+ROLES = ("engine", "save", "update", "to_sklearn", "to_onnx")
 
 
 def provide(role: str, implementation: Any) -> None:
@@ -42,7 +42,7 @@ def provide(role: str, implementation: Any) -> None:
     artifact code (the arrows of the house point one way): ``"engine"``, the class :meth:`Pipeline.fit`,
     :meth:`FittedPipeline.transform` and :meth:`FittedPipeline.iter_batches` run (the local engine provides
     itself when imported), and ``"save"``, what :meth:`FittedPipeline.save` calls (:mod:`beamlearn.artifact`
-    provides it).  ``import beamlearn`` imports both; :mod:`beamlearn.interop` provides ``"to_sklearn"``."""
+    provides it).  ``import beamlearn`` imports both; :mod:`beamlearn.interop` provides ``"to_sklearn"`` and ``"to_onnx"``."""
     if role not in ROLES:
         raise SpecError(f"provide: unknown role {role!r} (expected one of {', '.join(map(repr, ROLES))})")
     _PROVIDED[role] = implementation
@@ -453,6 +453,11 @@ class FittedPipeline:
         """An equal fitted scikit-learn ``ColumnTransformer`` (in a ``Pipeline`` with the estimator when the
         pipeline ends with one): see :func:`beamlearn.interop.sklearn_export.to_sklearn`."""
         return _provided("to_sklearn")(self)
+
+    def to_onnx(self, *, name: str | None = None) -> Any:
+        """An ONNX model (``onnx.ModelProto``) computing this transform in float64: see
+        :mod:`beamlearn.interop.onnx` for what exports and how."""
+        return _provided("to_onnx")(self, name=name)
 
     def describe(self) -> list[dict[str, Any]]:
         """Each step's type, parameters and a readable summary of its fitted state."""

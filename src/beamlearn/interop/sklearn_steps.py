@@ -265,7 +265,7 @@ class _SimpleImputer(Translation):
         """Fit sklearn's imputer on two synthetic rows: the statistic (NaN for a column empty at fit), then the
         statistic again or NaN where the column had missing values (so the indicator sees them)."""
         ix = _reindex(step, order)
-        plan = step._plan(state, schema)  # noqa: SLF001 - the step's own reading of its state
+        plan = step.fill_plan(state, schema)
         fills = {f.column: f.value for f in plan.fills}
         string = {f.column: f.string for f in plan.fills}
         if len({string.get(c, False) for c in order}) > 1:

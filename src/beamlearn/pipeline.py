@@ -454,10 +454,10 @@ class FittedPipeline:
         pipeline ends with one): see :func:`beamlearn.interop.sklearn_export.to_sklearn`."""
         return _provided("to_sklearn")(self)
 
-    def to_onnx(self, *, name: str | None = None) -> Any:
-        """An ONNX model (``onnx.ModelProto``) computing this transform in float64: see
-        :mod:`beamlearn.interop.onnx` for what exports and how."""
-        return _provided("to_onnx")(self, name=name)
+    def to_onnx(self, *, name: str | None = None, layout: str = "columns") -> Any:
+        """An ONNX model (``onnx.ModelProto``) computing this transform in float64, one output per column
+        (``layout="columns"``) or one matrix (``"matrix"``): see :mod:`beamlearn.interop.onnx`."""
+        return _provided("to_onnx")(self, name=name, layout=layout)
 
     def describe(self) -> list[dict[str, Any]]:
         """Each step's type, parameters and a readable summary of its fitted state."""

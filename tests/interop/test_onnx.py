@@ -99,6 +99,24 @@ def test_models_export_within_rounding(model, tables):
     assert_parity(fitted, test, rtol=1e-12, atol=1e-14)
 
 
+def test_matrix_layout_is_the_numeric_output_in_order(tables):
+    t, test = tables
+    fitted = bl.Pipeline([bl.SimpleImputer(NUM, add_indicator=True), bl.StandardScaler(NUM),
+                          bl.OneHotEncoder(["cat0", "cat1"], handle_unknown="ignore"),
+                          bl.KBinsDiscretizer(["num3"], n_bins=3),
+                          bl.LogisticRegression(NUM + ["cat0"], "k")]).fit(t.drop_columns(["label"]))
+    model = fitted.to_onnx(layout="matrix")
+    assert [o.name for o in model.graph.output] == ["out.matrix"]
+    got = run(model, test)["matrix"].reshape(test.num_rows, -1)
+    want = fitted.transform(test)
+    names = [f.name for f in want.schema if f.type != pa.string()  # inputs the pipeline does not read are no input
+             and (f.name not in test.column_names or f.name in fitted.required_columns)]
+    expected = np.column_stack([np.asarray(want.column(n).to_numpy(zero_copy_only=False), dtype=np.float64)
+                                for n in names])
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+    assert len(model.graph.node) < 60  # one-hot and probabilities as blocks, not a node per column
+
+
 def test_model_saved_and_loaded(tmp_path, tables):
     t, test = tables
     fitted = bl.Pipeline([bl.SimpleImputer(NUM), bl.LogisticRegression(NUM, "label")]).fit(t)

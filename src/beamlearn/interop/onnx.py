@@ -21,7 +21,7 @@ KBinsDiscretizer, Drop, LinearRegression, Ridge, LogisticRegression.  Anything e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -33,17 +33,28 @@ from beamlearn.pipeline import FittedPipeline
 from beamlearn.steps import (Drop, KBinsDiscretizer, MaxAbsScaler, MinMaxScaler, OneHotEncoder, OrdinalEncoder,
                              RobustScaler, SimpleImputer, StandardScaler, Step)
 
-__all__ = ["to_onnx", "onnx_feeds", "OPSET", "ML_OPSET", "OUTPUT_PREFIX"]
+__all__ = ["to_onnx", "onnx_feeds", "OPSET", "ML_OPSET", "OUTPUT_PREFIX", "MATRIX"]
 
 OPSET, ML_OPSET = 21, 4
 OUTPUT_PREFIX = "out."
+MATRIX = "matrix"
 """Outputs are named ``out.{column}`` (an ONNX graph cannot name an output like an input, and a scaler's output
 column is named like its input)."""
 _SCALERS = (StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler)
 
 
+class _Col(NamedTuple):
+    """Where a column lives in the graph: a ``[N, 1]`` tensor, or column ``j`` of a ``[N, width]`` block (one-hot
+    outputs and class probabilities are computed as one block: far fewer nodes than one per column)."""
+
+    tensor: str
+    typ: int
+    j: int | None = None
+    width: int = 1
+
+
 class _Graph:
-    """Nodes, constants and the current column -> (tensor, ONNX type) map while exporting."""
+    """Nodes, constants and the current column -> :class:`_Col` map while exporting."""
 
     def __init__(self) -> None:
         from onnx import TensorProto
@@ -51,8 +62,42 @@ class _Graph:
         self.T = TensorProto
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
-        self.cols: dict[str, tuple[str, int]] = {}
+        self.cols: dict[str, _Col] = {}
         self.k = 0
+        self.sliced: dict[tuple[str, int], str] = {}
+
+    def column(self, name: str) -> str:
+        """The ``[N, 1]`` tensor of a column (a slice of its block, made once)."""
+        col = self.cols[name]
+        if col.j is None:
+            return col.tensor
+        key = (col.tensor, col.j)
+        if key not in self.sliced:
+            self.sliced[key] = self.op("Slice", [col.tensor, self.const(np.array([col.j])),
+                                                 self.const(np.array([col.j + 1])), self.const(np.array([1]))], name)
+        return self.sliced[key]
+
+    def matrix(self, names: Sequence[str], hint: str = "X") -> str:
+        """A ``[N, len(names)]`` double tensor of columns, whole blocks taken as they are."""
+        parts: list[str] = []
+        i = 0
+        while i < len(names):
+            col = self.cols[names[i]]
+            run = 1
+            if col.j is not None:
+                while (i + run < len(names) and self.cols[names[i + run]].tensor == col.tensor
+                       and self.cols[names[i + run]].j == col.j + run):
+                    run += 1
+            if col.j is not None and run == col.width and col.j == 0:
+                part = col.tensor
+            elif col.j is not None and run > 1:
+                part = self.op("Slice", [col.tensor, self.const(np.array([col.j])),
+                                         self.const(np.array([col.j + run])), self.const(np.array([1]))], hint)
+            else:
+                part = self.column(names[i])
+            parts.append(part if col.typ == self.T.DOUBLE else self.cast(part, self.T.DOUBLE))
+            i += run
+        return self.op("Concat", parts, hint, axis=1) if len(parts) > 1 else parts[0]
 
     def name(self, hint: str) -> str:
         self.k += 1
@@ -89,26 +134,26 @@ class _Graph:
 def _scaler(g: _Graph, step: Step, state: dict[str, Any]) -> None:
     a = step.affine(state)
     for i, c in enumerate(step.input_columns()):
-        x, _ = g.cols[c]
+        x = g.column(c)
         y = g.op("Sub", [x, g.const(np.array([a.offset[i]]))], c)
         y = g.op("Div" if a.divide else "Mul", [y, g.const(np.array([a.scale[i]]))], c)
         if a.shift is not None:
             y = g.op("Add", [y, g.const(np.array([a.shift[i]]))], c)
         if a.clip is not None:
             y = g.op("Clip", [y, g.const(np.array(float(a.clip[0]))), g.const(np.array(float(a.clip[1])))], c)
-        g.cols[c] = (y, g.T.DOUBLE)
+        g.cols[c] = _Col(y, g.T.DOUBLE)
 
 
 def _imputer(g: _Graph, step: SimpleImputer, state: dict[str, Any], schema: pa.Schema) -> None:
     plan = step.fill_plan(state, schema)
-    outputs: dict[str, tuple[str, int]] = {}
+    outputs: dict[str, _Col] = {}
     for c, value, string in plan.fills:
-        x, typ = g.cols[c]
+        x, typ = g.column(c), g.cols[c].typ
         fill = np.array([value], dtype=object) if string else np.array([value])
-        outputs[c] = (g.op("Where", [g.missing(x, typ), g.const(fill), x], c), typ)
+        outputs[c] = _Col(g.op("Where", [g.missing(x, typ), g.const(fill), x], c), typ)
     for c in plan.indicators:
-        x, typ = g.cols[c]
-        outputs[f"missingindicator_{c}"] = (g.cast(g.missing(x, typ), g.T.UINT8), g.T.UINT8)
+        x, typ = g.column(c), g.cols[c].typ
+        outputs[f"missingindicator_{c}"] = _Col(g.cast(g.missing(x, typ), g.T.UINT8), g.T.UINT8)
     for c in step.input_columns():
         g.cols.pop(c)
     g.cols.update(outputs)
@@ -132,31 +177,35 @@ def _codes(g: _Graph, x: str, typ: int, layout: Any, values: Sequence[Any], defa
                 default_tensor=numpy_helper.from_array(np.asarray([default], dtype=dtype), "default"))
 
 
+def _one_hot(g: _Graph, code: str, slots: np.ndarray, names: Sequence[str]) -> dict[str, _Col]:
+    """One uint8 ``[N, k]`` block: row r, column k is ``code[r] == slots[k]``."""
+    block = g.cast(g.op("Equal", [code, g.const(slots.reshape(1, -1))], "onehot"), g.T.UINT8)
+    return {name: _Col(block, g.T.UINT8, k, len(names)) for k, name in enumerate(names)}
+
+
 def _encoder(g: _Graph, step: Step, state: dict[str, Any], schema: pa.Schema) -> None:
     columns = step.input_columns()
     layouts = step.layouts(state, [schema.field(c).type for c in columns])
-    outputs: dict[str, tuple[str, int]] = {}
+    outputs: dict[str, _Col] = {}
     for c, layout in zip(columns, layouts):
-        x, typ = g.cols[c]
+        x, typ = g.column(c), g.cols[c].typ
         n_known = len(layout.values) + (1 if layout.missing_index >= 0 else 0)
         if isinstance(step, OrdinalEncoder):
             codes = [float(v) for v in layout.codes[:n_known]]
-            outputs[c] = (_codes(g, x, typ, layout, codes, float(layout.codes[-1]), g.T.DOUBLE), g.T.DOUBLE)
+            outputs[c] = _Col(_codes(g, x, typ, layout, codes, float(layout.codes[-1]), g.T.DOUBLE), g.T.DOUBLE)
             continue
         code = _codes(g, x, typ, layout, [int(v) for v in layout.codes[:n_known]], int(layout.codes[-1]),
                       g.T.INT64)
-        for k, name in enumerate(layout.names):
-            hit = g.op("Equal", [code, g.const(np.array([k], dtype=np.int64))], name)
-            outputs[name] = (g.cast(hit, g.T.UINT8), g.T.UINT8)
+        outputs.update(_one_hot(g, code, np.arange(len(layout.names), dtype=np.int64), layout.names))
     for c in columns:
         g.cols.pop(c)
     g.cols.update(outputs)
 
 
 def _bins(g: _Graph, step: KBinsDiscretizer, state: dict[str, Any]) -> None:
-    outputs: dict[str, tuple[str, int]] = {}
+    outputs: dict[str, _Col] = {}
     for c, edges, n in zip(step.input_columns(), state["bins"]["edges"], state["bins"]["n_bins"]):
-        x, _ = g.cols[c]
+        x = g.column(c)
         inner = np.asarray(edges, dtype=np.float64)[1:-1]
         if len(inner):  # searchsorted(inner, x, side="right") = the number of inner edges <= x
             ge = g.cast(g.op("GreaterOrEqual", [x, g.const(inner.reshape(1, -1))], c), g.T.DOUBLE)
@@ -165,33 +214,26 @@ def _bins(g: _Graph, step: KBinsDiscretizer, state: dict[str, Any]) -> None:
             code = g.op("Mul", [x, g.const(np.array([0.0]))], c)
         code = g.op("Where", [g.op("IsNaN", [x]), g.const(np.array([np.nan])), code], c)
         if step.encode == "ordinal":
-            outputs[c] = (code, g.T.DOUBLE)
+            outputs[c] = _Col(code, g.T.DOUBLE)
             continue
-        for j in range(int(n)):
-            name = f"{c}_{float(j)}"
-            outputs[name] = (g.cast(g.op("Equal", [code, g.const(np.array([float(j)]))], name), g.T.UINT8),
-                             g.T.UINT8)
+        names = [f"{c}_{float(j)}" for j in range(int(n))]
+        outputs.update(_one_hot(g, code, np.arange(int(n), dtype=np.float64), names))
     for c in step.input_columns():
         g.cols.pop(c)
     g.cols.update(outputs)
 
 
-def _features(g: _Graph, features: Sequence[str]) -> str:
-    parts = [g.cast(g.cols[f][0], g.T.DOUBLE) if g.cols[f][1] != g.T.DOUBLE else g.cols[f][0] for f in features]
-    return g.op("Concat", parts, "X", axis=1) if len(parts) > 1 else parts[0]
-
-
 def _linear(g: _Graph, step: Step, state: dict[str, Any]) -> None:
     m = state["model"]
-    X = _features(g, state["features"])
+    X = g.matrix(state["features"])
     coef = np.asarray(m["coef"], dtype=np.float64).reshape(-1, 1)
     y = g.op("Add", [g.op("MatMul", [X, g.const(coef)]), g.const(np.array([float(m["intercept"])]))], step.output)
-    g.cols[step.output] = (y, g.T.DOUBLE)
+    g.cols[step.output] = _Col(y, g.T.DOUBLE)
 
 
 def _logistic(g: _Graph, step: LogisticRegression, state: dict[str, Any]) -> None:
     m, classes = state["model"], step.classes_of(state)
-    X = _features(g, state["features"])
+    X = g.matrix(state["features"])
     W = np.asarray(m["coef"], dtype=np.float64).T
     Z = g.op("Add", [g.op("MatMul", [X, g.const(W)]), g.const(np.asarray(m["intercept"], dtype=np.float64))], "z")
     string = isinstance(classes[0], str)  # numeric classes come out as double, so a missing row can be NaN
@@ -201,19 +243,19 @@ def _logistic(g: _Graph, step: LogisticRegression, state: dict[str, Any]) -> Non
         p1 = g.op("Sigmoid", [Z], "p1")
         p0 = g.op("Sub", [g.const(np.array([1.0])), p1], "p0")
         idx = g.cast(g.op("Greater", [Z, g.const(np.array([0.0]))]), g.T.INT64)
-        probs, extra = [p0, p1], {"decision": (Z, g.T.DOUBLE)}
+        probs = [_Col(p0, g.T.DOUBLE), _Col(p1, g.T.DOUBLE)]
+        extra = {"decision": _Col(Z, g.T.DOUBLE)}
     else:
         P = g.op("Softmax", [Z], "proba", axis=1)
-        probs = [g.op("Slice", [P, g.const(np.array([j])), g.const(np.array([j + 1])), g.const(np.array([1]))])
-                 for j in range(len(classes))]
+        probs = [_Col(P, g.T.DOUBLE, j, len(classes)) for j in range(len(classes))]
         idx, extra = g.op("ArgMax", [Z], "argmax", axis=1, keepdims=1), {}
     pred = g.op("Gather", [g.const(labels), idx], step.output, axis=0)
     nan = g.op("IsNaN", [g.op("ReduceSum", [Z, g.const(np.array([1], dtype=np.int64))], keepdims=1)])
     missing = np.array([""], dtype=object) if string else np.array([np.nan])
     pred = g.op("Where", [nan, g.const(missing), pred], step.output)
-    g.cols[step.output] = (pred, label_type)
+    g.cols[step.output] = _Col(pred, label_type)
     for c, p in zip(classes, probs):
-        g.cols[f"proba_{c}"] = (p, g.T.DOUBLE)
+        g.cols[f"proba_{c}"] = p
     g.cols.update(extra)
 
 
@@ -241,8 +283,13 @@ def _export_step(g: _Graph, step: Step, state: dict[str, Any], schema: pa.Schema
     return None
 
 
-def to_onnx(fitted: FittedPipeline, *, name: str | None = None) -> Any:
-    """An ``onnx.ModelProto`` computing ``fitted``'s transform (see the module docstring); save it with
+def to_onnx(fitted: FittedPipeline, *, name: str | None = None, layout: str = "columns") -> Any:
+    """An ``onnx.ModelProto`` computing ``fitted``'s transform (see the module docstring).
+
+    ``layout="columns"`` (default): one ``[N, 1]`` output per computed column.  ``layout="matrix"``: one ``[N, m]``
+    double output ``out.matrix`` of every numeric output column in output order (inputs passed through
+    included, as scikit-learn's ColumnTransformer output), plus one output per string column: the fewest nodes
+    and outputs, for the lowest latency.  Save it with
     ``onnx.save(model, path)`` or run it with ``onnxruntime.InferenceSession(model.SerializeToString())``.
 
     Examples
@@ -256,12 +303,14 @@ def to_onnx(fitted: FittedPipeline, *, name: str | None = None) -> Any:
     import onnx
     from onnx import helper
 
+    if layout not in ("columns", "matrix"):
+        raise ConversionError(f"to_onnx: layout={layout!r} is not 'columns' or 'matrix'")
     g = _Graph()
     inputs = []
     for c in fitted.required_columns:
         typ = g.T.STRING if column_kind(fitted.input_schema.field(c).type) == "string" else g.T.DOUBLE
         inputs.append(helper.make_tensor_value_info(c, typ, [None, 1]))
-        g.cols[c] = (c, typ)
+        g.cols[c] = _Col(c, typ)
     problems = []
     for i, (step, state, schema) in enumerate(zip(fitted.steps, fitted.states, fitted.step_schemas)):
         reason = _export_step(g, step, state, schema) if all(c in g.cols for c in _reads(step, state)) \
@@ -273,11 +322,16 @@ def to_onnx(fitted: FittedPipeline, *, name: str | None = None) -> Any:
     if problems:
         raise ConversionError("cannot export this pipeline to ONNX:\n- " + "\n- ".join(problems))
     outputs = []
-    for c in fitted.output_schema.names:
-        if c in g.cols and g.cols[c][0] != c:  # computed (an input passed through unchanged is not an output)
-            tensor, typ = g.cols[c]
-            g.nodes.append(helper.make_node("Identity", [tensor], [OUTPUT_PREFIX + c]))
-            outputs.append(helper.make_tensor_value_info(OUTPUT_PREFIX + c, typ, [None, 1]))
+    names = [c for c in fitted.output_schema.names if c in g.cols]
+    if layout == "matrix":
+        numeric = [c for c in names if g.cols[c].typ != g.T.STRING]
+        g.nodes.append(helper.make_node("Identity", [g.matrix(numeric)], [OUTPUT_PREFIX + MATRIX]))
+        outputs.append(helper.make_tensor_value_info(OUTPUT_PREFIX + MATRIX, g.T.DOUBLE, [None, len(numeric)]))
+        names = [c for c in names if c not in numeric]
+    for c in names:
+        if g.cols[c].tensor != c or layout == "matrix":  # an input passed through unchanged is not an output
+            g.nodes.append(helper.make_node("Identity", [g.column(c)], [OUTPUT_PREFIX + c]))
+            outputs.append(helper.make_tensor_value_info(OUTPUT_PREFIX + c, g.cols[c].typ, [None, 1]))
     graph = helper.make_graph(g.nodes, name or fitted.name or "beamlearn", inputs, outputs, initializer=g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
                                                     helper.make_opsetid("ai.onnx.ml", ML_OPSET)],

@@ -26,10 +26,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _data  # noqa: E402
+import _data
 
-import beamlearn as bl  # noqa: E402
-from beamlearn.interop.onnx import onnx_feeds  # noqa: E402
+import beamlearn as bl
+from beamlearn.interop.onnx import onnx_feeds
 
 ANCHOR_US = 18.0
 

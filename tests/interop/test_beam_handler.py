@@ -4,6 +4,8 @@ model_metadata side input swaps the artifact; sharing across processes."""
 
 from __future__ import annotations
 
+import math
+
 import apache_beam as beam
 import pyarrow as pa
 import pytest
@@ -18,7 +20,7 @@ from beamlearn.testing import random_table
 
 def canon(row: dict) -> tuple:
     """A row comparable by equality (NaN != NaN)."""
-    return tuple(sorted((k, "nan" if isinstance(v, float) and v != v else v) for k, v in row.items()))
+    return tuple(sorted((k, "nan" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()))
 
 
 @pytest.fixture(scope="module")

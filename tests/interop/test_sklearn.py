@@ -17,8 +17,15 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import (KBinsDiscretizer, MaxAbsScaler, MinMaxScaler, OneHotEncoder, OrdinalEncoder,
-                                   RobustScaler, StandardScaler)
+from sklearn.preprocessing import (
+    KBinsDiscretizer,
+    MaxAbsScaler,
+    MinMaxScaler,
+    OneHotEncoder,
+    OrdinalEncoder,
+    RobustScaler,
+    StandardScaler,
+)
 
 import beamlearn as bl
 from beamlearn.errors import ConversionError
@@ -122,7 +129,7 @@ def case(request: pytest.FixtureRequest) -> tuple[str, pd.DataFrame, pd.Series, 
 
 
 def test_fitted_sklearn_transforms_and_predicts_the_same_in_beamlearn(case):
-    name, X, y, sk = case
+    name, X, _y, sk = case
     fitted = bl.from_sklearn(sk)
     assert isinstance(fitted, bl.FittedPipeline)
     ours, out = _ours(fitted, X)
@@ -138,7 +145,7 @@ def test_fitted_sklearn_transforms_and_predicts_the_same_in_beamlearn(case):
 
 
 def test_round_trip_sklearn_beamlearn_sklearn_is_equal(case, tmp_path):
-    name, X, y, sk = case
+    name, X, _y, sk = case
     fitted = bl.load(bl.from_sklearn(sk).save(str(tmp_path / "m.blm")))  # through an artifact
     back = fitted.to_sklearn()
     np.testing.assert_allclose(_dense(back[:-1].transform(X)), _dense(sk[:-1].transform(X)), rtol=1e-12,

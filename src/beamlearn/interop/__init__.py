@@ -11,4 +11,4 @@ from beamlearn.pipeline import provide
 provide("to_sklearn", to_sklearn)
 provide("to_onnx", to_onnx)
 
-__all__ = ["from_sklearn", "to_sklearn", "to_onnx"]
+__all__ = ["from_sklearn", "to_onnx", "to_sklearn"]

@@ -30,10 +30,20 @@ from beamlearn.batches import column_kind
 from beamlearn.errors import ConversionError
 from beamlearn.models import LinearRegression, LogisticRegression, Ridge
 from beamlearn.pipeline import FittedPipeline
-from beamlearn.steps import (Drop, KBinsDiscretizer, MaxAbsScaler, MinMaxScaler, OneHotEncoder, OrdinalEncoder,
-                             RobustScaler, SimpleImputer, StandardScaler, Step)
+from beamlearn.steps import (
+    Drop,
+    KBinsDiscretizer,
+    MaxAbsScaler,
+    MinMaxScaler,
+    OneHotEncoder,
+    OrdinalEncoder,
+    RobustScaler,
+    SimpleImputer,
+    StandardScaler,
+    Step,
+)
 
-__all__ = ["to_onnx", "onnx_feeds", "OPSET", "ML_OPSET", "OUTPUT_PREFIX", "MATRIX"]
+__all__ = ["MATRIX", "ML_OPSET", "OPSET", "OUTPUT_PREFIX", "onnx_feeds", "to_onnx"]
 
 OPSET, ML_OPSET = 21, 4
 OUTPUT_PREFIX = "out."

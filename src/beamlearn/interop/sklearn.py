@@ -32,7 +32,7 @@ from beamlearn.models.sklearn import fitted_estimator_state
 from beamlearn.pipeline import FittedPipeline, Pipeline
 from beamlearn.steps import Drop, Step
 
-__all__ = ["from_sklearn", "SUPPORTED"]
+__all__ = ["SUPPORTED", "from_sklearn"]
 
 SUPPORTED = ("StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler", "SimpleImputer", "OneHotEncoder",
              "OrdinalEncoder", "KBinsDiscretizer", "LinearRegression", "Ridge", "LogisticRegression",

@@ -36,7 +36,7 @@ from beamlearn.models.base import Classifier, Estimator
 from beamlearn.pipeline import Pipeline
 from beamlearn.steps import Step, registered_steps
 
-__all__ = ["BeamlearnEstimator", "adapter_class", "ADAPTERS"]
+__all__ = ["ADAPTERS", "BeamlearnEstimator", "adapter_class"]
 
 LABEL, WEIGHT = "__label__", "__sample_weight__"
 HIDDEN = ("label", "sample_weight", "output", "missing_label")
@@ -273,7 +273,7 @@ def adapter_class(step_class: type[Step]) -> type[BeamlearnEstimator]:
 
     def __init__(self: Any, **kwargs: Any) -> None:
         for p in params:
-            setattr(self, p.name, kwargs[p.name] if p.name in kwargs else p.default)
+            setattr(self, p.name, kwargs.get(p.name, p.default))
 
     __init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *params])

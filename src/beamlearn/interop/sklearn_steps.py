@@ -20,11 +20,26 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from beamlearn.steps import (KBinsDiscretizer, MaxAbsScaler, MinMaxScaler, OneHotEncoder, OrdinalEncoder,
-                             RobustScaler, SimpleImputer, StandardScaler, Step)
+from beamlearn.steps import (
+    KBinsDiscretizer,
+    MaxAbsScaler,
+    MinMaxScaler,
+    OneHotEncoder,
+    OrdinalEncoder,
+    RobustScaler,
+    SimpleImputer,
+    StandardScaler,
+    Step,
+)
 
-__all__ = ["Translation", "Unsupported", "TRANSLATIONS", "translation_for_sklearn", "translation_for_step",
-           "is_missing_value"]
+__all__ = [
+    "TRANSLATIONS",
+    "Translation",
+    "Unsupported",
+    "is_missing_value",
+    "translation_for_sklearn",
+    "translation_for_step",
+]
 
 
 class Unsupported(Exception):

@@ -141,31 +141,44 @@ class _Graph:
 
 
 # ---------------------------------------------------------------------------------------------- steps
+def _block(g: _Graph, names: Sequence[str], tensor: str) -> None:
+    """Columns ``names`` now live in the ``[N, len(names)]`` block ``tensor``."""
+    for j, c in enumerate(names):
+        g.cols[c] = _Col(tensor, g.T.DOUBLE, j, len(names))
+
+
 def _scaler(g: _Graph, step: Step, state: dict[str, Any]) -> None:
-    a = step.affine(state)
-    for i, c in enumerate(step.input_columns()):
-        x = g.column(c)
-        y = g.op("Sub", [x, g.const(np.array([a.offset[i]]))], c)
-        y = g.op("Div" if a.divide else "Mul", [y, g.const(np.array([a.scale[i]]))], c)
-        if a.shift is not None:
-            y = g.op("Add", [y, g.const(np.array([a.shift[i]]))], c)
-        if a.clip is not None:
-            y = g.op("Clip", [y, g.const(np.array(float(a.clip[0]))), g.const(np.array(float(a.clip[1])))], c)
-        g.cols[c] = _Col(y, g.T.DOUBLE)
+    """One vectorized map over the step's columns as a block (the same IEEE operations as the step's)."""
+    a, cols = step.affine(state), step.input_columns()
+    y = g.op("Sub", [g.matrix(cols), g.const(np.asarray(a.offset, dtype=np.float64).reshape(1, -1))], "scaled")
+    y = g.op("Div" if a.divide else "Mul", [y, g.const(np.asarray(a.scale, dtype=np.float64).reshape(1, -1))])
+    if a.shift is not None:
+        y = g.op("Add", [y, g.const(np.asarray(a.shift, dtype=np.float64).reshape(1, -1))])
+    if a.clip is not None:
+        y = g.op("Clip", [y, g.const(np.array(float(a.clip[0]))), g.const(np.array(float(a.clip[1])))])
+    _block(g, cols, y)
 
 
 def _imputer(g: _Graph, step: SimpleImputer, state: dict[str, Any], schema: pa.Schema) -> None:
     plan = step.fill_plan(state, schema)
     outputs: dict[str, _Col] = {}
-    for c, value, string in plan.fills:
-        x, typ = g.column(c), g.cols[c].typ
-        fill = np.array([value], dtype=object) if string else np.array([value])
-        outputs[c] = _Col(g.op("Where", [g.missing(x, typ), g.const(fill), x], c), typ)
-    for c in plan.indicators:
+    for c in plan.indicators:  # read before the fills replace the columns
         x, typ = g.column(c), g.cols[c].typ
         outputs[f"missingindicator_{c}"] = _Col(g.cast(g.missing(x, typ), g.T.UINT8), g.T.UINT8)
+    numbers = [(c, v) for c, v, string in plan.fills if not string]
+    if numbers:  # one Where over the block of numeric columns
+        X = g.matrix([c for c, _ in numbers])
+        fill = g.const(np.array([v for _, v in numbers], dtype=np.float64).reshape(1, -1))
+        y = g.op("Where", [g.op("IsNaN", [X]), fill, X], "imputed")
+    for c, value, string in plan.fills:
+        if string:
+            x = g.column(c)
+            outputs[c] = _Col(g.op("Where", [g.missing(x, g.T.STRING), g.const(np.array([value], dtype=object)),
+                                             x], c), g.T.STRING)
     for c in step.input_columns():
         g.cols.pop(c)
+    if numbers:
+        _block(g, [c for c, _ in numbers], y)
     g.cols.update(outputs)
 
 

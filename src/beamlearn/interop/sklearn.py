@@ -26,8 +26,9 @@ import pyarrow as pa
 
 from beamlearn.batches import empty_batch, to_batches
 from beamlearn.errors import ConversionError
+from beamlearn.interop.sklearn_models import linear_from_sklearn, logistic_from_sklearn
 from beamlearn.interop.sklearn_steps import Unsupported, translation_for_sklearn
-from beamlearn.models import LinearRegression, LogisticRegression, Ridge, SklearnModel
+from beamlearn.models import SklearnModel
 from beamlearn.models.sklearn import fitted_estimator_state
 from beamlearn.pipeline import FittedPipeline, Pipeline
 from beamlearn.steps import Drop, Step
@@ -234,9 +235,9 @@ def _estimator(w: _Walk, est: Any, features: list[str] | None, where: str, outpu
         return
     try:
         if name == "sklearn.linear_model.LogisticRegression":
-            step, state = _logistic(est, feats, label, output, w.fitted)
+            step, state = logistic_from_sklearn(est, feats, label, output, w.fitted)
         elif name in ("sklearn.linear_model.LinearRegression", "sklearn.linear_model.Ridge"):
-            step, state = _linear(est, feats, label, output, w.fitted)
+            step, state = linear_from_sklearn(est, feats, label, output, w.fitted)
         else:
             step = SklearnModel(clone(est), features=feats, label=label, output=output)
             state = None
@@ -247,54 +248,6 @@ def _estimator(w: _Walk, est: Any, features: list[str] | None, where: str, outpu
         w.problems.append(f"{where}: {type(est).__name__}: {exc}")
         return
     w.add(step, state, [])
-
-
-def _logistic(est: Any, feats: list[str], label: str | None, output: str, fitted: bool) -> tuple[Step, Any]:
-    p = est.get_params(deep=False)
-    solver = {"lbfgs": "lbfgs", "newton-cholesky": "newton-cholesky", "newton-cg": "newton-cholesky",
-              "sag": "auto", "saga": "auto"}.get(p["solver"])
-    l2 = p.get("penalty", "l2") in ("l2", "deprecated") and p.get("l1_ratio") in (None, 0, 0.0)
-    if not fitted and (solver is None or not l2 or p["C"] == np.inf):
-        raise Unsupported("beamlearn fits the L2 penalty with a finite C (solvers lbfgs, newton-cg, "
-                          f"newton-cholesky, sag, saga); got solver={p['solver']!r}, penalty={p.get('penalty')!r}, "
-                          f"l1_ratio={p.get('l1_ratio')!r}, C={p['C']!r}")
-    if fitted and p["solver"] == "liblinear" and len(est.classes_) > 2:
-        raise Unsupported("a one-vs-rest (liblinear) multiclass model predicts other probabilities")
-    step = LogisticRegression(feats, label, C=float(p["C"]) if p["C"] != np.inf else 1e300,
-                              fit_intercept=bool(p["fit_intercept"]), class_weight=p["class_weight"],
-                              max_iter=int(p["max_iter"]), tol=float(p["tol"]), solver=solver or "auto",
-                              output=output)
-    if not fitted:
-        return step, None
-    classes = [v.item() if isinstance(v, np.generic) else v for v in est.classes_]
-    model = {"coef": np.asarray(est.coef_, dtype=np.float64),
-             "intercept": np.asarray(est.intercept_, dtype=np.float64).reshape(-1),
-             "classes": classes, "class_counts": np.full(len(classes), np.nan),
-             "n_iter": int(np.max(est.n_iter_)), "converged": True, "loss": float("nan"), "rows": 0, "skipped": 0}
-    return step, {"features": list(feats), "model": model}
-
-
-def _linear(est: Any, feats: list[str], label: str | None, output: str, fitted: bool) -> tuple[Step, Any]:
-    p = est.get_params(deep=False)
-    if p.get("positive"):
-        raise Unsupported("positive=True is not supported")
-    if type(est).__name__ == "Ridge":
-        if np.ndim(p["alpha"]) != 0:
-            raise Unsupported("one alpha per target is not supported")
-        step: Step = Ridge(feats, label, alpha=float(p["alpha"]), fit_intercept=bool(p["fit_intercept"]),
-                           output=output)
-    else:
-        step = LinearRegression(feats, label, fit_intercept=bool(p["fit_intercept"]),
-                                tol=float(p.get("tol", 1e-6)), output=output)
-    if not fitted:
-        return step, None
-    coef = np.asarray(est.coef_, dtype=np.float64)
-    if coef.ndim != 1:
-        raise Unsupported("a multi-output model is not supported")
-    model = {"coef": coef, "intercept": float(est.intercept_), "rows": 0, "skipped": 0}
-    if hasattr(est, "rank_"):
-        model["rank"] = int(est.rank_)
-    return step, {"features": list(feats), "model": model}
 
 
 # ---------------------------------------------------------------------------------------------- entry point

@@ -18,14 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from beamlearn.errors import ConversionError
+from beamlearn.interop.sklearn_models import model_to_sklearn
 from beamlearn.interop.sklearn_steps import Unsupported, translation_for_step
-from beamlearn.models import LinearRegression, LogisticRegression, Ridge, SklearnModel
 from beamlearn.models.base import Estimator
-from beamlearn.models.sklearn_io import load_skops
 from beamlearn.pipeline import FittedPipeline
 from beamlearn.steps import Drop, OneHotEncoder, OrdinalEncoder, Step
 
@@ -130,7 +128,7 @@ def to_sklearn(fitted: FittedPipeline) -> Any:
     if estimator is not None:
         features = [c for g in groups for c in g.outputs] + remainder
         try:
-            model = _model(*estimator, features)
+            model = model_to_sklearn(*estimator, features)
         except Unsupported as exc:
             problems.append(f"step {len(fitted.steps) - 1} ({type(estimator[0]).__name__}): {exc}")
     if problems:
@@ -187,46 +185,3 @@ def _column_transformer(fitted: FittedPipeline, groups: list[_Group], dropped: l
     ct.transformers = [(n, clone(t.estimator) if isinstance(t, FrozenEstimator) else t, c)
                        for n, t, c in ct.transformers]
     return ct
-
-
-def _permutation(have: Sequence[str], want: Sequence[str]) -> list[int]:
-    if sorted(have) != sorted(want):
-        raise Unsupported(f"the estimator reads {list(have)}, but the converted columns are {list(want)}: "
-                          "scikit-learn's estimator reads every column the ColumnTransformer outputs")
-    return [list(have).index(c) for c in want]
-
-
-def _model(step: Step, state: dict[str, Any], features: list[str]) -> Any:
-    if state.get("decision_threshold"):
-        raise Unsupported("a stored decision threshold has no plain scikit-learn counterpart")
-    perm = _permutation(state["features"], features)
-    m = state["model"]
-    if isinstance(step, LogisticRegression):
-        from sklearn.linear_model import LogisticRegression as SkLogistic
-
-        est = SkLogistic(C=step.C, fit_intercept=step.fit_intercept, class_weight=step.class_weight,
-                         max_iter=step.max_iter, tol=step.tol,
-                         solver="newton-cholesky" if step.solver == "newton-cholesky" else "lbfgs")
-        est.coef_ = np.asarray(m["coef"], dtype=np.float64)[:, perm]
-        est.intercept_ = np.asarray(m["intercept"], dtype=np.float64)
-        est.classes_ = np.asarray(m["classes"])
-        est.n_iter_ = np.array([int(m["n_iter"])], dtype=np.int32)
-    elif isinstance(step, (LinearRegression, Ridge)):
-        from sklearn.linear_model import LinearRegression as SkLinear
-        from sklearn.linear_model import Ridge as SkRidge
-
-        est = SkRidge(alpha=step.alpha, fit_intercept=step.fit_intercept) if isinstance(step, Ridge) else \
-            SkLinear(fit_intercept=step.fit_intercept, tol=step.tol)
-        est.coef_ = np.asarray(m["coef"], dtype=np.float64)[perm]
-        est.intercept_ = float(m["intercept"])
-        if "rank" in m:
-            est.rank_ = int(m["rank"])
-    elif isinstance(step, SklearnModel):
-        if perm != list(range(len(perm))):
-            raise Unsupported("the wrapped estimator reads its features in another order than the "
-                              "ColumnTransformer outputs them")
-        return load_skops(m["skops"], m.get("class"))
-    else:
-        raise Unsupported(f"{type(step).__name__} has no scikit-learn counterpart here")
-    est.n_features_in_ = len(features)
-    return est

@@ -9,6 +9,8 @@ import onnx
 import onnxruntime as ort
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import beamlearn as bl
 from beamlearn.errors import ConversionError
@@ -137,3 +139,19 @@ def test_error_names_every_step_it_cannot_export(tables):
     msg = str(err.value)
     assert "step 0 (Log1p)" in msg and "step 2 (FeatureHasher)" in msg and "step 3 (LogisticRegression)" in msg
     assert "StandardScaler" not in msg
+
+
+@given(seed=st.integers(0, 10_000), rows=st.integers(1, 60), null=st.floats(0.0, 0.6))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_random_tables_property(seed, rows, null):
+    """Any table (few rows, many nulls, categories unseen at fit) exports to the same numbers."""
+    t = random_table(rows, n_numeric=3, n_string=1, n_categories=4, null_fraction=null, seed=seed)
+    test = random_table(40, n_numeric=3, n_string=1, n_categories=6, null_fraction=null, seed=seed + 1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = bl.Pipeline([bl.SimpleImputer(NUM, strategy="median", add_indicator=True, keep_empty_features=True),
+                              bl.RobustScaler(NUM), bl.OneHotEncoder("cat0", handle_unknown="ignore"),
+                              bl.KBinsDiscretizer(["num1"], n_bins=3, strategy="uniform")]).fit(t)
+    assert_parity(fitted, test)

@@ -156,6 +156,9 @@ def test_round_trip_sklearn_beamlearn_sklearn_is_equal(case, tmp_path):
         assert (back.predict(X) == sk.predict(X)).all()
         np.testing.assert_allclose(back.predict_proba(X), sk.predict_proba(X), rtol=1e-9, atol=1e-12)
     assert_serving_consistent(fitted, X.head(50), rtol=1e-12, atol=1e-12)
+    from beamlearn.cli import main
+
+    assert main(["inspect", str(tmp_path / "m.blm")]) == 0  # a converted model describes itself
 
 
 def test_unfitted_sklearn_becomes_a_pipeline_fitting_like_sklearn(case):

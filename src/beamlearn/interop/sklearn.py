@@ -358,7 +358,8 @@ def from_sklearn(obj: Any, *, schema: Any = None, label: str | None = None,
         raise ConversionError("cannot convert this scikit-learn object to beamlearn:\n- " + "\n- ".join(w.problems))
     if not fitted:
         return Pipeline(w.steps, name=f"from_sklearn:{type(obj).__name__}")
-    lineage = {"sklearn": {"class": f"{type(obj).__module__.split('._')[0]}.{type(obj).__name__}",
+    lineage = {"engine": "scikit-learn (from_sklearn)", "passes": 0,
+               "sklearn": {"class": f"{type(obj).__module__.split('._')[0]}.{type(obj).__name__}",
                            "columns": _column_pairs(obj, items, cols)}}
     return FittedPipeline(w.steps, w.states, in_schema, name=f"from_sklearn:{type(obj).__name__}",
                           lineage=lineage)

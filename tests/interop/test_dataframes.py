@@ -82,3 +82,20 @@ def test_output_polars(table, reference):
     assert isinstance(out, pl.DataFrame) and out.to_arrow().equals(want)
     with pytest.raises(bl.errors.SpecError, match="'polars'"):
         fitted.transform(table, output="excel")
+
+
+def test_pandas_arrow_dtypes_are_read_without_a_copy():
+    df = pd.DataFrame({"x": pd.array(np.arange(1000, dtype=np.float64), dtype="float64[pyarrow]")})
+    batch = next(iter(to_batches(df)))
+    assert batch.column("x").buffers()[1].address == df["x"].array._pa_array.chunks[0].buffers()[1].address
+
+
+@pytest.mark.parametrize("kind", ["polars", "duckdb_relation"])
+def test_evaluate_reads_the_frame(kind, table, reference):
+    from beamlearn.metrics.evaluate import evaluate
+
+    fitted, want = reference
+    scored = pl.from_arrow(want) if kind == "polars" else duckdb.from_arrow(want)
+    got = evaluate(scored, label="y", prediction="prediction")
+    expected = evaluate(want, label="y", prediction="prediction")
+    assert got.to_dict()["overall"] == expected.to_dict()["overall"]

@@ -66,10 +66,12 @@ class _Col(NamedTuple):
 class _Graph:
     """Nodes, constants and the current column -> :class:`_Col` map while exporting."""
 
-    def __init__(self) -> None:
+    def __init__(self, flags_as_double: bool = False) -> None:
         from onnx import TensorProto
 
         self.T = TensorProto
+        # 0/1 columns (one-hot, indicators): uint8 as beamlearn's, or double straight away for a matrix output
+        self.flag = TensorProto.DOUBLE if flags_as_double else TensorProto.UINT8
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
         self.cols: dict[str, _Col] = {}
@@ -164,7 +166,7 @@ def _imputer(g: _Graph, step: SimpleImputer, state: dict[str, Any], schema: pa.S
     outputs: dict[str, _Col] = {}
     for c in plan.indicators:  # read before the fills replace the columns
         x, typ = g.column(c), g.cols[c].typ
-        outputs[f"missingindicator_{c}"] = _Col(g.cast(g.missing(x, typ), g.T.UINT8), g.T.UINT8)
+        outputs[f"missingindicator_{c}"] = _Col(g.cast(g.missing(x, typ), g.flag), g.flag)
     numbers = [(c, v) for c, v, string in plan.fills if not string]
     if numbers:  # one Where over the block of numeric columns
         X = g.matrix([c for c, _ in numbers])
@@ -202,8 +204,8 @@ def _codes(g: _Graph, x: str, typ: int, layout: Any, values: Sequence[Any], defa
 
 def _one_hot(g: _Graph, code: str, slots: np.ndarray, names: Sequence[str]) -> dict[str, _Col]:
     """One uint8 ``[N, k]`` block: row r, column k is ``code[r] == slots[k]``."""
-    block = g.cast(g.op("Equal", [code, g.const(slots.reshape(1, -1))], "onehot"), g.T.UINT8)
-    return {name: _Col(block, g.T.UINT8, k, len(names)) for k, name in enumerate(names)}
+    block = g.cast(g.op("Equal", [code, g.const(slots.reshape(1, -1))], "onehot"), g.flag)
+    return {name: _Col(block, g.flag, k, len(names)) for k, name in enumerate(names)}
 
 
 def _encoder(g: _Graph, step: Step, state: dict[str, Any], schema: pa.Schema) -> None:
@@ -328,7 +330,7 @@ def to_onnx(fitted: FittedPipeline, *, name: str | None = None, layout: str = "c
 
     if layout not in ("columns", "matrix"):
         raise ConversionError(f"to_onnx: layout={layout!r} is not 'columns' or 'matrix'")
-    g = _Graph()
+    g = _Graph(flags_as_double=layout == "matrix")
     inputs = []
     for c in fitted.required_columns:
         typ = g.T.STRING if column_kind(fitted.input_schema.field(c).type) == "string" else g.T.DOUBLE

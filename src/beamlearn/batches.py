@@ -127,8 +127,9 @@ def to_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Yield ``data`` as RecordBatches of at most ``batch_size`` rows, tagged with their source and offset.
 
-    ``data`` may be a pyarrow Table or RecordBatch, a pandas DataFrame, a dict of column arrays, a list of dict
-    rows, or an iterable of RecordBatches.  File paths are handled by :func:`beamlearn.io.read_batches`.
+    ``data`` may be a pyarrow Table or RecordBatch, a pandas DataFrame (Arrow-backed dtypes read without a copy),
+    a Polars DataFrame or LazyFrame, a DuckDB relation or result (:func:`arrow_stream`), a dict of column arrays,
+    a list of dict rows, or an iterable of RecordBatches.  File paths are handled by :func:`beamlearn.io.read_batches`.
 
     Examples
     --------
@@ -155,6 +156,15 @@ def to_batches(
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
             table = pa.table({str(k): _column(list(data[k]), str(k), source) for k in data.columns})
         yield from to_batches(table, batch_size=batch_size, source=source)
+        return
+    reader = arrow_stream(data, batch_size)
+    if reader is not None:
+        empty = True
+        for batch in to_batches(reader, batch_size=batch_size, source=source):
+            empty = False
+            yield batch
+        if empty:
+            yield tag_batch(pa.RecordBatch.from_pylist([], schema=reader.schema), source, 0)
         return
     if isinstance(data, Mapping):
         arrays = {k: v if isinstance(v, (pa.Array, pa.ChunkedArray)) else _column(v, k, source)
@@ -190,7 +200,51 @@ def to_batches(
                 yield item
         return
     raise DataError(f"cannot read data of type {type(data).__name__}: pass a pyarrow Table or RecordBatch, a "
-                    "pandas DataFrame, a dict of arrays, a list of dict rows, or file paths")
+                    "pandas or Polars DataFrame, a DuckDB relation, a dict of arrays, a list of dict rows, or file "
+                    "paths")
+
+
+def arrow_stream(data: Any, batch_size: int = DEFAULT_BATCH_SIZE) -> pa.RecordBatchReader | None:
+    """``data`` as a stream of RecordBatches when it is a DataFrame of another library that speaks Arrow: a Polars
+    DataFrame (zero-copy) or LazyFrame (collected), a DuckDB relation or query result (streamed, ``batch_size``
+    rows at a time), or any object with the Arrow PyCapsule stream interface (``__arrow_c_stream__``); else None.
+    Nothing is imported: those objects exist only where their library was imported.
+
+    Examples
+    --------
+    >>> arrow_stream([1, 2]) is None
+    True
+    """
+    module = type(data).__module__.split(".")[0]
+    if module == "polars" and hasattr(data, "collect") and not hasattr(data, "__arrow_c_stream__"):
+        data = data.collect()  # a LazyFrame: run the query, then read the frame without a copy
+    if module in ("duckdb", "_duckdb") and hasattr(data, "to_arrow_reader"):
+        reader = data.to_arrow_reader(batch_size)
+        if reader is None:  # a query result (DB-API) is read once; a relation re-runs its query on every read
+            raise DataError("this DuckDB query result was already read (a fit reads its data once per pass): pass "
+                            "the relation, con.sql(query), which DuckDB runs again for every read")
+        return _without_views(reader)
+    if hasattr(data, "__arrow_c_stream__") and not isinstance(data, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)):
+        return _without_views(pa.RecordBatchReader.from_stream(data))
+    return None
+
+
+_VIEWS = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
+
+
+def _without_views(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """String and binary *view* columns (Polars' layout) cast to the plain layout the steps read; every other
+    column passes untouched (no copy)."""
+    if not any(f.type in _VIEWS for f in reader.schema):
+        return reader
+    schema = pa.schema([f.with_type(_VIEWS.get(f.type, f.type)) for f in reader.schema])
+
+    def cast() -> Iterator[pa.RecordBatch]:
+        for b in reader:
+            yield pa.RecordBatch.from_arrays([c.cast(_VIEWS[c.type]) if c.type in _VIEWS else c for c in b.columns],
+                                             schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, cast())
 
 
 # ---------------------------------------------------------------------------------------------- missing values

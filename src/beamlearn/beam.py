@@ -15,6 +15,8 @@ Compose them in any Beam pipeline (any runner but Dask; see :func:`check_runner`
 ``Fit`` and ``Transform`` also take PCollections of RecordBatches (``blb.ReadFiles(...)``, or your own) or of
 dict rows.
 
+:class:`ModelHandler` serves an artifact to Beam's ``RunInference``.
+
 :func:`run_fit`, :func:`run_transform` and :func:`run_evaluate` run whole jobs over files (the CLI's ``--engine beam``).
 
 Examples
@@ -39,8 +41,9 @@ from beamlearn.engines.beam_io import (
 from beamlearn.engines.beam_jobs import portable_services, run_fit, run_transform
 from beamlearn.engines.beam_stream import TransformLatest, WatchArtifacts, WindowedFit, version_key
 from beamlearn.engines.passes import pass_bound
+from beamlearn.interop.beam import ModelHandler
 
 __all__ = ["Fit", "Transform", "Unbatch", "unbatch", "FileSplits", "FileSplit", "ReadFiles", "ReadCsv", "ReadParquet", "ReadJsonl",  # noqa: RUF022
            "WriteFiles", "run_fit", "run_transform", "check_runner", "load_artifact", "pass_bound",
            "portable_services", "Evaluate", "AnalyzerCombineFn", "run_evaluate", "TransformLatest", "WatchArtifacts",
-           "WindowedFit", "version_key"]
+           "WindowedFit", "version_key", "ModelHandler"]

@@ -13,6 +13,7 @@ model's prediction columns, and ``inspect`` shows what it learned (coefficients,
                        [--baseline METRICS.json] [--report DIR] [--json]     # exit 1 when a gate fails
     beamlearn evaluate MODEL --data PATH... --label COL --prediction COL ...  # predict with MODEL first
     beamlearn run SPEC.yaml [--output DIR] [--engine local|beam]   # split, fit, evaluate, save; exit 1 on a gate
+    beamlearn export onnx|sklearn MODEL --out FILE          # for ONNX Runtime / scikit-learn (cli_interop)
     beamlearn --version
 
 ``--data`` takes one or more paths, globs or directories (``--data a.csv b.csv``, ``--data 'part-*.parquet'``).
@@ -53,6 +54,7 @@ from beamlearn.cli_common import (
     say,
     user_errors,
 )
+from beamlearn.cli_interop import export_app
 from beamlearn.cli_inspect import escape, model_summary, plain_data, render_summary  # noqa: F401 - escape: re-exported
 
 __all__ = ["app", "main"]
@@ -287,6 +289,7 @@ def serve_cmd(
           max_body=max_body, timeout_s=timeout)
 
 
+app.add_typer(export_app)
 package_app = typer.Typer(name="package", no_args_is_help=True, help="Package a fitted model for deployment.")
 app.add_typer(package_app)
 

@@ -68,7 +68,8 @@ def render_summary(s: dict[str, Any]) -> None:
     head.add_row("[bold]name", escape(_fmt(s["name"])))
     if "spec_sha256" in lin:
         head.add_row("[bold]spec", escape(f"{lin.get('spec_name')} (sha256 {str(lin['spec_sha256'])[:16]}...)"))
-    head.add_row("[bold]trained", f"{lin.get('rows', '?'):,} rows, {lin.get('dead_letters', 0):,} dead letters, "
+    rows = f"{lin['rows']:,}" if isinstance(lin.get("rows"), int) else "?"  # unknown for a converted model
+    head.add_row("[bold]trained", f"{rows} rows, {lin.get('dead_letters', 0):,} dead letters, "
                  f"{plural(lin.get('passes', 0), 'pass')}, {lin.get('fit_seconds', 0):.2f} s, engine {lin.get('engine')}")
     files = lin.get("data", {}).get("files") if isinstance(lin.get("data"), dict) else None
     if files:

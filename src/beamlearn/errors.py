@@ -67,6 +67,11 @@ class SpecError(BeamlearnError):
     """A pipeline spec (YAML or Python parameters) is invalid."""
 
 
+class ConversionError(SpecError):
+    """An object cannot be converted to or from another library (scikit-learn, ONNX); the message lists every
+    piece that cannot, so one run shows all of them."""
+
+
 class NotFittedError(BeamlearnError):
     """A fitted state was asked of something that was not fitted."""
 

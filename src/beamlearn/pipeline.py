@@ -34,6 +34,7 @@ __all__ = ["Pipeline", "FittedPipeline", "FitPlan", "Pass", "provide"]
 PROFILE = -1  # pseudo step index of the training profile computed alongside the first pass
 
 _PROVIDED: dict[str, Any] = {}
+ROLES = ("engine", "save", "update", "to_sklearn", "to_onnx")
 
 
 def provide(role: str, implementation: Any) -> None:
@@ -41,9 +42,9 @@ def provide(role: str, implementation: Any) -> None:
     artifact code (the arrows of the house point one way): ``"engine"``, the class :meth:`Pipeline.fit`,
     :meth:`FittedPipeline.transform` and :meth:`FittedPipeline.iter_batches` run (the local engine provides
     itself when imported), and ``"save"``, what :meth:`FittedPipeline.save` calls (:mod:`beamlearn.artifact`
-    provides it).  ``import beamlearn`` imports both."""
-    if role not in ("engine", "save", "update"):
-        raise SpecError(f"provide: unknown role {role!r} (expected 'engine', 'save' or 'update')")
+    provides it).  ``import beamlearn`` imports both; :mod:`beamlearn.interop` provides ``"to_sklearn"`` and ``"to_onnx"``."""
+    if role not in ROLES:
+        raise SpecError(f"provide: unknown role {role!r} (expected one of {', '.join(map(repr, ROLES))})")
     _PROVIDED[role] = implementation
 
 
@@ -402,8 +403,8 @@ class FittedPipeline:
     def transform(self, data: Any, *, output: str = "arrow", batch_size: int = DEFAULT_BATCH_SIZE,
                   errors: Any = "raise", out: str | None = None,
                   progress: Callable[[int], None] | None = None) -> Any:
-        """Transform ``data``: a pyarrow Table (``output="arrow"``), a pandas DataFrame (``"pandas"``), a 2-D
-        float64 numpy array of the output columns (``"numpy"``), or files written to ``out`` (CSV, Parquet or
+        """Transform ``data``: a pyarrow Table (``output="arrow"``), a pandas DataFrame (``"pandas"``), a Polars
+        DataFrame (``"polars"``, zero-copy from Arrow), a 2-D float64 numpy array of the output columns (``"numpy"``), or files written to ``out`` (CSV, Parquet or
         JSON lines by extension), returning the number of rows written."""
         batches = self.iter_batches(data, batch_size=batch_size, errors=errors, progress=progress)
         if out is not None:
@@ -416,7 +417,11 @@ class FittedPipeline:
             return table.to_pandas()
         if output == "numpy":
             return io.table_to_numpy(table)
-        raise SpecError(f"output={output!r} is not one of 'arrow', 'pandas', 'numpy'")
+        if output == "polars":
+            import polars as pl  # an optional dependency (the interop extra), never on the serving path
+
+            return pl.from_arrow(table)
+        raise SpecError(f"output={output!r} is not one of 'arrow', 'pandas', 'polars', 'numpy'")
 
     # -------------------------------------------------------------------- single records
     def transform_one(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -443,6 +448,16 @@ class FittedPipeline:
         ``half_life`` to forget old data exponentially)."""
         return _provided("update")(self, data, approx=approx, half_life=half_life, batch_size=batch_size,
                                    errors=errors, lineage=lineage)
+
+    def to_sklearn(self) -> Any:
+        """An equal fitted scikit-learn ``ColumnTransformer`` (in a ``Pipeline`` with the estimator when the
+        pipeline ends with one): see :func:`beamlearn.interop.sklearn_export.to_sklearn`."""
+        return _provided("to_sklearn")(self)
+
+    def to_onnx(self, *, name: str | None = None, layout: str = "columns") -> Any:
+        """An ONNX model (``onnx.ModelProto``) computing this transform in float64, one output per column
+        (``layout="columns"``) or one matrix (``"matrix"``): see :mod:`beamlearn.interop.onnx`."""
+        return _provided("to_onnx")(self, name=name, layout=layout)
 
     def describe(self) -> list[dict[str, Any]]:
         """Each step's type, parameters and a readable summary of its fitted state."""

@@ -212,6 +212,15 @@ def _no_rows() -> Exception:
 
 def _fitted(est: Any, an: _Fit, rows: int, skipped: int, dropped: int, mode: str, first: np.ndarray) -> dict:
     """The plain-data state of a fitted estimator."""
+    return fitted_estimator_state(est, proba=an.proba, first=first, rows=rows, skipped=skipped, dropped=dropped,
+                                  mode=mode)
+
+
+def fitted_estimator_state(est: Any, *, proba: bool, first: np.ndarray, rows: int = 0, skipped: int = 0,
+                           dropped: int = 0, mode: str = "fit") -> dict[str, Any]:
+    """The plain-data ``state["model"]`` of :class:`SklearnModel` for an already fitted estimator ``est``
+    (``first``: one row of features, to learn a regressor's output type): the skops blob and what predicting
+    needs.  :func:`beamlearn.from_sklearn` uses it to adopt a fitted scikit-learn estimator."""
     import skops.io as sio
     from sklearn.base import is_classifier
 
@@ -220,7 +229,7 @@ def _fitted(est: Any, an: _Fit, rows: int, skipped: int, dropped: int, mode: str
         out_type = str(pa.array(classes).type) if classes else "string"
     else:
         out_type = "int64" if np.asarray(est.predict(first)).dtype.kind in "iub" else "double"
-    proba = classes is not None and an.proba and hasattr(est, "predict_proba")
+    proba = classes is not None and proba and hasattr(est, "predict_proba")
     return {"skops": sio.dumps(est), "class": estimator_spec(est)["class"], "classes": classes,
             "output_type": out_type, "proba": bool(proba), "mode": mode, "rows": int(rows),
             "skipped_rows": int(skipped), "dropped_labels": int(dropped)}

@@ -225,6 +225,12 @@ class SimpleImputer(Step):
         indicators = [c for c, m in zip(self.input_columns(), missing) if m > 0] if self.add_indicator else []
         return _Plan(fills, dropped, indicators)
 
+    def fill_plan(self, state: dict[str, Any], schema: pa.Schema) -> Any:
+        """What the fitted step does to each column of an input ``schema``: ``fills`` (column, fill value,
+        imputed as a string), ``dropped`` columns (no value at fit) and ``indicators`` (columns that get a
+        ``missingindicator_`` output), as exporters (:mod:`beamlearn.interop`) read it."""
+        return self._plan(state, schema)
+
     # -------------------------------------------------------------------- transform
     def apply(self, batch: pa.RecordBatch, state: dict[str, Any]) -> pa.RecordBatch:
         plan = self._plan(state, batch.schema)

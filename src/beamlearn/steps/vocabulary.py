@@ -258,6 +258,12 @@ class VocabularyEncoder(Step):
         self._cache = (vocab, key, layouts)
         return layouts
 
+    def layouts(self, state: dict[str, Any], types: Sequence[pa.DataType]) -> list[EncodeLayout]:
+        """Each input column's :class:`EncodeLayout` (categories, the code of each category, then of the missing
+        category, then of unknown values; one-hot output names) for columns of ``types``: what exporters
+        (:mod:`beamlearn.interop.onnx`) translate."""
+        return self._layouts(state, types)
+
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_cache"}
 

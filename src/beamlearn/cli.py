@@ -13,6 +13,7 @@ model's prediction columns, and ``inspect`` shows what it learned (coefficients,
                        [--baseline METRICS.json] [--report DIR] [--json]     # exit 1 when a gate fails
     beamlearn evaluate MODEL --data PATH... --label COL --prediction COL ...  # predict with MODEL first
     beamlearn run SPEC.yaml [--output DIR] [--engine local|beam]   # split, fit, evaluate, save; exit 1 on a gate
+    beamlearn profile DATA... --report DIR | schema infer DATA | validate DATA --schema S | drift MODEL --data NEW
     beamlearn --version
 
 ``--data`` takes one or more paths, globs or directories (``--data a.csv b.csv``, ``--data 'part-*.parquet'``).
@@ -410,6 +411,14 @@ def run_cmd(ctx: typer.Context,
         raise typer.Exit(1)
 
 
+
+
+from beamlearn import cli_profile
+
+app.command("profile", context_settings=_BEAM_OK)(cli_profile.profile_cmd)
+app.add_typer(cli_profile.schema_app)
+app.command("validate", context_settings=_BEAM_OK)(cli_profile.validate_cmd)
+app.command("drift", context_settings=_BEAM_OK)(cli_profile.drift_cmd)
 
 
 # ---------------------------------------------------------------------------------------------- entry point

@@ -401,9 +401,15 @@ def run_cmd(ctx: typer.Context,
     from beamlearn.run import run, summary_text
 
     beam_args = check_extra(ctx, engine)
-    with progress_bar("fitting", data or [], quiet) as progress:
-        result = run(spec, engine=engine.value, beam_args=beam_args, data=data, output=output,
-                     batch_size=batch_size, errors=errors, progress=progress)
+    from beamlearn.profile.validate import AnomaliesFound
+
+    try:
+        with progress_bar("fitting", data or [], quiet) as progress:
+            result = run(spec, engine=engine.value, beam_args=beam_args, data=data, output=output,
+                         batch_size=batch_size, errors=errors, progress=progress)
+    except AnomaliesFound as exc:  # the data failed the spec's validate: schema - a gate, exit 1
+        print_error(str(exc))
+        raise typer.Exit(1) from None
     say(quiet, summary_text(result))
     for g in result.evaluation.failures:
         print_error(f"gate failed: {g}")

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from beamlearn.analyzers import Analyzer
 from beamlearn.analyzers.sketches import DistinctCount, item_string
 from beamlearn.batches import DEFAULT_BATCH_SIZE, raw_values
-from beamlearn.errors import DataError, SpecError
+from beamlearn.errors import BeamlearnError, DataError, SpecError
 from beamlearn.schema import batch_origin, batch_rows
 from beamlearn.steps.base import Step, register_step
 
@@ -315,3 +315,32 @@ def validate(data: Any, schema: dict[str, Any], *, engine: str = "local", batch_
     anomalies.sort(key=lambda a: (list(want).index(a["column"]) if a["column"] in want else len(want),
                                   order[a["kind"]]))
     return {"rows": rows, "columns": len(found.names), "anomalies": anomalies, "passed": not anomalies}
+
+
+class AnomaliesFound(BeamlearnError):
+    """Validation found anomalies where they stop the work (``validate:`` in a run spec); ``result`` holds them."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def check_before_run(paths: Sequence[str], section: dict[str, Any], out_dir: str, *, engine: str = "local",
+                     batch_size: int = DEFAULT_BATCH_SIZE, beam_args: list[str] | None = None) -> dict[str, Any]:
+    """Validate a run's data (a run spec's ``validate:`` section, read by :mod:`beamlearn.run`); on anomalies
+    write ``OUT/validation/{validation.json, report.html}`` and raise :class:`AnomaliesFound`."""
+    import os
+
+    from beamlearn.profile.report import render_validation, write_html, write_json
+
+    result = validate(list(paths), section["schema"], engine=engine, batch_size=batch_size, beam_args=beam_args)
+    if not result["passed"]:
+        where = os.path.join(out_dir, "validation")
+        os.makedirs(where, exist_ok=True)
+        write_json(result, os.path.join(where, "validation.json"))
+        write_html(render_validation(result, section["path"]), where)
+        first = result["anomalies"][0]
+        raise AnomaliesFound(f"validate: {len(result['anomalies'])} anomalies in the data against "
+                             f"{section['path']} (first: {first['column']}: {first['description']}); "
+                             f"report in {where}; the run stopped before training", result)
+    return result

@@ -3,10 +3,11 @@ rank space), merge == profile of the union on random splits (hypothesis), local 
 
 from __future__ import annotations
 
+import base64
+import itertools
 import json
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -79,7 +80,7 @@ def test_statistics_equal_pandas(big) -> None:
     col = p["columns"]["s"]
     assert col["nulls"] == s.isna().sum() and col["count"] == s.count()
     vc = s.value_counts()
-    assert dict((v, k) for v, k in col["top"]) == vc.to_dict()  # 5 values: exact counts
+    assert {v: k for v, k in col["top"]} == vc.to_dict()  # 5 values: exact counts
     lengths = s.dropna().str.len()
     assert (col["length"]["min"], col["length"]["max"]) == (lengths.min(), lengths.max())
     np.testing.assert_allclose(col["length"]["mean"], lengths.mean(), rtol=1e-12)
@@ -114,7 +115,7 @@ def _check_same(a: dict, b: dict) -> None:
             assert ca.get(k) == cb.get(k), (name, k)
         if "moments" in ca:
             np.testing.assert_allclose(ca["moments"], cb["moments"], rtol=1e-12, atol=1e-9)
-            sa, sb = (kll_doubles_sketch.deserialize(__import__("base64").b64decode(c["kll"])) for c in (ca, cb))
+            sa, sb = (kll_doubles_sketch.deserialize(base64.b64decode(c["kll"])) for c in (ca, cb))
             assert sa.n == sb.n and sa.get_min_value() == sb.get_min_value()
         if "length" in ca:
             np.testing.assert_allclose(ca["length"]["moments"], cb["length"]["moments"], rtol=1e-12)
@@ -134,7 +135,7 @@ WHOLE = profile(SMALL, batch_size=512)
 @given(st.lists(st.integers(0, 3_000), min_size=0, max_size=3), st.booleans())
 def test_merge_equals_the_profile_of_the_union(cuts, through_json) -> None:
     bounds = [0, *sorted(cuts), 3_000]
-    parts = [profile(SMALL.slice(lo, hi - lo), batch_size=300) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+    parts = [profile(SMALL.slice(lo, hi - lo), batch_size=300) for lo, hi in itertools.pairwise(bounds) if hi > lo]
     if through_json:
         parts = [json.loads(json.dumps(p)) for p in parts]
     _check_same(merge_profiles(parts[::-1]), WHOLE)

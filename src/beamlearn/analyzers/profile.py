@@ -32,7 +32,7 @@ __all__ = ["COMPACT_PROFILE", "HISTOGRAM_BINS", "PROFILE_QUANTILES", "ColumnProf
 
 PROFILE_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 HISTOGRAM_BINS = 20
-COMPACT_PROFILE = {"k": 100, "lg_max_map_size": 7, "correlations": 0, "distinct": False, "lengths": False}
+COMPACT_PROFILE = {"k": 200, "lg_max_map_size": 7, "correlations": 0, "distinct": False, "lengths": False}
 """The parameters of the compact profile every fit records in its artifact (``lineage["profile"]["columns"]``):
 KLL sketches of numeric columns and frequent items of categorical ones, enough for drift."""
 

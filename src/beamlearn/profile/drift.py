@@ -5,9 +5,11 @@ categorical ones (strings, booleans) frequent items (exact counts below the sket
 rest is one "other" bucket).  From them:
 
 - ``psi`` (population stability index) and ``js`` (Jensen-Shannon *distance*, natural log, as
-  ``scipy.spatial.distance.jensenshannon``) on binned shares: numeric columns on Sturges' equal-width bins over
-  both ranges (``numpy.histogram_bin_edges(..., "sturges")``), categorical ones per value; empty bins get a share
-  of 0.0001, as Evidently does;
+  ``scipy.spatial.distance.jensenshannon``) on binned shares, empty bins getting a share of 0.0001 as Evidently
+  does: categorical columns per value; numeric columns on the reference's deciles (the classic PSI binning, and
+  TFDV's quantile buckets).  Evidently bins numeric columns on Sturges' equal-width bins instead, whose tail bins
+  hold shares far below a sketch's rank error, which made sketched figures noisy (+0.04 on identical data in
+  our tests); every decile holds 10%, so a sketch's error stays small against it;
 - numeric: ``ks`` (two-sample Kolmogorov-Smirnov statistic, the largest CDF gap at both sketches' quantiles;
   p-value ``ks_pvalue`` from the asymptotic distribution, as ``scipy.stats.ks_2samp(method="asymp")``) and
   ``wasserstein`` (W1, the mean absolute gap between the quantile functions on 1,000 ranks) with
@@ -38,6 +40,7 @@ __all__ = ["DEFAULT_THRESHOLDS", "METHODS", "SMALL_SAMPLE", "column_drift", "dri
 
 METHODS = ("auto", "psi", "js", "wasserstein", "ks", "chi2", "linf")
 DEFAULT_THRESHOLDS = {"psi": 0.1, "js": 0.1, "wasserstein": 0.1, "ks": 0.05, "chi2": 0.05, "linf": 0.1}
+BINS = 10  # numeric PSI and JS: the reference's deciles (each share >> the sketch's rank error)
 SMALL_SAMPLE = 1000  # Evidently: at most this many reference values -> a statistical test, else a distance
 _P_VALUE = {"ks", "chi2"}
 _FIGURE = {"psi": "psi", "js": "js", "wasserstein": "wasserstein_normed", "ks": "ks_pvalue", "chi2": "chi2_pvalue",
@@ -67,18 +70,19 @@ def _psi_js(r: np.ndarray, c: np.ndarray) -> tuple[float, float]:
     return psi, float(math.sqrt(max(js2, 0.0)))
 
 
+def _binned(sk: Any, cuts: list[float]) -> np.ndarray:
+    """The shares of a KLL sketch's values in the bins ``(-inf, c0), [c0, c1), ..., [ck, inf)``."""
+    cdf = sk.get_cdf(cuts, False)[:-1] if cuts else []
+    return _shares(np.maximum(np.diff(np.concatenate([[0.0], cdf, [1.0]])), 0.0))
+
+
 def _numeric(ref: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
     from scipy.stats import kstwo
 
     a, b = _kll(ref), _kll(cur)
     n, m = a.n, b.n
-    lo, hi = min(a.get_min_value(), b.get_min_value()), max(a.get_max_value(), b.get_max_value())
-    bins = int(math.ceil(math.log2(n + m)) + 1)
-    edges = np.linspace(lo, hi, bins + 1) if hi > lo else np.array([lo, lo + 1.0])
-    inner = list(edges[1:-1])
-    pr = np.diff(np.concatenate([[0.0], a.get_cdf(inner, False)[:-1] if inner else [], [1.0]]))
-    pc = np.diff(np.concatenate([[0.0], b.get_cdf(inner, False)[:-1] if inner else [], [1.0]]))
-    psi, js = _psi_js(_shares(np.maximum(pr, 0)), _shares(np.maximum(pc, 0)))
+    deciles = sorted(set(a.get_quantiles(list(np.arange(1, BINS) / BINS))))
+    psi, js = _psi_js(*(_binned(sk, deciles) for sk in (a, b)))
     ranks = (np.arange(_GRID) + 0.5) / _GRID
     qa, qb = np.asarray(a.get_quantiles(list(ranks))), np.asarray(b.get_quantiles(list(ranks)))
     points = sorted(set(qa.tolist()) | set(qb.tolist()))

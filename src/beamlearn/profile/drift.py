@@ -17,6 +17,8 @@ rest is one "other" bucket).  From them:
 - categorical: ``linf`` (L-infinity distance between the value shares, TFDV's comparator) and ``chi2_pvalue``
   (chi-squared test of the current counts against the reference shares).
 
+Each column also carries ``shares`` (its bins, the reference's and the current shares), which the report plots.
+
 The drift decision per column follows Evidently's defaults (``method="auto"``): numeric columns with at most
 1,000 reference values use KS (drift when p < 0.05), else the normed Wasserstein distance (drift when >= 0.1);
 categorical columns with at most 1,000 reference values use chi-squared (p < 0.05), else Jensen-Shannon
@@ -82,7 +84,8 @@ def _numeric(ref: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
     a, b = _kll(ref), _kll(cur)
     n, m = a.n, b.n
     deciles = sorted(set(a.get_quantiles(list(np.arange(1, BINS) / BINS))))
-    psi, js = _psi_js(*(_binned(sk, deciles) for sk in (a, b)))
+    ra, rb = (_binned(sk, deciles) for sk in (a, b))
+    psi, js = _psi_js(ra, rb)
     ranks = (np.arange(_GRID) + 0.5) / _GRID
     qa, qb = np.asarray(a.get_quantiles(list(ranks))), np.asarray(b.get_quantiles(list(ranks)))
     points = sorted(set(qa.tolist()) | set(qb.tolist()))
@@ -94,8 +97,11 @@ def _numeric(ref: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
     w1 = float(np.mean(np.abs(qa - qb)))
     nr, _, m2 = ref["moments"]
     std = math.sqrt(m2 / nr) if nr else float("nan")
+    edges = [a.get_min_value(), *deciles, a.get_max_value()]
+    labels = [f"{edges[i]:.4g} - {edges[i + 1]:.4g}" for i in range(len(ra))]
     return {"psi": psi, "js": js, "ks": ks, "ks_pvalue": p_value, "wasserstein": w1,
-            "wasserstein_normed": w1 / std if std > 0 else (0.0 if w1 == 0 else float("inf"))}
+            "wasserstein_normed": w1 / std if std > 0 else (0.0 if w1 == 0 else float("inf")),
+            "shares": {"bins": labels, "reference": ra.round(6).tolist(), "current": rb.round(6).tolist()}}
 
 
 def frequent_values(col: dict[str, Any]) -> dict[str, float]:
@@ -127,7 +133,9 @@ def _categorical(ref: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
     psi, js = _psi_js(sr, sc)
     expected = sr / sr.sum() * c.sum()
     p_value = float(chisquare(c, expected).pvalue) if len(keys) > 1 else 1.0
-    return {"psi": psi, "js": js, "linf": linf, "chi2_pvalue": p_value}
+    shares = {"bins": keys + (["(other)"] if ro or co else []), "reference": (r / r.sum()).round(6).tolist(),
+              "current": (c / c.sum()).round(6).tolist()}
+    return {"psi": psi, "js": js, "linf": linf, "chi2_pvalue": p_value, "shares": shares}
 
 
 def column_drift(ref: dict[str, Any], cur: dict[str, Any], *, method: str = "auto",

@@ -138,10 +138,20 @@ def render_drift(result: dict[str, Any]) -> str:
         body = "".join(
             f'<tr class="{"drift" if f.get("drift") else ""}"><td class="l">{esc(n)}</td><td class="l">'
             f'{esc(f.get("method"))}</td>' + "".join(f"<td>{number(f.get(k))}</td>" for k in keys)
-            + f'<td class="l">{"yes" if f.get("drift") else "no"}</td></tr>' for n, f in w["columns"].items())
+            + f'<td class="l">{"yes" if f.get("drift") else "no"}</td><td>{_shares_plot(n, f)}</td></tr>'
+            for n, f in w["columns"].items())
         parts.append(head + verdict + '<table><tr><th class="l">column</th><th class="l">test</th>'
-                     + "".join(f"<th>{k}</th>" for k in keys) + f'<th class="l">drift</th></tr>{body}</table>')
+                     + "".join(f"<th>{k}</th>" for k in keys) + '<th class="l">drift</th><th>current (bars) vs '
+                     f'reference (outlines)</th></tr>{body}</table>')
     return _page("beamlearn drift", "\n".join(parts))
+
+
+def _shares_plot(name: str, f: dict[str, Any]) -> str:
+    sh = f.get("shares")
+    if not sh:
+        return ""
+    return bars_svg(sh["current"], labels=sh["bins"], second=sh["reference"], width=160, height=36,
+                    title=f"shares of {name}", color="#dd8452" if f.get("drift") else "#4c72b0")
 
 
 def write_json(obj: Any, path: str) -> str:

@@ -203,6 +203,11 @@ def test_every_fit_keeps_a_compact_profile_and_loads_safely(tmp_path) -> None:
     ref = read_profile(path)  # the artifact's lineage: plain JSON data, read without unpickling
     assert ref["rows"] == 2_000 and set(ref["columns"]) == set(t.column_names)
     assert "kll" in ref["columns"]["u"] and "frequent" in ref["columns"]["s"]
+    u = t.column("u").to_numpy()
+    np.testing.assert_allclose([ref["columns"]["u"]["mean"], ref["columns"]["u"]["std"]], [u.mean(), u.std(ddof=1)],
+                               rtol=1e-12)  # exact moments from the fit's own profile
+    assert (ref["columns"]["u"]["min"], ref["columns"]["u"]["max"]) == (u.min(), u.max())
+    assert ref["columns"]["x"]["nulls"] == t.column("x").null_count
     manifest = bl.artifact.read_manifest(path)
     assert "kll" in json.dumps(manifest["lineage"]["profile"])
     assert bl.load(path).transform_one({"x": 1.0, "i": 1, "u": 2.0, "s": "b", "b": True})["x"] is not None

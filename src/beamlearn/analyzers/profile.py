@@ -27,14 +27,18 @@ from beamlearn.analyzers.base import Analyzer
 from beamlearn.analyzers.moments import CoMoments, MinMax, Moments
 from beamlearn.analyzers.quantiles import KllSketch, Quantiles
 from beamlearn.analyzers.sketches import DistinctCount, FrequentItems
+from beamlearn.batches import raw_values
 
 __all__ = ["COMPACT_PROFILE", "HISTOGRAM_BINS", "PROFILE_QUANTILES", "ColumnProfile", "b64", "finite", "unb64"]
 
 PROFILE_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 HISTOGRAM_BINS = 20
-COMPACT_PROFILE = {"k": 200, "lg_max_map_size": 7, "correlations": 0, "distinct": False, "lengths": False}
+COMPACT_PROFILE = {"k": 200, "lg_max_map_size": 7, "correlations": 0, "distinct": False, "lengths": False,
+                   "moments": False, "sample": 16}
 """The parameters of the compact profile every fit records in its artifact (``lineage["profile"]["columns"]``):
-KLL sketches of numeric columns and frequent items of categorical ones, enough for drift."""
+KLL sketches of numeric columns and frequent items of categorical ones over every 16th row (a systematic
+sample: the shape of each distribution, enough for drift, at a sixteenth of the cost), exact missing counts; the fit's
+own profile adds exact moments and ranges (:func:`beamlearn.profile.read_profile` joins them)."""
 
 
 def b64(data: bytes) -> str:
@@ -77,15 +81,21 @@ class ColumnProfile(Analyzer):
         Whether to estimate distinct values (HyperLogLog).
     lengths:
         Whether to profile the lengths of strings.
+    moments:
+        Whether to compute moments and ranges of numeric columns.
+    sample:
+        Feed the KLL and frequent-items sketches every ``sample``-th row of each batch only (1: every row); counts
+        of missing values stay exact.
     """
 
     reads_dictionary = True
 
     def __init__(self, fields: Sequence[Sequence[str]], *, k: int = 200, lg_max_map_size: int = 8,
-                 correlations: int = 50, distinct: bool = True, lengths: bool = True) -> None:
+                 correlations: int = 50, distinct: bool = True, lengths: bool = True, moments: bool = True,
+                 sample: int = 1) -> None:
         self.fields = tuple(tuple(f) for f in fields)
         self.k, self.lg_max_map_size, self.correlations, self.distinct = k, lg_max_map_size, correlations, distinct
-        self.lengths = lengths
+        self.lengths, self.moments, self.sample = lengths, moments, sample
         self.columns = tuple(f[0] for f in self.fields)
 
     def _parts(self) -> dict[str, Analyzer]:
@@ -96,7 +106,8 @@ class ColumnProfile(Analyzer):
             strs = [n for n in self.columns if kinds[n] == "string"] if self.lengths else []
             cat = [n for n in self.columns if kinds[n] in ("string", "boolean")]
             dis = [n for n in self.columns if kinds[n] != "other"] if self.distinct else []
-            parts = {"moments": Moments(num), "range": MinMax(num),
+            mom = num if self.moments else []
+            parts = {"moments": Moments(mom), "range": MinMax(mom),
                      "kll": Quantiles(num, (), approx=True, k=self.k), "frequent": FrequentItems(
                          cat, lg_max_map_size=self.lg_max_map_size), "distinct": DistinctCount(dis),
                      "length_moments": Moments(strs), "length_range": MinMax(strs),
@@ -106,7 +117,7 @@ class ColumnProfile(Analyzer):
 
     def key(self) -> tuple:
         return (type(self).__name__, self.fields, self.k, self.lg_max_map_size, self.correlations, self.distinct,
-                self.lengths)
+                self.lengths, self.moments, self.sample)
 
     def __repr__(self) -> str:
         return f"ColumnProfile({len(self.fields)} columns, k={self.k})"
@@ -130,13 +141,24 @@ class ColumnProfile(Analyzer):
         for i, c in enumerate(self.columns):
             arr = batch.column(c)
             counts[i, 0] += arr.null_count
-            if pa.types.is_floating(arr.type):
-                counts[i, 1] += int(pc.sum(pc.is_nan(arr)).as_py() or 0)
+            if pa.types.is_floating(arr.type):  # raw_values is memoized: the pass's other analyzers reuse it
+                _, ok = raw_values(arr)
+                counts[i, 1] += 0 if ok is None else len(arr) - int(np.count_nonzero(ok)) - arr.null_count
         parts = self._parts()
+        step = max(1, self.sample)
+        for j, c in enumerate(parts["kll"].columns):  # KLL of every step-th value (strided views, no copy)
+            x, ok = raw_values(batch.column(c))
+            xs = x[::step] if ok is None else x[::step][ok[::step]]
+            if len(xs):
+                acc["kll"][j].sketch.update(xs if xs.flags.writeable and xs.flags.c_contiguous else np.array(xs))
         for name, a in parts.items():
-            if not a.columns:
+            if not a.columns or name == "kll":
                 continue
-            view = _lengths(batch, a.columns) if name.startswith("length") else batch
+            if name == "frequent" and step > 1:
+                idx = pa.array(np.arange(0, batch.num_rows, step))
+                view = pa.record_batch([batch.column(c).take(idx) for c in a.columns], names=list(a.columns))
+            else:
+                view = _lengths(batch, a.columns) if name.startswith("length") else batch
             acc[name] = a.add(acc[name], view)
         return acc
 
@@ -166,7 +188,7 @@ class ColumnProfile(Analyzer):
                 j = pos["distinct"][name]
                 col["distinct"] = {k: float(v) for k, v in distinct[j].items()}
                 col["hll"] = b64(hll[j])
-            if name in pos["moments"]:
+            if name in pos["kll"]:
                 col.update(self._numeric(acc, pos, name))
             if name in pos["frequent"]:
                 j = pos["frequent"][name]
@@ -183,13 +205,15 @@ class ColumnProfile(Analyzer):
         return {"rows": int(acc["rows"]), "columns": columns, "correlations": self._correlations(acc)}
 
     def _numeric(self, acc: dict[str, Any], pos: dict[str, dict[str, int]], name: str) -> dict[str, Any]:
-        j = pos["moments"][name]
-        n, mean, m2 = (float(v) for v in acc["moments"][:, j])
-        lo, hi = (finite(v) for v in acc["range"][:, j])
         sk = acc["kll"][pos["kll"][name]].sketch
-        out: dict[str, Any] = {"min": lo, "max": hi, "mean": mean if n else None,
-                               "std": math.sqrt(m2 / (n - 1)) if n > 1 else None, "moments": [n, mean, m2],
-                               "kll": b64(sk.serialize())}
+        out: dict[str, Any] = {"kll": b64(sk.serialize())}
+        if name in pos["moments"]:
+            j = pos["moments"][name]
+            n, mean, m2 = (float(v) for v in acc["moments"][:, j])
+            out.update({"min": finite(acc["range"][0, j]), "max": finite(acc["range"][1, j]),
+                        "mean": mean if n else None, "std": math.sqrt(m2 / (n - 1)) if n > 1 else None,
+                        "moments": [n, mean, m2]})
+        lo, hi = (sk.get_min_value(), sk.get_max_value()) if sk.n else (None, None)
         if sk.n and lo is not None and hi is not None:
             out["quantiles"] = {f"{q:g}": float(v) for q, v in zip(PROFILE_QUANTILES,
                                                                    sk.get_quantiles(list(PROFILE_QUANTILES)))}
@@ -224,7 +248,8 @@ class ColumnProfile(Analyzer):
             c = cols[name]
             acc["moments"][:, j] = c["moments"]
             acc["range"][:, j] = _nan(c["min"]), _nan(c["max"])
-            acc["kll"][j].sketch = kll_doubles_sketch.deserialize(unb64(c["kll"]))
+        for j, name in enumerate(parts["kll"].columns):
+            acc["kll"][j].sketch = kll_doubles_sketch.deserialize(unb64(cols[name]["kll"]))
         for j, name in enumerate(parts["frequent"].columns):
             acc["frequent"][j].sketch = frequent_strings_sketch.deserialize(unb64(cols[name]["frequent"]["sketch"]))
         if parts["distinct"].columns:

@@ -128,7 +128,8 @@ def as_document(state: dict[str, Any], *, engine: str | None = None, params: dic
     if engine:
         doc["engine"] = engine
     if params is not None:
-        doc["params"] = {k: params[k] for k in ("k", "lg_max_map_size", "correlations", "distinct", "lengths") if k in params}
+        doc["params"] = {k: params[k] for k in ("k", "lg_max_map_size", "correlations", "distinct", "lengths", "moments", "sample")
+                          if k in params}
     if source is not None:
         doc["source"] = source
     doc.update(state)
@@ -181,13 +182,13 @@ def read_profile(path: str) -> dict[str, Any]:
         from beamlearn.artifact import load
 
         fitted = load(path)
-        prof = fitted.lineage.get("profile", {}).get("columns")
-        if not prof:
+        lineage = plain_numbers(fitted.lineage.get("profile", {}))
+        if not lineage.get("columns"):
             raise DataError(f"{path}: this model artifact has no training profile (fitted by an older beamlearn); "
                             "refit it, or pass a profile.json made with `beamlearn profile`")
         from beamlearn.analyzers.profile import COMPACT_PROFILE
 
-        return as_document(plain_numbers(prof), params=COMPACT_PROFILE, source=path)
+        return as_document(join_moments(lineage), params=COMPACT_PROFILE, source=path)
     try:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
@@ -198,6 +199,26 @@ def read_profile(path: str) -> dict[str, Any]:
     if int(doc.get("version", 0)) > PROFILE_VERSION:
         raise DataError(f"{path}: profile version {doc['version']} is newer than this beamlearn reads "
                         f"({PROFILE_VERSION}); upgrade beamlearn")
+    return doc
+
+
+def join_moments(lineage: dict[str, Any]) -> dict[str, Any]:
+    """A fit's compact profile (``lineage["profile"]["columns"]``) with the exact moments and ranges of the
+    fit's own profile (``"moments"``, ``"range"``, over the numeric columns in schema order) joined in."""
+    import math
+
+    doc = lineage["columns"]
+    numeric = [n for n, c in doc["columns"].items() if c["kind"] == "numeric"]
+    mom, rng = lineage.get("moments", {}), lineage.get("range", {})
+    for j, name in enumerate(numeric):
+        if j >= len(mom.get("count", [])):
+            break
+        n, mean, var = (float(mom[k][j]) for k in ("count", "mean", "var"))
+        ok = n > 0 and not math.isnan(mean)
+        doc["columns"][name].update({
+            "min": float(rng["min"][j]) if ok else None, "max": float(rng["max"][j]) if ok else None,
+            "mean": mean if ok else None, "std": math.sqrt(var * n / (n - 1)) if ok and n > 1 else None,
+            "moments": [n, mean if ok else 0.0, var * n if ok else 0.0]})
     return doc
 
 

@@ -217,7 +217,8 @@ class ColumnProfile(Analyzer):
         if sk.n and lo is not None and hi is not None:
             out["quantiles"] = {f"{q:g}": float(v) for q, v in zip(PROFILE_QUANTILES,
                                                                    sk.get_quantiles(list(PROFILE_QUANTILES)))}
-            out["histogram"] = kll_histogram(sk, lo, hi)
+            if math.isfinite(lo) and math.isfinite(hi):  # +-inf values: quantiles, but no equal-width bins
+                out["histogram"] = kll_histogram(sk, lo, hi)
         return out
 
     def _correlations(self, acc: dict[str, Any]) -> dict[str, Any] | None:

@@ -222,6 +222,30 @@ def join_moments(lineage: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def comparable(obj: Any) -> Any:
+    """``obj`` (a profile, or a fit's lineage profile) with each sketch's bytes replaced by what every engine
+    and merge order agree on: KLL sketches by their count, minimum and maximum (their retained items depend on
+    the order of updates and on random compaction), frequent-items sketches by their items and counts.  For
+    comparing profiles from two engines."""
+    if isinstance(obj, dict):
+        out = {k: comparable(v) for k, v in obj.items() if k != "quantiles" and k != "histogram"}
+        if isinstance(obj.get("kll"), str):
+            from datasketches import kll_doubles_sketch
+
+            from beamlearn.analyzers.profile import unb64
+
+            sk = kll_doubles_sketch.deserialize(unb64(obj["kll"]))
+            out["kll"] = [sk.n, sk.get_min_value(), sk.get_max_value()] if sk.n else [0]
+        if isinstance(obj.get("frequent"), dict):
+            from beamlearn.profile.drift import frequent_values
+
+            out["frequent"] = dict(obj["frequent"], sketch=sorted(frequent_values(obj).items()))
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [comparable(v) for v in obj]
+    return obj
+
+
 def plain_numbers(obj: Any) -> Any:
     """``obj`` with numpy scalars and arrays turned into Python numbers and lists (as JSON keeps them)."""
     import numpy as np

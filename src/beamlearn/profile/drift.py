@@ -94,7 +94,8 @@ def _numeric(ref: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
     ks = float(np.max(np.abs(ca - cb))) if points else 0.0
     en = n * m / (n + m)
     p_value = float(kstwo.sf(ks, max(1, round(en))))
-    w1 = float(np.mean(np.abs(qa - qb)))
+    with np.errstate(invalid="ignore"):  # +-inf values: an infinite (or NaN) distance
+        w1 = float(np.mean(np.abs(qa - qb)))
     nr, _, m2 = ref["moments"]
     std = math.sqrt(m2 / nr) if nr else float("nan")
     edges = [a.get_min_value(), *deciles, a.get_max_value()]

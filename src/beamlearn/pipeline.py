@@ -193,10 +193,11 @@ class FitPlan:
         numeric = [f.name for f in input_schema if column_kind(f.type) == "numeric"]
         self.profile: dict[str, Any] = {}
         if profile:  # "columns": a compact profile (KLL, frequent items), the reference of `beamlearn drift`
-            self.pending[PROFILE] = {"count": RowCount(input_schema.names), "moments": Moments(numeric),
-                                     "range": MinMax(numeric), "columns": ColumnProfile(
-                                         [(f.name, column_kind(f.type), str(f.type)) for f in input_schema],
-                                         **COMPACT_PROFILE)}
+            self.pending[PROFILE] = {"count": RowCount(input_schema.names)}
+            if not any(getattr(s, "profiles_input", False) for s in self.steps):  # else that step's state is it
+                self.pending[PROFILE].update({"moments": Moments(numeric), "range": MinMax(numeric), "columns":
+                                              ColumnProfile([(f.name, column_kind(f.type), str(f.type))
+                                                             for f in input_schema], **COMPACT_PROFILE)})
 
     def done(self) -> bool:
         """True when every step has its state (plans stateless steps that became reachable)."""

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from beamlearn.analyzers.base import Analyzer
 from beamlearn.analyzers.moments import CoMoments, MinMax, Moments
-from beamlearn.analyzers.quantiles import KllSketch, Quantiles
+from beamlearn.analyzers.quantiles import Quantiles
 from beamlearn.analyzers.sketches import DistinctCount, FrequentItems
 from beamlearn.batches import raw_values
 
@@ -290,9 +290,3 @@ def _lengths(batch: pa.RecordBatch, columns: Sequence[str]) -> pa.RecordBatch:
         out.append(arr)
     return pa.record_batch(out, names=list(columns))
 
-
-def kll_from(b64_text: str) -> KllSketch:
-    """A :class:`~beamlearn.analyzers.KllSketch` from a profile's base64 text."""
-    sk = KllSketch.__new__(KllSketch)
-    sk.__setstate__(unb64(b64_text))
-    return sk

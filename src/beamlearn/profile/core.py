@@ -70,6 +70,8 @@ class Profiler(Step):
     1
     """
 
+    profiles_input = True  # the fit's own training profile would repeat this one: the planner skips it
+
     def __init__(self, columns: Sequence[str] | None = None, *, k: int = 200, lg_max_map_size: int = 8,
                  correlations: int = 50, distinct: bool = True, lengths: bool = True) -> None:
         self.columns, self.k, self.lg_max_map_size = columns, k, lg_max_map_size

@@ -34,6 +34,14 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")]
 
 
+def beam_options(ctx: typer.Context, data: list[str], engine: Engine) -> tuple[list[str], list[str]]:
+    """``(paths, Beam options)``: unknown options land among a command's variadic DATA arguments; they are Beam
+    pipeline options with ``--engine beam`` and a usage error otherwise (:func:`~beamlearn.cli_common.check_extra`)."""
+    extra = [d for d in data if d.startswith("-")]
+    ctx.args = list(ctx.args) + extra
+    return [d for d in data if not d.startswith("-")], check_extra(ctx, engine)
+
+
 @user_errors
 def profile_cmd(ctx: typer.Context,
                 data: Annotated[list[str], typer.Argument(help="Input files, globs or directories; or `merge` "
@@ -53,7 +61,7 @@ def profile_cmd(ctx: typer.Context,
     from beamlearn.profile import merge_profiles, profile, read_profile, write_profile
     from beamlearn.profile.report import render_profile, write_html
 
-    beam_args = check_extra(ctx, engine)
+    data, beam_args = beam_options(ctx, data, engine)
     if data and data[0] == "merge":
         if not out or len(data) < 2:
             raise SpecError("usage: beamlearn profile merge A.json B.json... --out C.json")
@@ -120,7 +128,7 @@ def validate_cmd(ctx: typer.Context,
     from beamlearn.profile.report import render_validation, write_html, write_json
     from beamlearn.profile.validate import read_schema, validate
 
-    beam_args = check_extra(ctx, engine)
+    data, beam_args = beam_options(ctx, data, engine)
     constraints = read_schema(schema)
     io.expand_paths(data)
     result = validate(data, constraints, engine=engine.value, batch_size=batch_size, beam_args=beam_args)

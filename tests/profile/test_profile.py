@@ -191,8 +191,10 @@ def test_cli_profile_merge_and_read(tmp_path, capsys) -> None:
     assert main(["profile", "merge", "--out", out]) == 2
     assert main(["profile", str(tmp_path / "nope.parquet"), "--report", str(tmp_path / "x")]) == 2
     assert main(["profile", "merge", str(tmp_path / "a.parquet"), str(tmp_path / "a.parquet"), "--out", out]) == 2
+    assert main(["profile", str(tmp_path / "a.parquet"), "--report", str(tmp_path / "x"), "--runner=X"]) == 2
     err = capsys.readouterr().err
-    assert err.count("beamlearn: error:") == 3 and "Traceback" not in err
+    assert err.count("beamlearn: error:") == 4 and "Traceback" not in err
+    assert "--runner; options beamlearn does not know are passed to Beam only with --engine beam" in err
 
 
 def test_every_fit_keeps_a_compact_profile_and_loads_safely(tmp_path) -> None:

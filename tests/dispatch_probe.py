@@ -20,6 +20,8 @@ import pyarrow as pa
 from pyarrow import feather
 
 import beamlearn as bl
+from beamlearn.profile import Profiler
+from beamlearn.profile.validate import Validator
 from beamlearn.testing import assert_rows_equal, random_table
 
 # numpy kernels whose float64 loops differ between SIMD levels (SVML / AVX-512 against libm)
@@ -101,6 +103,9 @@ def cases() -> dict[str, bl.Pipeline]:
                                         bl.KMeans(NUM, n_clusters=4, distances=True, random_state=3)]),
         "sklearn_tree": bl.Pipeline(FILLED + [bl.SklearnModel(DecisionTreeClassifier(max_depth=4, random_state=0),
                                                               NUM, "late")]),
+        "profile_validate": bl.Pipeline([Profiler(correlations=3), Validator([("num0", -1.0, 1.0, None, True),
+                                                                              ("cat0", None, None, ["a"], False)]),
+                                         bl.StandardScaler(NUM[:2])]),
     }
 
 

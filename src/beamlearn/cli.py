@@ -14,6 +14,7 @@ model's prediction columns, and ``inspect`` shows what it learned (coefficients,
     beamlearn evaluate MODEL --data PATH... --label COL --prediction COL ...  # predict with MODEL first
     beamlearn run SPEC.yaml [--output DIR] [--engine local|beam]   # split, fit, evaluate, save; exit 1 on a gate
     beamlearn export onnx|sklearn MODEL --out FILE          # for ONNX Runtime / scikit-learn (cli_interop)
+    beamlearn profile DATA... --report DIR | schema infer DATA | validate DATA --schema S | drift MODEL --data NEW
     beamlearn --version
 
 ``--data`` takes one or more paths, globs or directories (``--data a.csv b.csv``, ``--data 'part-*.parquet'``).
@@ -406,9 +407,15 @@ def run_cmd(ctx: typer.Context,
     from beamlearn.run import run, summary_text
 
     beam_args = check_extra(ctx, engine)
-    with progress_bar("fitting", data or [], quiet) as progress:
-        result = run(spec, engine=engine.value, beam_args=beam_args, data=data, output=output,
-                     batch_size=batch_size, errors=errors, progress=progress)
+    from beamlearn.profile.validate import AnomaliesFound
+
+    try:
+        with progress_bar("fitting", data or [], quiet) as progress:
+            result = run(spec, engine=engine.value, beam_args=beam_args, data=data, output=output,
+                         batch_size=batch_size, errors=errors, progress=progress)
+    except AnomaliesFound as exc:  # the data failed the spec's validate: schema - a gate, exit 1
+        print_error(str(exc))
+        raise typer.Exit(1) from None
     say(quiet, summary_text(result))
     for g in result.evaluation.failures:
         print_error(f"gate failed: {g}")
@@ -416,6 +423,14 @@ def run_cmd(ctx: typer.Context,
         raise typer.Exit(1)
 
 
+
+
+from beamlearn import cli_profile
+
+app.command("profile", context_settings=_BEAM_OK)(cli_profile.profile_cmd)
+app.add_typer(cli_profile.schema_app)
+app.command("validate", context_settings=_BEAM_OK)(cli_profile.validate_cmd)
+app.command("drift", context_settings=_BEAM_OK)(cli_profile.drift_cmd)
 
 
 # ---------------------------------------------------------------------------------------------- entry point

@@ -24,12 +24,13 @@ import pyarrow as pa
 
 from beamlearn import io
 from beamlearn.analyzers import Analyzer, MinMax, Moments, RowCount
+from beamlearn.analyzers.profile import COMPACT_PROFILE, ColumnProfile
 from beamlearn.batches import DEFAULT_BATCH_SIZE, column_kind, empty_batch
 from beamlearn.errors import BeamlearnError, SchemaError, SpecError
 from beamlearn.rows import compile_row
 from beamlearn.steps.base import Step
 
-__all__ = ["Pipeline", "FittedPipeline", "FitPlan", "Pass", "provide"]
+__all__ = ["FitPlan", "FittedPipeline", "Pass", "Pipeline", "provide"]
 
 PROFILE = -1  # pseudo step index of the training profile computed alongside the first pass
 
@@ -100,7 +101,7 @@ def _origin_of(column: str, inputs: Sequence[str], origins: dict[str, tuple[str,
 
 def step_seeds(steps: Sequence[Step]) -> dict[str, Any]:
     """The seeds of a pipeline for its lineage: ``{"<index>:<Step>": random_state}`` for steps that have one."""
-    return {f"{i}:{type(s).__name__}": getattr(s, "random_state") for i, s in enumerate(steps)
+    return {f"{i}:{type(s).__name__}": s.random_state for i, s in enumerate(steps)
             if "random_state" in s.param_names()}
 
 
@@ -192,9 +193,12 @@ class FitPlan:
         self.chained: set[tuple[int, str]] = set()  # statistics that asked for a further pass
         numeric = [f.name for f in input_schema if column_kind(f.type) == "numeric"]
         self.profile: dict[str, Any] = {}
-        if profile:
-            self.pending[PROFILE] = {"count": RowCount(input_schema.names), "moments": Moments(numeric),
-                                     "range": MinMax(numeric)}
+        if profile:  # "columns": a compact profile (KLL, frequent items), the reference of `beamlearn drift`
+            self.pending[PROFILE] = {"count": RowCount(input_schema.names)}
+            if not any(getattr(s, "profiles_input", False) for s in self.steps):  # else that step's state is it
+                self.pending[PROFILE].update({"moments": Moments(numeric), "range": MinMax(numeric), "columns":
+                                              ColumnProfile([(f.name, column_kind(f.type), str(f.type))
+                                                             for f in input_schema], **COMPACT_PROFILE)})
 
     def done(self) -> bool:
         """True when every step has its state (plans stateless steps that became reachable)."""

@@ -17,6 +17,7 @@ A run spec is a pipeline spec (:mod:`beamlearn.spec`) with a ``model:`` and four
       bootstrap: 0                   # replicates for confidence intervals
       sample_weight: null            # a weight column
     output: out/flights              # model.blm, metrics.json and report.html
+    validate: {schema: schema.yaml}  # optional: check the data first (beamlearn schema infer); stop on anomalies
 
 The flow (:func:`run`): every read streams the data through the split's filter (:mod:`beamlearn.split`), so
 train and test never materialize.  The pipeline is fitted on the train part.  For a binary classifier with
@@ -89,6 +90,7 @@ class RunConfig:
     split: Split | None
     evaluate: dict[str, Any]
     output: str
+    validate: dict[str, Any] | None = None
 
 
 @dataclass
@@ -193,7 +195,23 @@ def read_run_spec(path: str) -> tuple[Spec, RunConfig]:
         raise SpecError(f"{source}: output: expected a directory path")
     return spec, RunConfig(_resolve_data(c["data"], base, source), split,
                            _validate_evaluate(c.get("evaluate"), source),
-                           os.path.normpath(output if os.path.isabs(output) else os.path.join(base, output)))
+                           os.path.normpath(output if os.path.isabs(output) else os.path.join(base, output)),
+                           _validate_section(c.get("validate"), base, source))
+
+
+def _validate_section(entry: Any, base: str, source: str) -> dict[str, Any] | None:
+    """The ``validate:`` section: ``{schema: PATH}`` (relative to the spec), the schema read and checked."""
+    if entry is None:
+        return None
+    if not isinstance(entry, Mapping) or set(entry) != {"schema"} or not isinstance(entry["schema"], str):
+        raise SpecError(f"{source}: validate: expected {{schema: schema.yaml}} (from `beamlearn schema infer`)")
+    from beamlearn.profile.validate import read_schema
+
+    path = os.path.normpath(entry["schema"] if os.path.isabs(entry["schema"]) else os.path.join(base, entry["schema"]))
+    try:
+        return {"path": path, "schema": read_schema(path)}
+    except SpecError as exc:
+        raise SpecError(f"{source}: validate: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -324,6 +342,12 @@ def run(spec_path: str, *, engine: str = "local", beam_args: list[str] | None = 
     assert split is not None
     seconds: dict[str, float] = {}
 
+    if cfg.validate is not None:  # before training: bad data stops the run
+        from beamlearn.profile.validate import check_before_run
+
+        t = time.perf_counter()
+        check_before_run(paths, cfg.validate, out_dir, engine=engine, batch_size=size, beam_args=beam_args)
+        seconds["validate"] = time.perf_counter() - t
     t = time.perf_counter()
     if engine == "beam":
         fitted = _fit_beam(spec, paths, split, size, beam_args, errors)

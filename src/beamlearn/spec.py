@@ -76,7 +76,7 @@ __all__ = ["Spec", "load_spec", "merge_schema", "parse_type", "read_spec", "spec
 
 SpecSource = typing.Union[str, "os.PathLike[str]", Mapping[str, Any]]
 TOP_LEVEL_KEYS = ("name", "description", "batch_size", "schema", "steps", "model",
-                  "data", "split", "evaluate", "output")  # the last four: `beamlearn run` (beamlearn.run)
+                  "data", "split", "evaluate", "output", "validate")  # the last five: `beamlearn run` (beamlearn.run)
 
 _SIMPLE_TYPES: dict[str, Callable[[], pa.DataType]] = {
     "bool": pa.bool_, "boolean": pa.bool_, "int8": pa.int8, "int16": pa.int16, "int32": pa.int32,

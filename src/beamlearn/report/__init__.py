@@ -21,9 +21,9 @@ from typing import Any
 
 from beamlearn.report import plots
 
-__all__ = ["render_html", "write_report"]
+__all__ = ["CSS", "atomic_write", "esc", "img_tag", "number", "render_html", "write_report"]
 
-_CSS = """
+CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1100px}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
@@ -37,7 +37,8 @@ _FLAG = '<span class="flag">insufficient</span>'
 _REGRESSION = ("mae", "mse", "rmse", "r2", "mape", "median_absolute_error")
 
 
-def _atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -54,16 +55,18 @@ def write_report(result: Any, directory: str) -> dict[str, str]:
     ``directory`` (created if needed; each file written atomically).  Returns ``{"json": ..., "html": ...}``."""
     os.makedirs(directory, exist_ok=True)
     paths = {"json": os.path.join(directory, "metrics.json"), "html": os.path.join(directory, "report.html")}
-    _atomic_write(paths["json"], (result.to_json() + "\n").encode("utf-8"))
-    _atomic_write(paths["html"], render_html(result.to_dict()).encode("utf-8"))
+    atomic_write(paths["json"], (result.to_json() + "\n").encode("utf-8"))
+    atomic_write(paths["html"], render_html(result.to_dict()).encode("utf-8"))
     return paths
 
 
-def _img(png: bytes, alt: str) -> str:
+def img_tag(png: bytes, alt: str) -> str:
+    """An <img> with ``png`` inline (base64)."""
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
-def _num(v: Any) -> str:
+def number(v: Any) -> str:
+    """A number for an HTML table (4 decimals, n/a for None)."""
     if v is None:
         return '<span class="muted">n/a</span>'
     if isinstance(v, float):
@@ -71,7 +74,8 @@ def _num(v: Any) -> str:
     return html.escape(str(v))
 
 
-def _esc(v: Any) -> str:
+def esc(v: Any) -> str:
+    """``str(v)`` HTML-escaped."""
     return html.escape(str(v))
 
 
@@ -80,8 +84,8 @@ def _overall_table(o: dict[str, Any], names: tuple[str, ...]) -> str:
     rows = []
     for k in names:
         if k in o:
-            interval = f"[{_num(ci[k][0])}, {_num(ci[k][1])}]" if k in ci else ""
-            rows.append(f'<tr><td class="l">{k}</td><td>{_num(o[k])}</td><td>{interval}</td></tr>')
+            interval = f"[{number(ci[k][0])}, {number(ci[k][1])}]" if k in ci else ""
+            rows.append(f'<tr><td class="l">{k}</td><td>{number(o[k])}</td><td>{interval}</td></tr>')
     head = '<tr><th class="l">metric</th><th>value</th><th>confidence interval</th></tr>'
     return f"<table>{head}{''.join(rows)}</table>"
 
@@ -90,9 +94,9 @@ def _gates_table(gates: list[dict[str, Any]]) -> str:
     if not gates:
         return '<p class="muted">No gates were given.</p>'
     rows = "".join(
-        f'<tr><td class="l">{_esc(g["gate"])}</td><td class="{"pass" if g["passed"] else "fail"}">'
-        f'{"PASS" if g["passed"] else "FAIL"}</td><td>{_num(g["value"])}</td><td>{_num(g["threshold"])}</td>'
-        f'<td class="l">{_esc(g["reason"])}</td></tr>' for g in gates)
+        f'<tr><td class="l">{esc(g["gate"])}</td><td class="{"pass" if g["passed"] else "fail"}">'
+        f'{"PASS" if g["passed"] else "FAIL"}</td><td>{number(g["value"])}</td><td>{number(g["threshold"])}</td>'
+        f'<td class="l">{esc(g["reason"])}</td></tr>' for g in gates)
     return ('<table><tr><th class="l">gate</th><th>result</th><th>value</th><th>threshold</th>'
             f'<th class="l">reason</th></tr>{rows}</table>')
 
@@ -109,15 +113,15 @@ def _slices(m: dict[str, Any], metric: str) -> str:
         if not mine:
             continue
         names = list(mine)
-        out.append(f"<h3>{_esc(', '.join(cols))}</h3>")
-        out.append('<div class="plots">' + _img(plots.slice_bars_png(
+        out.append(f"<h3>{esc(', '.join(cols))}</h3>")
+        out.append('<div class="plots">' + img_tag(plots.slice_bars_png(
             names, [mine[n].get(metric) for n in names], [bool(mine[n].get("insufficient")) for n in names],
             metric, m["overall"].get(metric)), f"{metric} per slice of {', '.join(cols)}") + "</div>")
         head = "".join(f"<th>{k}</th>" for k in keys)
         rows = "".join(
-            f'<tr><td class="l">{_esc(n)}</td><td>{b["count"]}</td>'
+            f'<tr><td class="l">{esc(n)}</td><td>{b["count"]}</td>'
             f'<td class="l">{_FLAG if b.get("insufficient") else ""}</td>'
-            + "".join(f"<td>{_num(b.get(k))}</td>" for k in keys) + "</tr>" for n, b in mine.items())
+            + "".join(f"<td>{number(b.get(k))}</td>" for k in keys) + "</tr>" for n, b in mine.items())
         out.append(f'<table><tr><th class="l">slice</th><th>rows</th><th class="l">flag</th>{head}</tr>{rows}</table>')
     return "".join(out)
 
@@ -130,39 +134,39 @@ def render_html(m: dict[str, Any]) -> str:
     failed = [g for g in gates if not g["passed"]]
     verdict = (f'<p class="fail">{len(failed)} of {len(gates)} gates failed.</p>' if failed else
                f'<p class="pass">All {len(gates)} gates passed.</p>' if gates else "")
-    parts = [f"<h1>Evaluation report: {_esc(m.get('task'))}</h1>", verdict,
-             f"<p>label <code>{_esc(m.get('label'))}</code>, prediction <code>{_esc(m.get('prediction'))}</code>"
-             + (f", score <code>{_esc(m.get('score'))}</code>" if m.get("score") else "")
-             + (f", weights <code>{_esc(m.get('sample_weight'))}</code>" if m.get("sample_weight") else "")
+    parts = [f"<h1>Evaluation report: {esc(m.get('task'))}</h1>", verdict,
+             f"<p>label <code>{esc(m.get('label'))}</code>, prediction <code>{esc(m.get('prediction'))}</code>"
+             + (f", score <code>{esc(m.get('score'))}</code>" if m.get("score") else "")
+             + (f", weights <code>{esc(m.get('sample_weight'))}</code>" if m.get("sample_weight") else "")
              + f"; {m.get('rows', 0):,} rows read, {m.get('skipped', 0):,} skipped (no label or prediction); "
              + ("exact" if m.get("exact") else "binned / sketched") + " ranking metrics.</p>",
              "<h2>Gates</h2>", _gates_table(gates),
              "<h2>Overall</h2>", _overall_table(o, _CLASSIFICATION if classification else _REGRESSION)]
     figures = []
     if classification and "confusion_matrix" in o:
-        figures.append(_img(plots.confusion_png(o["confusion_matrix"]), "confusion matrix"))
+        figures.append(img_tag(plots.confusion_png(o["confusion_matrix"]), "confusion matrix"))
     if "curves" in o:
-        figures.append(_img(plots.roc_png(o["curves"]["roc"], o.get("roc_auc")), "ROC curve"))
-        figures.append(_img(plots.pr_png(o["curves"]["pr"], o.get("average_precision")), "precision-recall curve"))
+        figures.append(img_tag(plots.roc_png(o["curves"]["roc"], o.get("roc_auc")), "ROC curve"))
+        figures.append(img_tag(plots.pr_png(o["curves"]["pr"], o.get("average_precision")), "precision-recall curve"))
     if o.get("calibration"):
-        figures.append(_img(plots.calibration_png(o["calibration"]), "calibration"))
+        figures.append(img_tag(plots.calibration_png(o["calibration"]), "calibration"))
     if not classification and "residual_histogram" in o:
-        figures.append(_img(plots.residuals_png(o["residual_histogram"]), "residual histogram"))
+        figures.append(img_tag(plots.residuals_png(o["residual_histogram"]), "residual histogram"))
     parts.append('<div class="plots">' + "".join(figures) + "</div>")
     if o.get("decision_threshold"):
         d = o["decision_threshold"]
-        parts.append(f"<p>Decision threshold ({_esc(d['criterion'])}): <b>{_num(d['threshold'])}</b> — precision "
-                     f"{_num(d['precision'])}, recall {_num(d['recall'])}, F1 {_num(d['f1'])}.</p>")
+        parts.append(f"<p>Decision threshold ({esc(d['criterion'])}): <b>{number(d['threshold'])}</b> — precision "
+                     f"{number(d['precision'])}, recall {number(d['recall'])}, F1 {number(d['f1'])}.</p>")
     if classification and o.get("per_class"):
         keys = sorted({k for v in o["per_class"].values() for k in v})
-        rows = "".join(f'<tr><td class="l">{_esc(c)}</td>' + "".join(f"<td>{_num(v.get(k))}</td>" for k in keys)
+        rows = "".join(f'<tr><td class="l">{esc(c)}</td>' + "".join(f"<td>{number(v.get(k))}</td>" for k in keys)
                        + "</tr>" for c, v in o["per_class"].items())
         parts.append('<h2>Per class</h2><table><tr><th class="l">class</th>'
                      + "".join(f"<th>{k}</th>" for k in keys) + f"</tr>{rows}</table>")
     parts.append(_slices(m, "accuracy" if classification else "mae"))
     body = "\n".join(p for p in parts if p)
     return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>beamlearn evaluation</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+            f"<title>beamlearn evaluation</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
 
 
 def summary_text(m: dict[str, Any], report: str | None = None) -> str:

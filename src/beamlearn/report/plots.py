@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["calibration_png", "confusion_png", "pr_png", "residuals_png", "roc_png", "slice_bars_png"]
+__all__ = ["calibration_png", "confusion_png", "correlation_png", "pr_png", "residuals_png", "roc_png", "slice_bars_png"]
 
 
 def _figure(w: float = 4.2, h: float = 3.4) -> Any:
@@ -132,4 +132,23 @@ def residuals_png(hist: dict[str, list[float]]) -> bytes:
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel("residual (label − prediction)")
     ax.set_ylabel("rows")
+    return _png(fig)
+
+
+def correlation_png(names: list[str], matrix: list[list[float | None]]) -> bytes:
+    """Heatmap of a correlation matrix (-1 blue to +1 red); values written in when there are few columns."""
+    m = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
+    k = len(names)
+    side = min(9.0, max(3.6, 0.35 * k + 2.0))
+    fig = _figure(side + 0.8, side)
+    ax = fig.add_subplot()
+    im = ax.imshow(m, cmap="RdBu_r", vmin=-1, vmax=1)
+    if k <= 12:
+        for i in range(k):
+            for j in range(k):
+                if not np.isnan(m[i, j]):
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(k), names if k <= 40 else [""] * k, rotation=90, fontsize=7)
+    ax.set_yticks(range(k), names if k <= 40 else [""] * k, fontsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="Pearson r")
     return _png(fig)

@@ -1,0 +1,292 @@
+"""The column profile: one mergeable analyzer composed of the others, whose state is a JSON-ready profile.
+
+:class:`ColumnProfile` runs, in one pass, per column: rows, nulls and NaN; for numeric columns
+:class:`~beamlearn.analyzers.Moments`, :class:`~beamlearn.analyzers.MinMax` and a KLL sketch; for strings and
+booleans a :class:`~beamlearn.analyzers.sketches.FrequentItems` sketch; for strings the moments and range of their
+lengths; a :class:`~beamlearn.analyzers.sketches.DistinctCount` for every column but nested ones; and
+:class:`~beamlearn.analyzers.CoMoments` of the first ``correlations`` numeric columns (Pearson correlations).
+
+Its extracted state is the ``columns`` / ``correlations`` part of a ``profile.json`` (documented in
+:mod:`beamlearn.profile`): every figure plus the accumulators themselves (moments as ``[n, mean, M2]``, sketches
+as base64 of their serialized bytes), so :meth:`ColumnProfile.load` turns a profile back into an accumulator
+and two profiles merge into the profile of the union.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from beamlearn.analyzers.base import Analyzer
+from beamlearn.analyzers.moments import CoMoments, MinMax, Moments
+from beamlearn.analyzers.quantiles import Quantiles
+from beamlearn.analyzers.sketches import DistinctCount, FrequentItems
+from beamlearn.batches import raw_values
+
+__all__ = ["COMPACT_PROFILE", "HISTOGRAM_BINS", "PROFILE_QUANTILES", "ColumnProfile", "b64", "finite", "unb64"]
+
+PROFILE_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+HISTOGRAM_BINS = 20
+COMPACT_PROFILE = {"k": 200, "lg_max_map_size": 7, "correlations": 0, "distinct": False, "lengths": False,
+                   "moments": False, "sample": 16}
+"""The parameters of the compact profile every fit records in its artifact (``lineage["profile"]["columns"]``):
+KLL sketches of numeric columns and frequent items of categorical ones over every 16th row (a systematic
+sample: the shape of each distribution, enough for drift, at a sixteenth of the cost), exact missing counts; the fit's
+own profile adds exact moments and ranges (:func:`beamlearn.profile.read_profile` joins them)."""
+
+
+def b64(data: bytes) -> str:
+    """Bytes as base64 text (for JSON)."""
+    return base64.b64encode(bytes(data)).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    """The inverse of :func:`b64`."""
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def finite(v: Any) -> float | None:
+    """``v`` as a float, or None when it is NaN or missing (JSON has no NaN)."""
+    if v is None:
+        return None
+    f = float(v)
+    return None if math.isnan(f) else f
+
+
+def _nan(v: Any) -> float:
+    return np.nan if v is None else float(v)
+
+
+class ColumnProfile(Analyzer):
+    """Per-column statistics and sketches of ``fields`` (``(name, kind, arrow type)`` triples, ``kind`` as
+    :func:`beamlearn.batches.column_kind` says) in one pass; see the module docstring.
+
+    Parameters
+    ----------
+    fields:
+        The columns, each ``(name, kind, type string)``.
+    k:
+        The KLL sketches' size (normalized rank error about 1.65% at 200, 0.33% at 1000... see DataSketches).
+    lg_max_map_size:
+        log2 of the frequent-items sketch's slots (values are counted exactly below 0.75 of them).
+    correlations:
+        How many numeric columns (the first ones) get Pearson correlations; 0 for none.
+    distinct:
+        Whether to estimate distinct values (HyperLogLog).
+    lengths:
+        Whether to profile the lengths of strings.
+    moments:
+        Whether to compute moments and ranges of numeric columns.
+    sample:
+        Feed the KLL and frequent-items sketches every ``sample``-th row of each batch only (1: every row); counts
+        of missing values stay exact.
+    """
+
+    reads_dictionary = True
+
+    def __init__(self, fields: Sequence[Sequence[str]], *, k: int = 200, lg_max_map_size: int = 8,
+                 correlations: int = 50, distinct: bool = True, lengths: bool = True, moments: bool = True,
+                 sample: int = 1) -> None:
+        self.fields = tuple(tuple(f) for f in fields)
+        self.k, self.lg_max_map_size, self.correlations, self.distinct = k, lg_max_map_size, correlations, distinct
+        self.lengths, self.moments, self.sample = lengths, moments, sample
+        self.columns = tuple(f[0] for f in self.fields)
+
+    def _parts(self) -> dict[str, Analyzer]:
+        parts = self.__dict__.get("_cache")
+        if parts is None:
+            kinds = {n: kd for n, kd, _ in self.fields}
+            num = [n for n in self.columns if kinds[n] == "numeric"]
+            strs = [n for n in self.columns if kinds[n] == "string"] if self.lengths else []
+            cat = [n for n in self.columns if kinds[n] in ("string", "boolean")]
+            dis = [n for n in self.columns if kinds[n] != "other"] if self.distinct else []
+            mom = num if self.moments else []
+            parts = {"moments": Moments(mom), "range": MinMax(mom),
+                     "kll": Quantiles(num, (), approx=True, k=self.k), "frequent": FrequentItems(
+                         cat, lg_max_map_size=self.lg_max_map_size), "distinct": DistinctCount(dis),
+                     "length_moments": Moments(strs), "length_range": MinMax(strs),
+                     "corr": CoMoments(num[:self.correlations] if len(num[:self.correlations]) > 1 else [])}
+            self.__dict__["_cache"] = parts
+        return parts
+
+    def key(self) -> tuple:
+        return (type(self).__name__, self.fields, self.k, self.lg_max_map_size, self.correlations, self.distinct,
+                self.lengths, self.moments, self.sample)
+
+    def __repr__(self) -> str:
+        return f"ColumnProfile({len(self.fields)} columns, k={self.k})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_cache"}
+
+    def reads(self) -> tuple[str, ...]:
+        return self.columns
+
+    # -------------------------------------------------------------------- the reduction
+    def create(self) -> dict[str, Any]:
+        acc = {name: a.create() for name, a in self._parts().items()}
+        acc["counts"] = np.zeros((len(self.columns), 2), dtype=np.int64)  # nulls, NaN
+        acc["rows"] = 0
+        return acc
+
+    def add(self, acc: dict[str, Any], batch: pa.RecordBatch) -> dict[str, Any]:
+        acc["rows"] += batch.num_rows
+        counts = acc["counts"]
+        for i, c in enumerate(self.columns):
+            arr = batch.column(c)
+            counts[i, 0] += arr.null_count
+            if pa.types.is_floating(arr.type):  # raw_values is memoized: the pass's other analyzers reuse it
+                _, ok = raw_values(arr)
+                counts[i, 1] += 0 if ok is None else len(arr) - int(np.count_nonzero(ok)) - arr.null_count
+        parts = self._parts()
+        step = max(1, self.sample)
+        for j, c in enumerate(parts["kll"].columns):  # KLL of every step-th value (strided views, no copy)
+            x, ok = raw_values(batch.column(c))
+            xs = x[::step] if ok is None else x[::step][ok[::step]]
+            if len(xs):
+                acc["kll"][j].sketch.update(xs if xs.flags.writeable and xs.flags.c_contiguous else np.array(xs))
+        for name, a in parts.items():
+            if not a.columns or name == "kll":
+                continue
+            if name == "frequent" and step > 1:
+                idx = pa.array(np.arange(0, batch.num_rows, step))
+                view = pa.record_batch([batch.column(c).take(idx) for c in a.columns], names=list(a.columns))
+            else:
+                view = _lengths(batch, a.columns) if name.startswith("length") else batch
+            acc[name] = a.add(acc[name], view)
+        return acc
+
+    def merge(self, accs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        out = {name: a.merge([x[name] for x in accs]) for name, a in self._parts().items()}
+        out["counts"] = np.sum([x["counts"] for x in accs], axis=0).astype(np.int64)
+        out["rows"] = int(sum(x["rows"] for x in accs))
+        return out
+
+    def dump(self, acc: dict[str, Any]) -> dict[str, Any]:
+        """The profile (:meth:`extract`): it holds the accumulators as plain data."""
+        return self.extract(acc)
+
+    # -------------------------------------------------------------------- profile <-> accumulator
+    def extract(self, acc: dict[str, Any]) -> dict[str, Any]:
+        parts = self._parts()
+        pos = {name: {c: j for j, c in enumerate(a.columns)} for name, a in parts.items()}
+        distinct = parts["distinct"].extract(acc["distinct"]) if parts["distinct"].columns else []
+        frequent = parts["frequent"].extract(acc["frequent"]) if parts["frequent"].columns else []
+        hll = parts["distinct"].dump(acc["distinct"])
+        columns: dict[str, Any] = {}
+        for i, (name, kind, typ) in enumerate(self.fields):
+            nulls, nan = (int(v) for v in acc["counts"][i])
+            col: dict[str, Any] = {"type": typ, "kind": kind, "count": acc["rows"] - nulls - nan, "nulls": nulls,
+                                   "nan": nan}
+            if name in pos["distinct"]:
+                j = pos["distinct"][name]
+                col["distinct"] = {k: float(v) for k, v in distinct[j].items()}
+                col["hll"] = b64(hll[j])
+            if name in pos["kll"]:
+                col.update(self._numeric(acc, pos, name))
+            if name in pos["frequent"]:
+                j = pos["frequent"][name]
+                col["top"] = [[v, e] for v, e, _, _ in frequent[j]["items"][:10]]
+                col["frequent"] = {"max_error": frequent[j]["max_error"], "total": frequent[j]["total"],
+                                   "sketch": b64(acc["frequent"][j].sketch.serialize())}
+            if name in pos["length_moments"]:
+                j = pos["length_moments"][name]
+                n, mean, m2 = (float(v) for v in acc["length_moments"][:, j])
+                lo, hi = acc["length_range"][:, j]
+                col["length"] = {"min": finite(lo), "max": finite(hi), "mean": finite(mean) if n else None,
+                                 "moments": [n, mean, m2]}
+            columns[name] = col
+        return {"rows": int(acc["rows"]), "columns": columns, "correlations": self._correlations(acc)}
+
+    def _numeric(self, acc: dict[str, Any], pos: dict[str, dict[str, int]], name: str) -> dict[str, Any]:
+        sk = acc["kll"][pos["kll"][name]].sketch
+        out: dict[str, Any] = {"kll": b64(sk.serialize())}
+        if name in pos["moments"]:
+            j = pos["moments"][name]
+            n, mean, m2 = (float(v) for v in acc["moments"][:, j])
+            out.update({"min": finite(acc["range"][0, j]), "max": finite(acc["range"][1, j]),
+                        "mean": mean if n else None, "std": math.sqrt(m2 / (n - 1)) if n > 1 else None,
+                        "moments": [n, mean, m2]})
+        lo, hi = (sk.get_min_value(), sk.get_max_value()) if sk.n else (None, None)
+        if sk.n and lo is not None and hi is not None:
+            out["quantiles"] = {f"{q:g}": float(v) for q, v in zip(PROFILE_QUANTILES,
+                                                                   sk.get_quantiles(list(PROFILE_QUANTILES)))}
+            if math.isfinite(lo) and math.isfinite(hi):  # +-inf values: quantiles, but no equal-width bins
+                out["histogram"] = kll_histogram(sk, lo, hi)
+        return out
+
+    def _correlations(self, acc: dict[str, Any]) -> dict[str, Any] | None:
+        corr = self._parts()["corr"]
+        if not corr.columns:
+            return None
+        s = corr.extract(acc["corr"])
+        C = s["comoment"]
+        d = np.sqrt(np.diag(C))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = C / np.outer(d, d)
+        return {"columns": list(corr.columns), "rows": s["rows"], "skipped": s["skipped"],
+                "pearson": [[finite(v) for v in row] for row in r],
+                "state": {"count": s["count"], "mean": [float(v) for v in s["mean"]] if s["count"] else None,
+                          "comoment": C.tolist()}}
+
+    def load(self, plain: dict[str, Any]) -> dict[str, Any]:
+        """The accumulator a profile (:meth:`extract`'s state) was extracted from."""
+        from datasketches import frequent_strings_sketch, kll_doubles_sketch
+
+        acc = self.create()
+        parts = self._parts()
+        cols = plain["columns"]
+        acc["rows"] = int(plain["rows"])
+        for i, name in enumerate(self.columns):
+            acc["counts"][i] = cols[name]["nulls"], cols[name]["nan"]
+        for j, name in enumerate(parts["moments"].columns):
+            c = cols[name]
+            acc["moments"][:, j] = c["moments"]
+            acc["range"][:, j] = _nan(c["min"]), _nan(c["max"])
+        for j, name in enumerate(parts["kll"].columns):
+            acc["kll"][j].sketch = kll_doubles_sketch.deserialize(unb64(cols[name]["kll"]))
+        for j, name in enumerate(parts["frequent"].columns):
+            acc["frequent"][j].sketch = frequent_strings_sketch.deserialize(unb64(cols[name]["frequent"]["sketch"]))
+        if parts["distinct"].columns:
+            acc["distinct"] = parts["distinct"].load([unb64(cols[n]["hll"]) for n in parts["distinct"].columns])
+        for j, name in enumerate(parts["length_moments"].columns):
+            c = cols[name]["length"]
+            acc["length_moments"][:, j] = c["moments"]
+            acc["length_range"][:, j] = _nan(c["min"]), _nan(c["max"])
+        corr = plain.get("correlations")
+        if parts["corr"].columns and corr:
+            st = corr["state"]
+            d = len(parts["corr"].columns)
+            acc["corr"] = [float(st["count"]), np.array(st["mean"] or np.zeros(d), dtype=np.float64),
+                           np.array(st["comoment"], dtype=np.float64), int(corr["rows"]), int(corr["skipped"])]
+        return acc
+
+
+def kll_histogram(sk: Any, lo: float, hi: float, bins: int = HISTOGRAM_BINS) -> dict[str, list[float]]:
+    """An equal-width histogram of ``bins`` bins over ``[lo, hi]`` from a KLL sketch's PMF (counts estimated
+    within the sketch's rank error)."""
+    if hi <= lo:
+        return {"edges": [lo, hi], "counts": [float(sk.n)]}
+    edges = np.linspace(lo, hi, bins + 1)
+    pmf = np.asarray(sk.get_pmf(list(edges[1:-1]), True), dtype=np.float64)  # inclusive: (a, b] bins
+    return {"edges": edges.tolist(), "counts": (pmf * sk.n).round(3).tolist()}
+
+
+def _lengths(batch: pa.RecordBatch, columns: Sequence[str]) -> pa.RecordBatch:
+    """A batch of the UTF-8 lengths (in characters) of string ``columns``."""
+    out = []
+    for c in columns:
+        arr = batch.column(c)
+        if pa.types.is_dictionary(arr.type):
+            arr = pc.take(pc.utf8_length(arr.dictionary), arr.indices)
+        else:
+            arr = pc.utf8_length(arr)
+        out.append(arr)
+    return pa.record_batch(out, names=list(columns))
+

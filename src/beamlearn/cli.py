@@ -45,7 +45,6 @@ import typer
 from beamlearn.cli_common import (
     Engine,
     beam_entry,
-    spark_entry,
     check_extra,
     dead_sink,
     format_rate,
@@ -53,6 +52,7 @@ from beamlearn.cli_common import (
     print_error,
     progress_bar,
     say,
+    spark_entry,
     user_errors,
 )
 from beamlearn.cli_inspect import escape, model_summary, plain_data, render_summary  # noqa: F401 - escape: re-exported

@@ -40,7 +40,14 @@ from typing import Any
 import pyarrow as pa
 
 from beamlearn import artifact, io
-from beamlearn.batches import DEFAULT_BATCH_SIZE, batch_origin, batch_rows, capture_schema, tag_batch, tag_rows
+from beamlearn.batches import (
+    DEFAULT_BATCH_SIZE,
+    batch_origin,
+    batch_rows,
+    capture_schema,
+    tag_batch,
+    tag_rows,
+)
 from beamlearn.engines.passes import (
     Registry,
     add_batch,
@@ -136,7 +143,10 @@ def spark_data(data: Any, spark: Any = None, *, batch_size: int = DEFAULT_BATCH_
         paths = spark.sparkContext.parallelize([(f,) for f in files], len(files)).toDF("path string")
         return SparkData(paths, capture_schema(first), files, part)
     table = pa.Table.from_batches(list(io.read(data, batch_size=batch_size)))
-    return SparkData(spark.createDataFrame(table.replace_schema_metadata(None)), table.schema, part=part)
+    table = table.replace_schema_metadata(None)
+    held = table.cast(spark_arrow_schema(table.schema))
+    return SparkData(spark.createDataFrame(held), capture_schema(held.to_batches()[0]) if held.num_rows else
+                     held.schema, part=part)
 
 
 def arrow_schema(spark_schema: Any) -> pa.Schema:
@@ -214,22 +224,30 @@ def _tagged(items: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         offset += b.num_rows
 
 
-def reduce_parts(rdd: Any, fn: Any) -> Any:
-    """``rdd.treeReduce(fn)`` (None for an empty RDD); a beamlearn error raised in a task is raised here as
-    itself, any other failure as :class:`EngineError`."""
+def run_action(fn: Any) -> Any:
+    """``fn()``, a Spark action; a beamlearn error raised in a task is raised here as itself (from the task's
+    traceback), any other failure as :class:`EngineError`."""
     try:
-        return rdd.treeReduce(fn)
+        return fn()
     except BeamlearnError:
-        raise
-    except ValueError as exc:
-        if "empty" in str(exc).lower():
-            return None
         raise
     except Exception as exc:
         err = error_in_text(str(exc))
         if err is None:
+            if isinstance(exc, ValueError):
+                raise
             raise EngineError(f"the Spark job failed: {str(exc).strip().splitlines()[-1][:2000]}") from exc
         raise err from None
+
+
+def reduce_parts(rdd: Any, fn: Any) -> Any:
+    """``rdd.treeReduce(fn)`` through :func:`run_action`; None for an empty RDD."""
+    try:
+        return run_action(lambda: rdd.treeReduce(fn))
+    except ValueError as exc:
+        if "empty" in str(exc).lower():
+            return None
+        raise
 
 
 # ---------------------------------------------------------------------------------------------- fit
@@ -392,7 +410,8 @@ def combined(fitted: FittedPipeline, data: Any, *, spark: Any = None, batch_size
 def transform(fitted: FittedPipeline | str, data: Any, *, spark: Any = None, with_errors: bool = False,
               batch_size: int = DEFAULT_BATCH_SIZE) -> Any:
     """``data`` (a Spark DataFrame, files, or a table) transformed by ``fitted`` (or an artifact path): a lazy
-    Spark DataFrame with the fitted output schema.  A bad row fails the job, naming it; with ``with_errors``,
+    Spark DataFrame with the fitted output schema.  A bad row fails the job (the action's ``PythonException``
+    holds the :class:`~beamlearn.errors.DataError` naming it: :func:`run_action` raises it); with ``with_errors``,
     returns ``(DataFrame, dead_letters)`` instead, the dead letters a DataFrame of ``DEAD_LETTER_COLUMNS``
     (``record`` as JSON).  Both read one computation: ``.cache()`` it (:func:`combined`) to run it once."""
     from pyspark.sql import functions as F

@@ -11,19 +11,23 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
 
 from beamlearn import io
 from beamlearn.batches import DEFAULT_BATCH_SIZE
-from beamlearn.engines.spark import combined, evaluate, fit, session, split_dead
+from beamlearn.engines.spark import combined, evaluate, fit, run_action, session, split_dead
 from beamlearn.errors import EngineError
 from beamlearn.pipeline import FittedPipeline, Pipeline
 
-__all__ = ["parse_spark_args", "run_evaluate", "run_fit", "run_transform", "spark_session"]
+__all__ = ["free_ports", "parse_spark_args", "run_evaluate", "run_fit", "run_transform", "spark_session",
+           "standalone_cluster"]
 
 
 def parse_spark_args(args: Sequence[str] | None) -> tuple[str | None, dict[str, str]]:
@@ -72,7 +76,7 @@ def run_transform(fitted: FittedPipeline, paths: Any, out: str, *, spark_args: S
     spark = spark_session(spark_args, batch_size)
     frame = combined(fitted, io.expand_paths(paths), spark=spark, batch_size=batch_size,
                      collect=errors is not None)
-    table = frame.toArrow()
+    table = run_action(frame.toArrow)
     dead: list[dict[str, Any]] = []
     if errors is not None:
         table, dead = split_dead(table)
@@ -87,3 +91,76 @@ def run_evaluate(paths: Any, *, spark_args: Sequence[str] | None = None, batch_s
     """Evaluate files on Spark (:func:`~beamlearn.engines.spark.evaluate`'s options)."""
     spark = spark_session(spark_args, batch_size)
     return evaluate(io.expand_paths(paths), spark=spark, batch_size=batch_size, **kw)
+
+
+# ---------------------------------------------------------------------------------------------- a local cluster
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1 (all held open while chosen, so none repeats)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _alive_workers(ui: int) -> int:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as r:
+            return int(json.load(r).get("aliveworkers", 0))
+    except Exception:  # noqa: BLE001 - not up yet (refused, reset, not HTTP yet)
+        return -1
+
+
+@contextlib.contextmanager
+def standalone_cluster(workers: int = 2, *, cores: int = 1, memory: str = "1g", log_dir: str | None = None,
+                       timeout: float = 120.0) -> Iterator[str]:
+    """Start a Spark standalone master and ``workers`` workers on 127.0.0.1 (free ports) from the ``pyspark``
+    wheel's ``spark-class`` (it has no ``sbin`` scripts); yield the master URL ``spark://127.0.0.1:PORT``;
+    always stop them (their whole process groups).  The workers' Python is this interpreter."""
+    import os
+    import signal
+    import subprocess
+    import tempfile
+
+    import pyspark
+
+    home = os.path.dirname(pyspark.__file__)
+    log_dir = log_dir or tempfile.mkdtemp(prefix="beamlearn-spark-")
+    env = {**os.environ, "SPARK_HOME": home, "PYSPARK_PYTHON": sys.executable, "SPARK_DAEMON_MEMORY": "256m"}
+    port, ui, *uis = free_ports(2 + workers)
+    commands = [["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+                 "--webui-port", str(ui)]]
+    commands += [["org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", "--host", "127.0.0.1",
+                  "--cores", str(cores), "--memory", memory, "--webui-port", str(uis[k]), "--work-dir",
+                  os.path.join(log_dir, f"work{k}")] for k in range(workers)]
+    procs: list[Any] = []
+    try:
+        for k, args in enumerate(commands):
+            with open(os.path.join(log_dir, f"{'master' if k == 0 else f'worker{k}'}.log"), "wb") as log:
+                procs.append(subprocess.Popen([os.path.join(home, "bin", "spark-class"), *args], stdout=log,
+                                              stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        deadline = time.monotonic() + timeout
+        while _alive_workers(ui) < workers:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                with open(os.path.join(log_dir, "master.log"), errors="replace") as fh:
+                    raise EngineError(f"the Spark cluster did not start: {fh.read()[-1500:]}")
+            time.sleep(0.5)
+        yield f"spark://127.0.0.1:{port}"
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait()

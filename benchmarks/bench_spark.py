@@ -19,7 +19,8 @@ The same pipeline on both:
 - MLlib: ``Imputer(num)``, ``StringIndexer(str, handleInvalid="keep") -> OneHotEncoder``, ``VectorAssembler``
   of the imputed numbers -> ``StandardScaler(withMean=True)``; ``Pipeline.fit`` / ``model.transform``.
 
-Transforms are forced with Spark's ``noop`` sink (every row computed, nothing written).  The local engine
+A warm-up run at ``--small`` rows (not reported) starts the executors' Python workers first.  Transforms are
+forced with Spark's ``noop`` sink (every row computed, nothing written).  The local engine
 (in-process, one worker thread: per core) fits and transforms the same table from memory, for reference.  Each
 size is timed after a run at ``--small`` rows; the two points give a fixed cost and a marginal rate:
 
@@ -116,6 +117,7 @@ def main() -> None:
         t0 = time.perf_counter()
         spark = bls.session(master, CONF, app_name="beamlearn-bench")
         start = time.perf_counter() - t0
+        measure(spark, opts.small)  # warm-up: executors' Python workers, JIT, MLlib classes; not reported
         secs = {n: measure(spark, n) for n in [opts.small, *sizes]}
         spark.stop()
     print(f"Spark {spark.version} on {master} (session start {start:.1f} s); machine: "

@@ -20,8 +20,9 @@ Examples
 ['DEAD_LETTER_COLUMNS', 'evaluate', 'fit']
 """
 
-from beamlearn.engines.spark import DEAD_LETTER_COLUMNS, evaluate, fit, session, spark_data, transform
-from beamlearn.engines.spark_jobs import parse_spark_args, run_evaluate, run_fit, run_transform
+from beamlearn.engines.spark import DEAD_LETTER_COLUMNS, fit, run_action, session, spark_data, transform
+from beamlearn.engines.spark_eval import evaluate
+from beamlearn.engines.spark_jobs import parse_spark_args, run_evaluate, run_fit, run_transform, standalone_cluster
 
-__all__ = ["DEAD_LETTER_COLUMNS", "evaluate", "fit", "parse_spark_args", "run_evaluate", "run_fit",
-           "run_transform", "session", "spark_data", "transform"]
+__all__ = ["DEAD_LETTER_COLUMNS", "evaluate", "fit", "parse_spark_args", "run_action", "run_evaluate", "run_fit",
+           "run_transform", "session", "spark_data", "standalone_cluster", "transform"]

@@ -7,8 +7,8 @@
   does.  The plan travels to the executors as a broadcast.
 - :func:`transform`: ``DataFrame.mapInArrow`` with the fitted pipeline broadcast once as its artifact bytes (the
   safe format), loaded once per Python worker; the output schema is the fitted pipeline's, Spark-typed.
-- :func:`evaluate`: the metric reductions of :func:`beamlearn.metrics.evaluate` folded per partition and merged
-  with ``treeReduce``, optionally through a model first.
+- :func:`~beamlearn.engines.spark_eval.evaluate`: the metric reductions, the same way
+  (:mod:`beamlearn.engines.spark_eval`).
 - Bad rows follow the local engine's policy with its code: by default the job fails on the first bad value, and
   the error names its source, row and column; dead letters go to an ``errors=`` sink (fit) or a second DataFrame
   (``transform(..., with_errors=True)``).
@@ -42,11 +42,8 @@ import pyarrow as pa
 from beamlearn import artifact, io
 from beamlearn.batches import (
     DEFAULT_BATCH_SIZE,
-    batch_origin,
-    batch_rows,
     capture_schema,
     tag_batch,
-    tag_rows,
 )
 from beamlearn.engines.passes import (
     Registry,
@@ -62,10 +59,11 @@ from beamlearn.engines.passes import (
     next_pass,
     required_columns,
 )
-from beamlearn.errors import BeamlearnError, DataError, EngineError, SchemaError, error_in_text
+from beamlearn.errors import BeamlearnError, DataError, EngineError, error_in_text
 from beamlearn.pipeline import FittedPipeline, Pipeline
 
-__all__ = ["DEAD_LETTER_COLUMNS", "SparkData", "evaluate", "fit", "session", "spark_data", "transform"]
+__all__ = ["DEAD_LETTER_COLUMNS", "Shipped", "SparkData", "fit", "reduce_parts", "run_action", "session",
+           "spark_arrow_schema", "spark_data", "transform"]
 
 _DEAD = "__beamlearn_dead__"  # the column of a dead letter (JSON) in a transform's combined output
 DEAD_LETTER_COLUMNS = "source string, row long, line long, column string, reason string, record string"
@@ -435,103 +433,3 @@ def split_dead(table: pa.Table) -> tuple[pa.Table, list[dict[str, Any]]]:
     mask = table.column(_DEAD).is_null()
     dead = [json.loads(s) for s in table.filter(pc.invert(mask)).column(_DEAD).to_pylist()]
     return table.filter(mask).drop_columns([_DEAD]), dead
-
-
-# ---------------------------------------------------------------------------------------------- evaluate
-class _Metrics:
-    """Task side of an evaluation: the partition's batches (through the model, the ``keep`` columns it replaces
-    taken back from its input) folded into the metric analyzer built from the first batch's schema."""
-
-    def __init__(self, reader: _Reader, options: dict[str, Any], blob: Any, keep: list[str],
-                 registry: Registry) -> None:
-        self.reader, self.options, self.blob, self.keep, self.registry = reader, options, blob, keep, registry
-
-    def __call__(self, items: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from beamlearn.metrics.evaluate import build_analyzer
-
-        self.registry.restore()
-        fitted = self.blob.get() if self.blob is not None else None
-        analyzer, acc, schema = None, None, None
-        for batch in self.reader.batches(items, None, True):
-            if fitted is not None:
-                batch = _predicted(fitted, batch, self.keep)
-            if batch.num_rows == 0:
-                continue
-            if analyzer is None:
-                schema = batch.schema.remove_metadata()
-                analyzer = build_analyzer(schema, **self.options)[0]
-                acc = analyzer.create()
-            acc = analyzer.add(acc, batch)
-        if analyzer is not None:
-            yield pa.record_batch({"schema": [schema.serialize().to_pybytes()],
-                                   "acc": [pickle.dumps(acc, protocol=5)]})
-
-
-def _predicted(fitted: FittedPipeline, batch: pa.RecordBatch, keep: list[str]) -> pa.RecordBatch:
-    out = guard(fitted.transform_batch, batch, None)[0]
-    for c in keep:
-        if c not in out.schema.names and c in batch.schema.names:
-            out = out.append_column(c, batch.column(c))
-    source, _ = batch_origin(batch)
-    out = tag_batch(out, source, 0) if source is not None else out
-    return tag_rows(out, batch_rows(batch))
-
-
-class _MergeMetrics:
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
-
-    def analyzer(self, schema: bytes) -> Any:
-        from beamlearn.metrics.evaluate import build_analyzer
-
-        return build_analyzer(pa.ipc.read_schema(pa.py_buffer(schema)), **self.options)
-
-    def __call__(self, a: tuple, b: tuple) -> tuple:
-        merged = self.analyzer(a[0])[0].merge([pickle.loads(a[1]), pickle.loads(b[1])])  # safe: our tasks'
-        return a[0], pickle.dumps(merged, protocol=5)
-
-
-def _metric_row(r: Any) -> tuple:
-    return bytes(r.schema), bytes(r.acc)
-
-
-def evaluate(data: Any, *, label: str, prediction: str, model: Any = None, require: Sequence[str] = (),
-             baseline: Any = None, spark: Any = None, batch_size: int = DEFAULT_BATCH_SIZE,
-             part: tuple[Any, str] | None = None, keep: Sequence[str] | None = None, **options: Any) -> Any:
-    """Evaluate ``data`` on Spark (optionally through ``model``, a fitted pipeline or artifact path): the
-    :class:`~beamlearn.metrics.evaluate.EvaluationResult` :func:`beamlearn.metrics.evaluate` gives on the same
-    rows, with the ``require`` gates checked.  ``options`` are its options (``score``, ``slices``,
-    ``sample_weight``, ``task``, ``pos_label``, ...).  ``keep``: columns the model replaces that the metrics
-    read (default: the slice, label and weight columns)."""
-    from beamlearn.metrics._accumulate import normalize_slices
-    from beamlearn.metrics.evaluate import EvaluationResult, load_metrics, metrics_dict
-    from beamlearn.metrics.gates import check_gates, parse_gate
-
-    gates = [parse_gate(g) for g in ([require] if isinstance(require, str) else require)]
-    base = load_metrics(baseline) if baseline is not None else None
-    if model is not None and not isinstance(model, FittedPipeline):
-        model = artifact.load(str(model))
-    opts = {"label": label, "prediction": prediction, **options}
-    if keep is None:
-        keep = [c for cols in normalize_slices(options.get("slices", ())) for c in cols]
-        keep += [c for c in (label, options.get("sample_weight")) if c]
-    src = spark_data(data, spark, batch_size=batch_size, part=part)
-    schema = model.input_schema if model is not None else (src.schema if src.files else None)
-    reader = src.reader(schema, model.required_columns if model is not None else [], batch_size)
-    sc = src.frame.sparkSession.sparkContext
-    blob = Shipped(sc, model) if model is not None else None
-    fn = _Metrics(reader, opts, blob, list(keep), Registry(model.steps if model is not None else []))
-    parts = src.frame.mapInArrow(fn, "schema binary, acc binary")
-    merge = _MergeMetrics(opts)
-    try:
-        merged = reduce_parts(parts.rdd.map(_metric_row), merge)
-    finally:
-        if blob is not None:
-            blob.blob.destroy()
-    if merged is None:
-        raise SchemaError("the data has no rows to evaluate")
-    analyzer, task, score = merge.analyzer(merged[0])
-    metrics = metrics_dict(analyzer.extract(pickle.loads(merged[1])), task=task, label=label, prediction=prediction,
-                           score=score, sample_weight=opts.get("sample_weight"), slices=opts.get("slices", ()),
-                           min_slice_count=opts.get("min_slice_count", 30))
-    return EvaluationResult(metrics, check_gates(metrics, gates, baseline=base), base)

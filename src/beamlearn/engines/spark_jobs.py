@@ -22,7 +22,8 @@ import pyarrow as pa
 
 from beamlearn import io
 from beamlearn.batches import DEFAULT_BATCH_SIZE
-from beamlearn.engines.spark import combined, evaluate, fit, run_action, session, split_dead
+from beamlearn.engines.spark import combined, fit, run_action, session, split_dead
+from beamlearn.engines.spark_eval import evaluate
 from beamlearn.errors import EngineError
 from beamlearn.pipeline import FittedPipeline, Pipeline
 

@@ -15,6 +15,7 @@ model's prediction columns, and ``inspect`` shows what it learned (coefficients,
     beamlearn run SPEC.yaml [--output DIR] [--engine local|beam]   # split, fit, evaluate, save; exit 1 on a gate
     beamlearn export onnx|sklearn MODEL --out FILE          # for ONNX Runtime / scikit-learn (cli_interop)
     beamlearn profile DATA... --report DIR | schema infer DATA | validate DATA --schema S | drift MODEL --data NEW
+    beamlearn fit|transform|run ... --engine spark --master spark://HOST:7077|local[N] [--conf key=value]...
     beamlearn --version
 
 ``--data`` takes one or more paths, globs or directories (``--data a.csv b.csv``, ``--data 'part-*.parquet'``).
@@ -53,6 +54,7 @@ from beamlearn.cli_common import (
     print_error,
     progress_bar,
     say,
+    spark_entry,
     user_errors,
 )
 from beamlearn.cli_interop import export_app
@@ -104,8 +106,9 @@ BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, metavar="RO
                                               "spec's batch_size, else 65536).")]
 ErrorsOpt = Annotated[str | None, typer.Option("--errors", metavar="PATH", help="Write rows that cannot be read to this "
                                                "JSON-lines file (with the reason) and go on, instead of stopping.")]
-EngineOpt = Annotated[Engine, typer.Option("--engine", help="local (this process) or beam (Apache Beam; "
-                                           "unknown --options are Beam pipeline options).")]
+EngineOpt = Annotated[Engine, typer.Option("--engine", help="local (this process), beam (Apache Beam; "
+                                           "unknown --options are Beam pipeline options) or spark (with "
+                                           "--master URL and --conf key=value).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")]
 
 
@@ -125,13 +128,14 @@ def fit(ctx: typer.Context,
     io.expand_paths(data)  # a missing input is reported before anything runs
     size = batch_size or parsed.batch_size
     t0 = time.perf_counter()
-    if engine is Engine.beam:
+    if engine is not Engine.local:
         from beamlearn.batches import DEFAULT_BATCH_SIZE
 
         schema = parsed.resolve_schema(data) if parsed.schema is not None else None
-        fitted = beam_entry("run_fit")(parsed.pipeline, list(data), beam_args=beam_args,
-                                 batch_size=size or DEFAULT_BATCH_SIZE, errors=errors, schema=schema,
-                                 lineage=parsed.lineage())
+        job, args = (beam_entry("run_fit"), {"beam_args": beam_args}) if engine is Engine.beam else \
+            (spark_entry("run_fit"), {"spark_args": beam_args})
+        fitted = job(parsed.pipeline, list(data), batch_size=size or DEFAULT_BATCH_SIZE, errors=errors,
+                     schema=schema, lineage=parsed.lineage(), **args)
     else:
         dead = dead_sink(errors)
         with progress_bar("fitting", data, quiet) as progress:
@@ -192,7 +196,7 @@ def transform(ctx: typer.Context,
     if follow:
         if data or engine is not Engine.local:
             raise SpecError("--follow streams JSON lines from stdin, --listen or --watch in this process: "
-                            "give no --data and no --engine beam")
+                            "give no --data and no --engine beam|spark")
         run_follow(bl.load(model), out=out or "-", listen=listen, watch=watch, fmt=fmt, batch_size=batch_size,
                    max_wait_ms=max_wait_ms, roll_rows=roll_rows, roll_seconds=roll_seconds,
                    settle_seconds=settle_seconds, errors=errors, quiet=quiet)
@@ -208,9 +212,10 @@ def transform(ctx: typer.Context,
     io.file_format(out)  # an output we cannot write is reported before reading anything
     size = batch_size or DEFAULT_BATCH_SIZE
     t0 = time.perf_counter()
-    if engine is Engine.beam:
-        result = beam_entry("run_transform")(fitted, list(data), out, beam_args=beam_args, batch_size=size,
-                                       errors=errors)
+    if engine is not Engine.local:
+        job, args = (beam_entry("run_transform"), {"beam_args": beam_args}) if engine is Engine.beam else \
+            (spark_entry("run_transform"), {"spark_args": beam_args})
+        result = job(fitted, list(data), out, batch_size=size, errors=errors, **args)
         written, dead_count = int(result.get("rows", 0)), int(result.get("dead_letters", 0))
     else:
         dead = dead_sink(errors)

@@ -26,10 +26,11 @@ _OWN_OPTIONS = {"fit": ["--data", "--out", "--batch-size", "--errors", "--engine
 
 
 class Engine(str, enum.Enum):
-    """Where to run: in this process, or as an Apache Beam pipeline."""
+    """Where to run: in this process, as an Apache Beam pipeline, or on Spark."""
 
     local = "local"
     beam = "beam"
+    spark = "spark"
 
 
 # ---------------------------------------------------------------------------------------------- plumbing
@@ -69,7 +70,8 @@ def check_extra(ctx: typer.Context, engine: Engine) -> list[str]:
         close = difflib.get_close_matches(flag, _OWN_OPTIONS.get(ctx.info_name or "", []), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         what = f"no such option: {flag}{hint}" if flag.startswith("-") else f"unexpected argument {flag!r}"
-        print_error(f"{what}; options beamlearn does not know are passed to Beam only with --engine beam")
+        print_error(f"{what}; options beamlearn does not know are passed to Beam only with --engine beam "
+                    "(and --master/--conf to Spark with --engine spark)")
         raise typer.Exit(2)
     return extra
 
@@ -144,3 +146,12 @@ def beam_entry(entry: str) -> Callable[..., Any]:
     if not hasattr(beam, entry):
         raise EngineError(f"this beamlearn's Beam engine has no {entry}(); use --engine local")
     return getattr(beam, entry)
+
+
+def spark_entry(entry: str) -> Callable[..., Any]:
+    """``beamlearn.spark.<entry>``, imported only when the Spark engine is asked for."""
+    try:
+        from beamlearn import spark
+    except ImportError as exc:
+        raise EngineError(f"the Spark engine is not available ({exc}); pip install 'beamlearn[spark]'") from None
+    return getattr(spark, entry)

@@ -90,3 +90,24 @@ class EngineError(BeamlearnError):
 
 class DataWarning(BeamlearnWarning):
     """Something in the data deserves attention but is not an error (unknown categories, dropped bins)."""
+
+
+def error_in_text(text: str) -> BeamlearnError | None:
+    """The last beamlearn error named in ``text`` (a worker's traceback, as distributed engines report it),
+    rebuilt from its message; None when the text names none.
+
+    Examples
+    --------
+    >>> error_in_text("Traceback ...\\nbeamlearn.errors.DataError: a.csv, row 3: not a number\\n")
+    DataError('a.csv, row 3: not a number')
+    >>> error_in_text("ValueError: boom") is None
+    True
+    """
+    import re
+
+    found = re.findall(r"\b(SchemaError|UnknownCategoryError|DataError|SpecError|EngineError|ArtifactError)"
+                       r": (.+)", text)
+    if not found:
+        return None
+    name, message = found[-1]
+    return globals()[name](re.sub(r" \[while running .*", "", message).strip())

@@ -33,7 +33,9 @@ With ``engine="beam"`` the fit runs on Apache Beam (:func:`beamlearn.engines.bea
 read the files and keep the train part themselves (the split filters rows where they are read); the threshold
 and evaluation passes are Beam jobs too (:func:`beamlearn.engines.beam_eval.run_evaluate`: the same metric
 reductions over the data files, through the same split filter, so bootstrap weights agree).  ``errors`` (a
-dead-letter path) applies to the fit; the evaluation passes stop on a row that cannot be read.
+dead-letter path) applies to the fit; the evaluation passes stop on a row that cannot be read.  With
+``engine="spark"`` the same flow runs as Spark jobs (:mod:`beamlearn.engines.spark_jobs`; ``beam_args`` are then
+``--master URL`` and ``--conf key=value``).
 
 Examples
 --------
@@ -292,13 +294,19 @@ def with_decision_threshold(fitted: FittedPipeline, threshold: float, pos_label:
     return FittedPipeline(fitted.steps, states, fitted.input_schema, name=fitted.name, lineage=fitted.lineage)
 
 
-def _fit_beam(spec: Spec, paths: Sequence[str], split: Split, batch_size: int, beam_args: list[str] | None,
-              errors: str | None) -> FittedPipeline:
-    from beamlearn.engines.beam_jobs import run_fit
+def _fit_distributed(engine: str, spec: Spec, paths: Sequence[str], split: Split, batch_size: int,
+                     beam_args: list[str] | None, errors: str | None) -> FittedPipeline:
+    if engine == "beam":
+        from beamlearn.engines.beam_jobs import run_fit
 
+        args: dict[str, Any] = {"beam_args": beam_args}
+    else:
+        from beamlearn.engines.spark_jobs import run_fit  # type: ignore[assignment]
+
+        args = {"spark_args": beam_args}
     schema = spec.resolve_schema(list(paths)) if spec.schema is not None else None
-    return run_fit(spec.pipeline, list(paths), beam_args=beam_args, batch_size=batch_size, errors=errors,
-                   schema=schema, lineage=spec.lineage(), part=(split, "train"))
+    return run_fit(spec.pipeline, list(paths), batch_size=batch_size, errors=errors, schema=schema,
+                   lineage=spec.lineage(), part=(split, "train"), **args)
 
 
 def _evaluator(engine: str, paths: Sequence[str], split: Split, keep: Sequence[str],
@@ -312,6 +320,11 @@ def _evaluator(engine: str, paths: Sequence[str], split: Split, keep: Sequence[s
 
             return run_evaluate(list(paths), model=fitted, part=(split, which), beam_args=beam_args,
                                 batch_size=batch_size, **options)
+        if engine == "spark":
+            from beamlearn.engines.spark_jobs import run_evaluate as run_spark
+
+            return run_spark(list(paths), model=fitted, part=(split, which), spark_args=beam_args,
+                             batch_size=batch_size, keep=keep, **options)
         from beamlearn.metrics import evaluate
 
         return evaluate(_predicted(_part(paths, split, which, batch_size), fitted, keep), batch_size=batch_size,
@@ -330,8 +343,8 @@ def run(spec_path: str, *, engine: str = "local", beam_args: list[str] | None = 
     """
     from beamlearn import io
 
-    if engine not in ("local", "beam"):
-        raise SpecError(f"engine must be 'local' or 'beam', got {engine!r}")
+    if engine not in ("local", "beam", "spark"):
+        raise SpecError(f"engine must be 'local', 'beam' or 'spark', got {engine!r}")
     t0 = time.perf_counter()
     spec, cfg = read_run_spec(spec_path)
     paths = list(data) if data else cfg.data
@@ -349,8 +362,8 @@ def run(spec_path: str, *, engine: str = "local", beam_args: list[str] | None = 
         check_before_run(paths, cfg.validate, out_dir, engine=engine, batch_size=size, beam_args=beam_args)
         seconds["validate"] = time.perf_counter() - t
     t = time.perf_counter()
-    if engine == "beam":
-        fitted = _fit_beam(spec, paths, split, size, beam_args, errors)
+    if engine in ("beam", "spark"):
+        fitted = _fit_distributed(engine, spec, paths, split, size, beam_args, errors)
     else:
         dead = io.DeadLetters(errors) if errors else "raise"
         fitted = spec.fit(_part(paths, split, "train", size), batch_size=size, errors=dead, progress=progress)

@@ -1,0 +1,150 @@
+"""Spark benchmark: beamlearn's Spark engine against Spark MLlib, on the same standalone cluster and data.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_spark.py                    # 1M rows (after a 100k-row run)
+    .venv/bin/python benchmarks/bench_spark.py --big              # 1M and 10M rows
+    .venv/bin/python benchmarks/bench_spark.py --master local[2]  # a Spark you already have (default: start one)
+
+Data: ``benchmarks/_data.py`` (8 float64 columns with 5% nulls, 4 string columns of 50 values), its cached
+Parquet file read with ``spark.read.parquet`` and cached in the executors (``df.cache(); df.count()``, not
+timed), so both libraries start from the same DataFrame.  The cluster (unless ``--master``): a standalone master
+and two one-core workers on 127.0.0.1 (:func:`beamlearn.engines.spark_jobs.standalone_cluster`), executors of
+1 GiB.
+
+The same pipeline on both:
+
+- beamlearn: ``SimpleImputer(num) -> StandardScaler(num)``, ``OneHotEncoder(str, handle_unknown="ignore")``
+  (two passes: the scaler reads the imputer's output); ``beamlearn.spark.fit`` / ``transform``.
+- MLlib: ``Imputer(num)``, ``StringIndexer(str, handleInvalid="keep") -> OneHotEncoder``, ``VectorAssembler``
+  of the imputed numbers -> ``StandardScaler(withMean=True)``; ``Pipeline.fit`` / ``model.transform``.
+
+A warm-up run at ``--small`` rows (not reported) starts the executors' Python workers first.  Transforms are
+forced with Spark's ``noop`` sink (every row computed, nothing written).  The local engine
+(in-process, one worker thread: per core) fits and transforms the same table from memory, for reference.  Each
+size is timed after a run at ``--small`` rows; the two points give a fixed cost and a marginal rate:
+
+    marginal = (N - n_small) / (t(N) - t(n_small)),   fixed = t(n_small) - n_small / marginal
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _data
+
+import beamlearn as bl
+from beamlearn import spark as bls
+from beamlearn.engines.local import LocalEngine
+from beamlearn.engines.spark_jobs import standalone_cluster
+
+CONF = {"spark.executor.memory": "1g", "spark.executor.cores": "1", "spark.driver.memory": "1g",
+        "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4"}
+
+
+def pipeline() -> bl.Pipeline:
+    return bl.Pipeline([bl.SimpleImputer(_data.NUMERIC), bl.StandardScaler(_data.NUMERIC),
+                        bl.OneHotEncoder(_data.STRINGS, handle_unknown="ignore")])
+
+
+def mllib() -> Any:
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import Imputer, OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler
+
+    imputed = [f"{c}_imp" for c in _data.NUMERIC]
+    return Pipeline(stages=[
+        Imputer(inputCols=_data.NUMERIC, outputCols=imputed),
+        StringIndexer(inputCols=_data.STRINGS, outputCols=[f"{c}_idx" for c in _data.STRINGS],
+                      handleInvalid="keep"),
+        OneHotEncoder(inputCols=[f"{c}_idx" for c in _data.STRINGS], outputCols=[f"{c}_oh" for c in _data.STRINGS],
+                      handleInvalid="keep"),
+        VectorAssembler(inputCols=imputed, outputCol="num_vec", handleInvalid="keep"),
+        StandardScaler(inputCol="num_vec", outputCol="num_scaled", withMean=True, withStd=True)])
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def force(df: Any) -> None:
+    df.write.format("noop").mode("overwrite").save()
+
+
+def measure(spark: Any, n: int) -> dict[str, float]:
+    path = _data.cached_parquet(n)
+    df = spark.read.parquet(path).repartition(4).cache()
+    df.count()
+    out: dict[str, float] = {}
+    out["beamlearn_fit"], fitted = timed(lambda: bls.fit(pipeline(), df))
+    out["beamlearn_transform"], _ = timed(lambda: force(bls.transform(fitted, df)))
+    out["mllib_fit"], model = timed(lambda: mllib().fit(df))
+    out["mllib_transform"], _ = timed(lambda: force(model.transform(df)))
+    df.unpersist()
+    table = _data.read_ipc(_data.cached_ipc(n))
+    engine = LocalEngine(workers=1)
+    out["local_fit"], local = timed(lambda: engine.fit(pipeline(), table))
+    out["local_transform"], _ = timed(lambda: sum(b.num_rows for b in engine.transform(local, table)))
+    return out
+
+
+def split(small: tuple[int, float], big: tuple[int, float]) -> dict[str, Any]:
+    (n1, t1), (n2, t2) = small, big
+    if t2 <= t1:
+        return {"fixed_s": round(t1, 3), "marginal_rows_s": None}
+    marginal = (n2 - n1) / (t2 - t1)
+    return {"fixed_s": round(t1 - n1 / marginal, 3), "marginal_rows_s": round(marginal)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--master", help="an existing Spark master (default: start a standalone cluster here)")
+    ap.add_argument("--small", type=int, default=100_000)
+    ap.add_argument("--big", action="store_true", help="also 10M rows")
+    ap.add_argument("--json", help="write the results here")
+    opts = ap.parse_args()
+    sizes = [1_000_000] + ([10_000_000] if opts.big else [])
+    with contextlib.ExitStack() as stack:
+        master = opts.master or stack.enter_context(standalone_cluster(2, cores=1, memory="1g"))
+        t0 = time.perf_counter()
+        spark = bls.session(master, CONF, app_name="beamlearn-bench")
+        start = time.perf_counter() - t0
+        measure(spark, opts.small)  # warm-up: executors' Python workers, JIT, MLlib classes; not reported
+        secs = {n: measure(spark, n) for n in [opts.small, *sizes]}
+        spark.stop()
+    print(f"Spark {spark.version} on {master} (session start {start:.1f} s); machine: "
+          f"{_data.machine()['cores']} cores\n")
+    print(f"  {'rows':>11s} " + " ".join(f"{k:>20s}" for k in secs[opts.small]))
+    for n, s in secs.items():
+        print(f"  {n:>11,} " + " ".join(f"{v:>19.2f}s" for v in s.values()))
+    results: dict[str, Any] = {"master": master, "session_start_s": start, "seconds": secs, "split": {}}
+    print("\nfixed cost and marginal rate (two-point fit against the small run)")
+    for n in sizes:
+        for what in secs[n]:
+            results["split"].setdefault(what, {})[n] = split((opts.small, secs[opts.small][what]),
+                                                             (n, secs[n][what]))
+        for kind in ("fit", "transform"):
+            ours, theirs = secs[n][f"beamlearn_{kind}"], secs[n][f"mllib_{kind}"]
+            sp = results["split"]
+            rate, local = sp[f"beamlearn_{kind}"][n]["marginal_rows_s"], sp[f"local_{kind}"][n]["marginal_rows_s"]
+            ml = sp[f"mllib_{kind}"][n]["marginal_rows_s"]
+            print(f"  {n:>11,} {kind:9s} beamlearn {ours:6.2f} s vs MLlib {theirs:6.2f} s ({theirs / ours:4.2f}x); "
+                  f"marginal rows/s: beamlearn {rate or 0:>11,} MLlib {ml or 0:>11,} local/core {local or 0:>11,}"
+                  f" (beamlearn x2 cores / local per core: {(rate or 0) / 2 / local if local else 0:.2f}); fixed "
+                  f"beamlearn {sp[f'beamlearn_{kind}'][n]['fixed_s']:.2f} s, MLlib "
+                  f"{sp[f'mllib_{kind}'][n]['fixed_s']:.2f} s")
+    if opts.json:
+        with open(opts.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

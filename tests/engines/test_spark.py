@@ -1,0 +1,277 @@
+"""The Spark engine equals the local engine, on a real standalone Spark cluster started here.
+
+A master and two workers (one core, 1 GiB each) run from the ``pyspark`` wheel's ``spark-class`` on free ports
+of 127.0.0.1, for the whole module; ONE SparkSession (two executors) runs every case.  Every registered step and
+model (the pipelines of ``tests/dispatch_probe.py``) is fitted on a DataFrame of several partitions spread over
+both executors and compared with the local engine on the same table: counts, vocabularies and exact quantiles
+identical, moments within rtol 1e-12 (model coefficients, solved from such sums, within 1e-9), transform outputs
+equal.  Metrics, dead letters, a bad input and the CLI's ``--engine spark`` path too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cloudpickle
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute
+import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("pyspark")
+import pyspark.cloudpickle
+
+if shutil.which("java") is None:
+    pytest.skip("Spark needs Java (.ci/run installs it)", allow_module_level=True)
+
+from tests import dispatch_probe
+from tests.engines.test_beam import (
+    _CSV_SCHEMA,
+    _bad_csv,
+    _dead_set,
+    _read_jsonl,
+    assert_state_equal,
+    assert_tables_equal,
+)
+
+import beamlearn as bl
+from beamlearn import spark as bls
+from beamlearn.engines.spark import run_action
+from beamlearn.engines.spark_jobs import standalone_cluster
+from beamlearn.errors import DataError, EngineError, SchemaError
+from beamlearn.metrics import evaluate as local_evaluate
+from beamlearn.testing import assert_nested_close
+
+pytestmark = pytest.mark.filterwarnings("ignore::beamlearn.errors.DataWarning")
+
+cloudpickle.register_pickle_by_value(dispatch_probe)  # its functions reach the workers through the Registry
+pyspark.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this module
+
+SPARK_HOME = os.path.dirname(pyspark.__file__)
+PARTITIONS = 5
+
+
+# ---------------------------------------------------------------------------------------------- the cluster
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """``spark://127.0.0.1:PORT``: a standalone master and two one-core workers, stopped at the end."""
+    with standalone_cluster(2, cores=1, memory="1g", log_dir=str(tmp_path_factory.mktemp("spark"))) as url:
+        yield url
+
+
+CONF = {"spark.executor.memory": "512m", "spark.executor.cores": "1", "spark.cores.max": "2",
+        "spark.driver.memory": "512m", "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4",
+        "spark.python.worker.memory": "256m"}
+
+
+@pytest.fixture(scope="module")
+def spark(cluster):
+    session = bls.session(cluster, CONF, app_name="beamlearn-tests")
+    yield session
+    session.stop()
+
+
+def _mark(items):
+    from pyspark import TaskContext
+
+    p, i = TaskContext.get().partitionId(), 0
+    for b in items:
+        yield b.append_column("__p", pa.array([p] * b.num_rows, pa.int64())).append_column(
+            "__i", pa.array(np.arange(i, i + b.num_rows), pa.int64()))
+        i += b.num_rows
+
+
+def _as_partitioned(df) -> list[pa.RecordBatch]:
+    """The rows of ``df`` as the Spark engine's tasks see them: per partition, tagged ``<spark partition P>``."""
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    from beamlearn.batches import tag_batch
+
+    schema = StructType([*df.schema.fields, StructField("__p", LongType()), StructField("__i", LongType())])
+    marked = df.mapInArrow(_mark, schema).toArrow()
+    out = []
+    for p in sorted(set(marked.column("__p").to_pylist())):
+        part = marked.filter(pa.compute.equal(marked.column("__p"), p)).sort_by("__i").drop_columns(["__p", "__i"])
+        out += [tag_batch(b, f"<spark partition {p}>", 0) for b in part.combine_chunks().to_batches()]
+    return out
+
+
+def _as_spark_holds(table: pa.Table) -> pa.Table:
+    """The local engine's output with the types Spark cannot hold widened as the Spark engine does."""
+    from beamlearn.engines.spark import spark_arrow_schema
+
+    return table.replace_schema_metadata(None).cast(spark_arrow_schema(table.schema))
+
+
+def _frame(spark, table: pa.Table):
+    return spark.createDataFrame(table).repartition(PARTITIONS)
+
+
+# ---------------------------------------------------------------------------------------------- equivalence
+_MODELS = ("logistic", "linear", "bayes", "bernoulli", "kmeans", "sklearn")
+
+
+def _cases() -> dict[str, bl.Pipeline]:
+    """The probe's pipelines (every registered step and model), its KMeans on raw columns: a KMeans after a
+    fitted scaler hashes scaled values for its seeding sample, and those differ in the last bit under any
+    re-batching (on the local engine too), so its sample, hence its clusters, are not comparable."""
+    cases = dispatch_probe.cases()
+    num = dispatch_probe.NUM
+    cases["kmeans"] = bl.Pipeline([bl.KMeans(num[:3], n_clusters=3, distances=True, random_state=3, max_iter=6),
+                                   bl.SimpleImputer(num, strategy="median"), bl.StandardScaler(num)])
+    assert {type(s).__name__ for s in cases["kmeans"].steps} <= {type(s).__name__ for p in dispatch_probe.cases()
+                                                                 .values() for s in p.steps}
+    return cases
+
+
+@pytest.mark.filterwarnings("ignore::beamlearn.errors.BeamlearnWarning")
+def test_every_step_and_model_equals_the_local_engine(spark):
+    table = dispatch_probe.table(1500, seed=5)
+    table = table.append_column("id", pa.array(np.arange(table.num_rows)))
+    df = _frame(spark, table).cache()
+    same = _as_partitioned(df)  # KMeans' seeding hashes each row's (source, row): give the same rows the same
+    for name, pipe in _cases().items():
+        local = pipe.fit(same, batch_size=256)
+        got = bls.fit(pipe, df)
+        assert got.lineage["engine"] == "spark" and got.lineage["master"].startswith("spark://")
+        assert got.lineage["rows"] == local.lineage["rows"] == table.num_rows
+        assert got.lineage["passes"] == local.lineage["passes"], name
+        assert got.input_schema == local.input_schema, name
+        model = name.startswith(_MODELS)
+        assert_state_equal(got.lineage["profile"], local.lineage["profile"], f"{name}:profile")
+        for i, (g, w) in enumerate(zip(_no_blobs(got.states), _no_blobs(local.states))):
+            where = f"{name}:step{i}:{type(local.steps[i]).__name__}"
+            if model and i == len(got.states) - 1 or name == "linear" and i >= 1 or name == "kmeans" and i == 0:
+                assert_nested_close(g, w, rtol=1e-9, atol=1e-12, path=where)  # solved from merged sums
+            else:
+                assert_state_equal(g, w, where)
+        out = bls.transform(got, df).toArrow().sort_by("id")
+        want = _as_spark_holds(local.transform(table))
+        assert out.num_rows == table.num_rows
+        assert_tables_equal(out, want)
+    executors = set(spark.sparkContext.parallelize(range(8), 8).mapPartitions(_executor).collect())
+    assert len(executors) == 2, executors  # two executors, each with its own Python worker daemon
+
+
+def _no_blobs(obj):
+    """States without their serialized estimators (skops bytes hold object ids; the outputs compare them)."""
+    if isinstance(obj, dict):
+        return {k: _no_blobs(v) for k, v in obj.items() if not isinstance(v, bytes)}
+    return [_no_blobs(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
+
+
+def _executor(rows):
+    yield os.getppid()
+
+
+def test_metrics_equal_the_local_engine(spark):
+    table = dispatch_probe.table(1200, seed=9)
+    df = _frame(spark, table)
+    logistic = dispatch_probe.cases()["logistic_binary"].fit(table)
+    linear = dispatch_probe.cases()["linear"].fit(table)
+    checks = [(logistic, {"label": "late", "prediction": "prediction", "score": "proba_yes", "pos_label": "yes",
+                          "slices": [["kind"], ["cat1", "kind"]], "min_slice_count": 5}),
+              (linear, {"label": "target", "prediction": "lin", "slices": ["kind"]})]
+    for model, options in checks:
+        want = local_evaluate(table, model=model, batch_size=200, require=["count >= 1"], **options)
+        got = bls.evaluate(df, model=model, require=["count >= 1"], **options)
+        assert got.passed and [g.to_dict() for g in got.gates] == [g.to_dict() for g in want.gates]
+        assert got.metrics["rows"] == want.metrics["rows"] == table.num_rows
+        # the residual histogram reads a KLL sketch, whose summary depends on the merge order (approximate by
+        # design): same totals, bins within the sketch's rank error
+        hist = [m["overall"].pop("residual_histogram", None) for m in (got.metrics, want.metrics)]
+        if hist[1] is not None:
+            assert sum(hist[0]["counts"]) == sum(hist[1]["counts"])
+        assert_nested_close(got.metrics, want.metrics, rtol=1e-9, atol=1e-12)
+    # data that already holds the prediction: no model
+    predicted = logistic.transform(table).append_column("kind2", table.column("kind"))
+    want = local_evaluate(predicted, label="late", prediction="prediction", slices=["kind2"])
+    got = bls.evaluate(spark.createDataFrame(_as_spark_holds(predicted)).repartition(3), label="late",
+                       prediction="prediction",
+                       slices=["kind2"])
+    assert got.metrics["overall"]["confusion_matrix"] == want.metrics["overall"]["confusion_matrix"]
+    assert_nested_close(got.metrics, want.metrics, rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------- files, errors
+def test_files_and_dead_letters_equal_the_local_engine(spark, tmp_path):
+    parts = []
+    for k in range(2):  # two CSV files: one task each, read by beamlearn's readers
+        path = str(tmp_path / f"bad{k}.csv")
+        parts.append((path, _bad_csv(path, 240 + 60 * k)))
+    files = [p for p, _ in parts]
+    pipe = bl.Pipeline([bl.StandardScaler(["a"]), bl.RobustScaler(["b"]), bl.OneHotEncoder(["c"])])
+    local_dead = bl.DeadLetters()
+    local = pipe.fit(files, batch_size=50, errors=local_dead, schema=_CSV_SCHEMA)
+    errs = str(tmp_path / "fit_errors.jsonl")
+    fitted = bls.fit(pipe, files, spark=spark, batch_size=50, errors=errs, schema=_CSV_SCHEMA)
+    dead = _read_jsonl(errs)
+    assert len(dead) == fitted.lineage["dead_letters"] == local_dead.count > 0
+    assert _dead_set(dead) == _dead_set(local_dead.records)
+    assert fitted.lineage["rows"] + fitted.lineage["dead_letters"] == sum(p["rows"] for _, p in parts)
+    assert [f["name"] for f in fitted.lineage["data"]["files"]] == ["bad0.csv", "bad1.csv"]
+    for g, w in zip(fitted.states, local.states):
+        assert_state_equal(g, w)
+
+    out, tdead = bls.transform(fitted, files, spark=spark, with_errors=True, batch_size=50)
+    local_tdead = bl.DeadLetters()
+    want = local.transform(files, errors=local_tdead, batch_size=50)
+    assert_tables_equal(out.toArrow().sort_by("id"), _as_spark_holds(want).sort_by("id"))
+    records = [{**r.asDict(), "record": json.loads(r.record)} for r in tdead.collect()]
+    assert _dead_set(records) == _dead_set(local_tdead.records)
+
+    # Parquet goes through Spark's reader; the CLI entry writes one file
+    src = str(tmp_path / "good.parquet")
+    table = dispatch_probe.table(300, seed=2)
+    pq.write_table(table, src)
+    f = bl.Pipeline([bl.StandardScaler(["num0"]), bl.OneHotEncoder(["cat0"])]).fit(table)
+    target = str(tmp_path / "out.parquet")
+    result = bls.run_transform(f, [src], target, spark_args=[], batch_size=64)
+    assert result == {"rows": 300, "dead_letters": 0}
+    assert_tables_equal(pq.read_table(target), _as_spark_holds(f.transform(table)))
+
+
+def test_bad_input_errors_name_the_row(spark, tmp_path):
+    csv = str(tmp_path / "bad.csv")
+    _bad_csv(csv, 40)
+    with pytest.raises(DataError, match=r"bad\.csv.*row 5.*expected 4 fields"):
+        bls.fit(bl.Pipeline([bl.StandardScaler(["a"])]), [csv], spark=spark, batch_size=16, schema=_CSV_SCHEMA)
+    df = spark.createDataFrame(pa.table({"x": ["1.5", "oops", "2"]})).repartition(1)
+    fitted = bl.Pipeline([bl.StandardScaler(["x"])]).fit({"x": [1.0, 2.0]})
+    with pytest.raises(DataError, match=r"<spark partition \d+>, row \d+, column 'x': cannot cast 'oops'"):
+        run_action(bls.transform(fitted, df).collect)  # what a user's action raises holds the same error
+    with pytest.raises(SchemaError, match="'nope'"):
+        bls.fit(bl.Pipeline([bl.StandardScaler(["nope"])]), df)
+    with pytest.raises(EngineError, match="--master"):
+        bls.parse_spark_args(["--runner=DirectRunner"])
+
+
+def test_cli_engine_spark_runs_on_the_cluster(cluster, spark, tmp_path):
+    from tests.test_run import _same, make_data, write_spec
+
+    from beamlearn.run import run
+
+    make_data(tmp_path)
+    spec = write_spec(tmp_path)
+    local = run(spec, output=str(tmp_path / "l"))
+    spark.stop()  # the cluster's two cores go to the CLI's own application
+    out = tmp_path / "s"
+    proc = subprocess.run([sys.executable, "-m", "beamlearn.cli", "run", spec, "--output", str(out), "--engine",
+                           "spark", "--master", cluster, *[a for k, v in CONF.items() for a in ("--conf",
+                                                                                                 f"{k}={v}")]],
+                          check=False, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "engine spark" in proc.stdout
+    got = json.loads((out / "metrics.json").read_text())
+    model = bl.load(str(out / "model.blm"))
+    assert model.lineage["engine"] == "spark" and model.lineage["master"] == cluster
+    assert model.lineage["rows"] == local.fitted.lineage["rows"]
+    for g, w in zip(model.states, local.fitted.states):
+        assert_nested_close(g, w, rtol=1e-9, atol=1e-12)
+    _same(got["overall"]["confusion_matrix"], local.evaluation.metrics["overall"]["confusion_matrix"], "cm")
+    assert got["overall"]["roc_auc"] == pytest.approx(local.evaluation.metrics["overall"]["roc_auc"], abs=1e-9)

@@ -251,6 +251,77 @@ def test_bad_input_errors_name_the_row(spark, tmp_path):
         bls.parse_spark_args(["--runner=DirectRunner"])
 
 
+def test_vector_output_holds_the_columns_output(spark):
+    """``output="vector"``: the numeric outputs as one Spark ML vector (MLlib's shape), slot i = output column i
+    of the columns output, the columns the pipeline does not read (and non-numeric outputs) kept as columns."""
+    from pyspark.ml.linalg import SparseVector
+
+    table = dispatch_probe.table(600, seed=4).append_column("id", pa.array(np.arange(600)))
+    df = _frame(spark, table)
+    pipe = bl.Pipeline([bl.SimpleImputer(dispatch_probe.NUM[:3]), bl.StandardScaler(dispatch_probe.NUM[:3]),
+                        bl.OneHotEncoder(["cat0", "cat1"], handle_unknown="ignore")])
+    fitted = bls.fit(pipe, df)
+    want = _as_spark_holds(fitted.transform(table)).sort_by("id")
+    out = bls.transform(fitted, df, output="vector", features="x")
+    attrs = out.schema["x"].metadata["ml_attr"]["attrs"]["numeric"]
+    slots = [a["name"] for a in attrs]
+    assert slots == [c for c in want.column_names if c.startswith(("num0", "num1", "num2", "cat0_", "cat1_"))]
+    kept = [f.name for f in out.schema.fields if f.name != "x"]
+    assert kept == [c for c in want.column_names if c not in slots]  # pass-through, strings included
+    rows = sorted(out.collect(), key=lambda r: r.id)
+    assert sum(isinstance(r.x, SparseVector) for r in rows) == len(rows)  # mostly zeros: sparse
+    got = np.array([r.x.toArray() for r in rows])
+    ref = np.column_stack([want.column(c).to_numpy(zero_copy_only=False).astype(float) for c in slots])
+    np.testing.assert_array_equal(got, ref)
+    assert [r.cat2 for r in rows] == want.column("cat2").to_pylist()
+    with pytest.raises(bl.errors.SpecError, match="output="):
+        bls.transform(fitted, df, output="sparse")
+
+
+def test_profile_and_validate_on_spark_equal_local(spark, tmp_path):
+    from beamlearn.profile.core import comparable, profile
+    from beamlearn.profile.validate import infer_schema, validate
+
+    table = _as_spark_holds(dispatch_probe.table(900, seed=6))
+    df = _frame(spark, table)
+    local = profile(table, batch_size=128)
+    got = profile(df, engine="spark")
+    assert got["engine"] == "spark" and got["rows"] == local["rows"] == 900
+    assert_nested_close({**comparable(got), "created": 0}, {**comparable(local), "engine": "spark", "created": 0},
+                        rtol=1e-9, atol=1e-12)
+    schema = infer_schema(local)
+    schema["columns"]["num0"]["max"] = 0.0  # some rows out of range
+    want = validate(table, schema)
+    result = validate(df, schema, engine="spark")
+    assert not result["passed"] and result["rows"] == want["rows"]
+    assert [(a["column"], a["kind"], a["count"]) for a in result["anomalies"]] == \
+        [(a["column"], a["kind"], a["count"]) for a in want["anomalies"]]
+    src = str(tmp_path / "p.parquet")  # files: the engine's own session (the active one here)
+    pq.write_table(table, src)
+    files = profile([src], engine="spark", beam_args=[])
+    assert comparable(files)["columns"] == comparable(got)["columns"]
+
+
+def test_partitioned_sql_reads_one_key_range_per_task(spark, tmp_path):
+    from beamlearn import io
+    from beamlearn.engines.spark import spark_data
+
+    table = dispatch_probe.table(1000, seed=8).append_column("id", pa.array(np.arange(1000, dtype=np.int64)))
+    db = f"sqlite:///{tmp_path}/t.db"
+    io.write_batches(table.to_batches(), db + "?table=t")
+    uri = db + "?table=t&partition_column=id&partitions=4"
+    assert len(spark_data(uri, spark).files) == 4
+    pipe = bl.Pipeline([bl.StandardScaler(dispatch_probe.NUM[:2]), bl.OneHotEncoder(["cat0"])])
+    local = pipe.fit(uri)
+    got = bls.fit(pipe, uri, spark=spark)
+    assert got.lineage["rows"] == local.lineage["rows"] == 1000
+    assert got.lineage["data"] == local.lineage["data"]
+    for g, w in zip(got.states, local.states):
+        assert_state_equal(g, w)
+    out = bls.transform(got, uri, spark=spark).toArrow().sort_by("id")
+    assert_tables_equal(out, _as_spark_holds(local.transform(uri)).sort_by("id"))
+
+
 def test_cli_engine_spark_runs_on_the_cluster(cluster, spark, tmp_path):
     from tests.test_run import _same, make_data, write_spec
 

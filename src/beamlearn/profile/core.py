@@ -20,10 +20,10 @@ from beamlearn.steps.base import Step, register_step
 
 __all__ = [
     "ENGINES",
-    "fit_on",
     "PROFILE_FORMAT",
     "PROFILE_VERSION",
     "Profiler",
+    "fit_on",
     "merge_profiles",
     "profile",
     "profile_fields",

@@ -15,7 +15,9 @@ and two one-core workers on 127.0.0.1 (:func:`beamlearn.engines.spark_jobs.stand
 The same pipeline on both:
 
 - beamlearn: ``SimpleImputer(num) -> StandardScaler(num)``, ``OneHotEncoder(str, handle_unknown="ignore")``
-  (two passes: the scaler reads the imputer's output); ``beamlearn.spark.fit`` / ``transform``.
+  (two passes: the scaler reads the imputer's output); ``beamlearn.spark.fit`` / ``transform``, its output
+  both as 208 Spark columns (``transform``) and as MLlib's shape, one sparse ``VectorUDT`` column
+  (``transform_vector``: ``transform(..., output="vector")``).
 - MLlib: ``Imputer(num)``, ``StringIndexer(str, handleInvalid="keep") -> OneHotEncoder``, ``VectorAssembler``
   of the imputed numbers -> ``StandardScaler(withMean=True)``; ``Pipeline.fit`` / ``model.transform``.
 
@@ -86,6 +88,7 @@ def measure(spark: Any, n: int) -> dict[str, float]:
     out: dict[str, float] = {}
     out["beamlearn_fit"], fitted = timed(lambda: bls.fit(pipeline(), df))
     out["beamlearn_transform"], _ = timed(lambda: force(bls.transform(fitted, df)))
+    out["beamlearn_transform_vector"], _ = timed(lambda: force(bls.transform(fitted, df, output="vector")))
     out["mllib_fit"], model = timed(lambda: mllib().fit(df))
     out["mllib_transform"], _ = timed(lambda: force(model.transform(df)))
     df.unpersist()
@@ -131,16 +134,16 @@ def main() -> None:
         for what in secs[n]:
             results["split"].setdefault(what, {})[n] = split((opts.small, secs[opts.small][what]),
                                                              (n, secs[n][what]))
-        for kind in ("fit", "transform"):
-            ours, theirs = secs[n][f"beamlearn_{kind}"], secs[n][f"mllib_{kind}"]
+        for kind, base in (("fit", "fit"), ("transform", "transform"), ("transform_vector", "transform")):
+            ours, theirs = secs[n][f"beamlearn_{kind}"], secs[n][f"mllib_{base}"]
             sp = results["split"]
-            rate, local = sp[f"beamlearn_{kind}"][n]["marginal_rows_s"], sp[f"local_{kind}"][n]["marginal_rows_s"]
-            ml = sp[f"mllib_{kind}"][n]["marginal_rows_s"]
-            print(f"  {n:>11,} {kind:9s} beamlearn {ours:6.2f} s vs MLlib {theirs:6.2f} s ({theirs / ours:4.2f}x); "
+            rate, local = sp[f"beamlearn_{kind}"][n]["marginal_rows_s"], sp[f"local_{base}"][n]["marginal_rows_s"]
+            ml = sp[f"mllib_{base}"][n]["marginal_rows_s"]
+            print(f"  {n:>11,} {kind:16s} beamlearn {ours:6.2f} s vs MLlib {theirs:6.2f} s ({theirs / ours:4.2f}x); "
                   f"marginal rows/s: beamlearn {rate or 0:>11,} MLlib {ml or 0:>11,} local/core {local or 0:>11,}"
                   f" (beamlearn x2 cores / local per core: {(rate or 0) / 2 / local if local else 0:.2f}); fixed "
                   f"beamlearn {sp[f'beamlearn_{kind}'][n]['fixed_s']:.2f} s, MLlib "
-                  f"{sp[f'mllib_{kind}'][n]['fixed_s']:.2f} s")
+                  f"{sp[f'mllib_{base}'][n]['fixed_s']:.2f} s")
     if opts.json:
         with open(opts.json, "w") as fh:
             json.dump(results, fh, indent=1)

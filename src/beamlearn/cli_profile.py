@@ -2,7 +2,7 @@
 
 ::
 
-    beamlearn profile DATA... --report DIR [--engine local|beam]      # DIR/profile.json + DIR/report.html
+    beamlearn profile DATA... --report DIR [--engine local|beam|spark] # DIR/profile.json + DIR/report.html
     beamlearn profile merge A.json B.json... --out C.json             # the profile of the union
     beamlearn schema infer DATA... [--max-domain N] > schema.yaml
     beamlearn validate DATA... --schema schema.yaml [--report DIR] [--json]   # exit 1 on anomalies
@@ -25,8 +25,9 @@ from beamlearn.cli_common import Engine, check_extra, say, user_errors
 __all__ = ["drift_cmd", "profile_cmd", "schema_app", "validate_cmd"]
 
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
-EngineOpt = Annotated[Engine, typer.Option("--engine", help="local (this process) or beam (Apache Beam; unknown "
-                                           "--options are Beam pipeline options).")]
+EngineOpt = Annotated[Engine, typer.Option("--engine", help="local (this process), beam (Apache Beam; unknown "
+                                           "--options are Beam pipeline options) or spark (with --master URL "
+                                           "and --conf key=value).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, metavar="ROWS", help="Rows per batch.")]
 ReportOpt = Annotated[str | None, typer.Option("--report", metavar="DIR", help="Write the JSON and report.html "
                                                "here.")]

@@ -16,7 +16,8 @@
 Data is a Spark DataFrame (any: rows are tagged ``<spark partition P>`` and numbered within the partition), or
 files: Parquet through Spark's reader (splittable across executors), CSV and JSON lines through beamlearn's own
 readers inside the Python tasks, one task per file (the types, and the sources, rows and lines of dead letters,
-are exactly the local engine's).  A pyarrow Table or pandas DataFrame is turned into a Spark DataFrame.
+are exactly the local engine's); a database URI (:mod:`beamlearn.sqlio`) one task per key range of a partitioned
+read (``&partition_column=id&partitions=N``: :func:`~beamlearn.sqlio.sql_splits`).  A pyarrow Table or pandas DataFrame is turned into a Spark DataFrame.
 
 Examples
 --------
@@ -39,7 +40,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from beamlearn import artifact, io
+from beamlearn import artifact, io, sqlio
 from beamlearn.batches import (
     DEFAULT_BATCH_SIZE,
     capture_schema,
@@ -59,7 +60,8 @@ from beamlearn.engines.passes import (
     next_pass,
     required_columns,
 )
-from beamlearn.errors import BeamlearnError, DataError, EngineError, error_in_text
+from beamlearn.engines.spark_vector import vector_columns, vector_field, vectors
+from beamlearn.errors import BeamlearnError, DataError, EngineError, SpecError, error_in_text
 from beamlearn.pipeline import FittedPipeline, Pipeline
 
 __all__ = ["DEAD_LETTER_COLUMNS", "Shipped", "SparkData", "fit", "reduce_parts", "run_action", "session",
@@ -130,8 +132,9 @@ def spark_data(data: Any, spark: Any = None, *, batch_size: int = DEFAULT_BATCH_
     if isinstance(data, DataFrame):
         return SparkData(data, arrow_schema(data.schema), part=part)
     spark = _active(spark)
-    if io.is_file_input(data):
-        files = io.expand_paths(data)
+    if io.is_file_input(data):  # a database source: one task per key range of a partitioned read
+        files = [s for f in io.expand_paths(data) for s in (sqlio.sql_splits(f) if io.file_format(f) == "sql"
+                                                           else [f])]
         if all(io.file_format(f) == "parquet" for f in files):
             frame = spark.read.parquet(*files)
             return SparkData(frame, arrow_schema(frame.schema), part=part)
@@ -328,7 +331,7 @@ def fit(pipeline: Pipeline, data: Any, *, spark: Any = None, errors: Any = "rais
             dead.close()
     fitted = finish(state, engine="spark", name=pipeline.name, lineage=lineage, rows=rows, dead_letters=dead_count)
     fitted.lineage.update({"fit_seconds": round(time.perf_counter() - t0, 6), "master": sc.master,
-                           "data": data_fingerprint(src.files) if src.files else {"spark": "DataFrame"}})
+                           "data": data_fingerprint(data) if io.is_file_input(data) else {"spark": "DataFrame"}})
     return fitted
 
 
@@ -357,8 +360,16 @@ class _Apply:
     """Task side of a transform: conformed batches through the fitted pipeline, cast to the output schema; with
     ``collect``, bad rows come out as rows whose only value is the dead letter (JSON) in the last column."""
 
-    def __init__(self, reader: _Reader, blob: Any, registry: Registry, schema: pa.Schema, collect: bool) -> None:
+    def __init__(self, reader: _Reader, blob: Any, registry: Registry, schema: pa.Schema, collect: bool,
+                 vector: tuple[str, list[str]] | None = None) -> None:
         self.reader, self.blob, self.registry, self.schema, self.collect = reader, blob, registry, schema, collect
+        self.vector = vector  # (the vector column, the output columns it holds), or None
+
+    def column(self, out: pa.RecordBatch, field: pa.Field) -> pa.Array:
+        """The output column ``field`` of the transformed batch ``out``, Spark-typed."""
+        if self.vector is not None and field.name == self.vector[0]:
+            return vectors(out, self.vector[1]).cast(field.type)
+        return out.column(field.name).cast(field.type)
 
     def __call__(self, items: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         self.registry.restore()
@@ -366,7 +377,7 @@ class _Apply:
         dead = io.DeadLetters() if self.collect else None
         for batch in self.reader.batches(items, dead, True, encoded=fitted.encoded_columns()):
             out = guard(fitted.transform_batch, batch, dead)[0]
-            cols = [out.column(f.name).cast(f.type) for f in self.schema if f.name != _DEAD]
+            cols = [self.column(out, f) for f in self.schema if f.name != _DEAD]
             if self.collect:
                 cols.append(pa.nulls(out.num_rows, pa.string()).cast(self.schema.field(_DEAD).type))
             yield pa.RecordBatch.from_arrays(cols, schema=self.schema)
@@ -387,14 +398,23 @@ def output_schema(fitted: FittedPipeline, schema: pa.Schema) -> pa.Schema:
 
 
 def combined(fitted: FittedPipeline, data: Any, *, spark: Any = None, batch_size: int = DEFAULT_BATCH_SIZE,
-             collect: bool = False) -> Any:
+             collect: bool = False, output: str = "columns", features: str = "features") -> Any:
     """The transformed DataFrame; with ``collect``, a last column ``__beamlearn_dead__`` holds the dead letters
     (JSON) of bad rows, every other column null on those rows (see :func:`transform` for the two split)."""
     from pyspark.sql.pandas.types import to_arrow_schema
     from pyspark.sql.types import StringType, StructField, StructType
 
+    if output not in ("columns", "vector"):
+        raise SpecError(f"output={output!r}: use 'columns' (one Spark column per output) or 'vector'")
     src = spark_data(data, spark, batch_size=batch_size)
-    out = _spark_schema(output_schema(fitted, src.schema))
+    produced = output_schema(fitted, src.schema)
+    out, vector = _spark_schema(produced), None
+    if output == "vector":
+        if features in produced.names:
+            raise SpecError(f"the output already has a column {features!r}: pass features= another name")
+        slots = vector_columns(produced, [c for c in src.schema.names if c not in fitted.required_columns])
+        vector = (features, slots)
+        out = StructType([f for f in out if f.name not in slots] + [vector_field(features, slots)])
     if collect:
         out = StructType([StructField(f.name, f.dataType, True) for f in out] + [StructField(_DEAD, StringType())])
     sc = src.frame.sparkSession.sparkContext
@@ -402,21 +422,24 @@ def combined(fitted: FittedPipeline, data: Any, *, spark: Any = None, batch_size
     arrow = to_arrow_schema(out, prefers_large_types=conf == "true")
     blob = Shipped(sc, fitted)
     reader = src.reader(fitted.input_schema, fitted.required_columns, batch_size)
-    return src.frame.mapInArrow(_Apply(reader, blob, Registry(fitted.steps), arrow, collect), out)
+    return src.frame.mapInArrow(_Apply(reader, blob, Registry(fitted.steps), arrow, collect, vector), out)
 
 
 def transform(fitted: FittedPipeline | str, data: Any, *, spark: Any = None, with_errors: bool = False,
-              batch_size: int = DEFAULT_BATCH_SIZE) -> Any:
+              batch_size: int = DEFAULT_BATCH_SIZE, output: str = "columns", features: str = "features") -> Any:
     """``data`` (a Spark DataFrame, files, or a table) transformed by ``fitted`` (or an artifact path): a lazy
     Spark DataFrame with the fitted output schema.  A bad row fails the job (the action's ``PythonException``
     holds the :class:`~beamlearn.errors.DataError` naming it: :func:`run_action` raises it); with ``with_errors``,
     returns ``(DataFrame, dead_letters)`` instead, the dead letters a DataFrame of ``DEAD_LETTER_COLUMNS``
-    (``record`` as JSON).  Both read one computation: ``.cache()`` it (:func:`combined`) to run it once."""
+    (``record`` as JSON).  Both read one computation: ``.cache()`` it (:func:`combined`) to run it once.
+    ``output="vector"``: the numeric outputs as ONE Spark ML vector column ``features`` (MLlib's shape, far
+    cheaper for Spark than hundreds of columns), the other columns as they are (:mod:`.spark_vector`)."""
     from pyspark.sql import functions as F
 
     if not isinstance(fitted, FittedPipeline):
         fitted = artifact.load(str(fitted))
-    both = combined(fitted, data, spark=spark, batch_size=batch_size, collect=with_errors)
+    both = combined(fitted, data, spark=spark, batch_size=batch_size, collect=with_errors, output=output,
+                    features=features)
     if not with_errors:
         return both
     main = both.filter(F.col(_DEAD).isNull()).drop(_DEAD)

@@ -23,6 +23,7 @@ __all__ = [
     "PROFILE_FORMAT",
     "PROFILE_VERSION",
     "Profiler",
+    "fit_on",
     "merge_profiles",
     "profile",
     "profile_fields",
@@ -33,7 +34,7 @@ __all__ = [
 
 PROFILE_FORMAT = "beamlearn.profile"
 PROFILE_VERSION = 1
-ENGINES = ("local", "beam")
+ENGINES = ("local", "beam", "spark")
 """The engines :func:`profile` runs on: any engine that fits a pipeline runs a profile (it is one pass of one
 analyzer); another engine needs only its ``run_fit``."""
 
@@ -97,7 +98,8 @@ class Profiler(Step):
 def profile(data: Any, *, engine: str = "local", columns: Sequence[str] | None = None,
             batch_size: int = DEFAULT_BATCH_SIZE, beam_args: list[str] | None = None, errors: Any = "raise",
             **params: Any) -> dict[str, Any]:
-    """The profile of ``data`` (anything :func:`beamlearn.io.read` accepts; files for ``engine="beam"``), in one
+    """The profile of ``data`` (anything :func:`beamlearn.io.read` accepts; files for ``engine="beam"``; files
+    or a Spark DataFrame for ``engine="spark"``, ``beam_args`` then Spark's options: :func:`fit_on`), in one
     pass: a JSON-ready dict in the documented ``profile.json`` schema (:mod:`beamlearn.profile`).
 
     ``params`` go to :class:`Profiler` (``k``, ``lg_max_map_size``, ``correlations``, ``distinct``,
@@ -110,16 +112,30 @@ def profile(data: Any, *, engine: str = "local", columns: Sequence[str] | None =
     from beamlearn.pipeline import Pipeline
 
     pipeline = Pipeline([Profiler(columns, **params)])
+    fitted = fit_on(pipeline, data, engine, batch_size=batch_size, beam_args=beam_args, errors=errors)
+    return as_document(fitted.states[0]["profile"], engine=engine, params=pipeline.steps[0].get_params())
+
+
+def fit_on(pipeline: Any, data: Any, engine: str, *, batch_size: int = DEFAULT_BATCH_SIZE,
+           beam_args: list[str] | None = None, errors: Any = "raise") -> Any:
+    """``pipeline`` fitted on ``data`` with ``engine`` (one of :data:`ENGINES`): ``beam_args`` are Beam's
+    pipeline options, or Spark's ``--master URL --conf key=value`` (``data`` may then be a Spark DataFrame, run
+    on its session)."""
     if engine == "local":
-        fitted = pipeline.fit(data, batch_size=batch_size, errors=errors)
-    elif engine == "beam":
+        return pipeline.fit(data, batch_size=batch_size, errors=errors)
+    if engine == "beam":
         from beamlearn.beam import run_fit
 
-        fitted = run_fit(pipeline, data, beam_args=beam_args, batch_size=batch_size,
-                         errors=errors if errors != "raise" else None)
-    else:
-        raise SpecError(f"unknown engine {engine!r}: profiles run on {', '.join(ENGINES)}")
-    return as_document(fitted.states[0]["profile"], engine=engine, params=pipeline.steps[0].get_params())
+        return run_fit(pipeline, data, beam_args=beam_args, batch_size=batch_size,
+                       errors=errors if errors != "raise" else None)
+    if engine == "spark":
+        from beamlearn import io, spark
+
+        if not io.is_file_input(data):
+            return spark.fit(pipeline, data, errors=errors, batch_size=batch_size)
+        return spark.run_fit(pipeline, data, spark_args=beam_args, batch_size=batch_size,
+                             errors=errors if errors != "raise" else None)
+    raise SpecError(f"unknown engine {engine!r}: this runs on {', '.join(ENGINES)}")
 
 
 def as_document(state: dict[str, Any], *, engine: str | None = None, params: dict[str, Any] | None = None,

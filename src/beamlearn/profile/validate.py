@@ -34,6 +34,7 @@ from beamlearn.analyzers import Analyzer
 from beamlearn.analyzers.sketches import DistinctCount, item_string
 from beamlearn.batches import DEFAULT_BATCH_SIZE, raw_values
 from beamlearn.errors import BeamlearnError, DataError, SpecError
+from beamlearn.profile.core import ENGINES, fit_on
 from beamlearn.schema import batch_origin, batch_rows
 from beamlearn.steps.base import Step, register_step
 
@@ -249,10 +250,17 @@ def validate(data: Any, schema: dict[str, Any], *, engine: str = "local", batch_
     from beamlearn.pipeline import Pipeline
 
     check_schema(schema)
-    first = next(iter(io.read(data, batch_size=batch_size)), None)
-    if first is None:
-        raise DataError("no data to validate")
-    found = capture_schema(first)
+    if engine not in ENGINES:
+        raise SpecError(f"unknown engine {engine!r}: validation runs on {', '.join(ENGINES)}")
+    if engine == "spark" and not io.is_file_input(data):  # a Spark DataFrame
+        from beamlearn.spark import spark_data
+
+        found = spark_data(data).schema
+    else:
+        first = next(iter(io.read(data, batch_size=batch_size)), None)
+        if first is None:
+            raise DataError("no data to validate")
+        found = capture_schema(first)
     want = schema["columns"]
     anomalies: list[dict[str, Any]] = []
 
@@ -281,14 +289,7 @@ def validate(data: Any, schema: dict[str, Any], *, engine: str = "local", batch_
     state: dict[str, Any] = {"rows": 0, "columns": {}}
     if checks:
         pipeline = Pipeline([Validator(checks, examples=examples)])
-        if engine == "beam":
-            from beamlearn.beam import run_fit
-
-            fitted = run_fit(pipeline, data, beam_args=beam_args, batch_size=batch_size)
-        elif engine == "local":
-            fitted = pipeline.fit(data, batch_size=batch_size)
-        else:
-            raise SpecError(f"unknown engine {engine!r}: validation runs on local, beam")
+        fitted = fit_on(pipeline, data, engine, batch_size=batch_size, beam_args=beam_args)
         state = fitted.states[0]["check"]
     rows = state["rows"]
     for c, s in state["columns"].items():

@@ -284,6 +284,11 @@ def serve_cmd(
                                                    help="Micro-batching: longest wait for company.")] = 2.0,
         max_body: Annotated[int, typer.Option("--max-body", min=1, help="Largest request body, bytes.")] = 16 << 20,
         timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Request timeout, seconds.")] = 30.0,
+        drift_window: Annotated[int, typer.Option("--drift-window", min=0, help="Drift (/metrics, /v1/drift): the "
+                                                  "last N served records per worker vs the training profile; "
+                                                  "0: off.")] = 10_000,
+        drift_every: Annotated[float, typer.Option("--drift-every", min=0, help="Recompute drift at most every "
+                                                   "this many seconds.")] = 5.0,
 ) -> None:
     """Serve MODEL over HTTP: the Open Inference Protocol (/v2/...), POST /v1/transform, /openapi.json,
     /metrics; POST /v2/repository/models/NAME/load or SIGHUP reloads the artifact."""
@@ -292,7 +297,7 @@ def serve_cmd(
     print(f"beamlearn: serving {model} on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})",
           file=sys.stderr, flush=True)
     serve(model, host=host, port=port, workers=workers, name=name, max_batch=max_batch, max_wait_ms=max_wait_ms,
-          max_body=max_body, timeout_s=timeout)
+          max_body=max_body, timeout_s=timeout, drift_window=drift_window, drift_every=drift_every)
 
 
 app.add_typer(export_app)

@@ -28,6 +28,7 @@ __all__ = [
     "profile_fields",
     "profile_windows",
     "read_profile",
+    "training_profile",
     "write_profile",
 ]
 
@@ -183,14 +184,11 @@ def read_profile(path: str) -> dict[str, Any]:
     if zipfile.is_zipfile(path):
         from beamlearn.artifact import load
 
-        fitted = load(path)
-        lineage = plain_numbers(fitted.lineage.get("profile", {}))
-        if not lineage.get("columns"):
+        doc = training_profile(load(path), source=path)
+        if doc is None:
             raise DataError(f"{path}: this model artifact has no training profile (fitted by an older beamlearn); "
                             "refit it, or pass a profile.json made with `beamlearn profile`")
-        from beamlearn.analyzers.profile import COMPACT_PROFILE
-
-        return as_document(join_moments(lineage), params=COMPACT_PROFILE, source=path)
+        return doc
     try:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
@@ -202,6 +200,23 @@ def read_profile(path: str) -> dict[str, Any]:
         raise DataError(f"{path}: profile version {doc['version']} is newer than this beamlearn reads "
                         f"({PROFILE_VERSION}); upgrade beamlearn")
     return doc
+
+
+def training_profile(fitted: Any, *, source: Any = None) -> dict[str, Any] | None:
+    """The training profile a fitted pipeline keeps in its lineage, as a profile document (the reference for
+    drift), or None when it has none (fitted by an older beamlearn).
+
+    >>> import beamlearn as bl
+    >>> ref = training_profile(bl.Pipeline([bl.StandardScaler(["x"])]).fit({"x": [1.0, 2.0, 4.0]}))
+    >>> ref["columns"]["x"]["count"], ref["columns"]["x"]["mean"]
+    (3, 2.3333333333333335)
+    """
+    lineage = plain_numbers(fitted.lineage.get("profile", {}))
+    if not lineage.get("columns"):
+        return None
+    from beamlearn.analyzers.profile import COMPACT_PROFILE
+
+    return as_document(join_moments(lineage), params=COMPACT_PROFILE, source=source)
 
 
 def join_moments(lineage: dict[str, Any]) -> dict[str, Any]:

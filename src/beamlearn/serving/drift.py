@@ -145,9 +145,14 @@ def _drift(reference: dict[str, Any], schema: Any, records: list, method: str,
     names = [n for n in reference["columns"] if n in schema.names]
     sub = pa.schema([schema.field(n) for n in names])
     an = ColumnProfile(profile_fields(sub), correlations=0, distinct=False, lengths=False)
+    try:  # column by column, as the server's conversion does (several times faster than its row-wise checks)
+        batches = [pa.RecordBatch.from_arrays([pa.array([r.get(f.name) for r in records], type=f.type,
+                                                        from_pandas=True) for f in sub], schema=sub)]
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):  # values the server coerced: its way
+        batches = list(to_batches([{n: r.get(n) for n in names} for r in records], batch_size=len(records),
+                                  schema=sub, source="<drift window>"))
     acc = an.create()
-    for batch in to_batches([{n: r.get(n) for n in names} for r in records], batch_size=len(records), schema=sub,
-                            source="<drift window>"):
+    for batch in batches:
         acc = an.add(acc, batch)
     current = as_document(an.extract(acc))
     return drift(reference, current, method=method, threshold=threshold, columns=names, pvalues=False)

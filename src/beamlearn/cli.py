@@ -183,7 +183,11 @@ def transform(ctx: typer.Context,
               roll_seconds: Annotated[float, typer.Option("--roll-seconds", min=0.001, metavar="S", help="--follow:"
                                                           " start a new output file after this long.")] = 60.0,
               settle_seconds: Annotated[float, typer.Option("--settle-seconds", min=0, metavar="S", help=(
-                  "--watch: take a file once unchanged this long."))] = 1.0) -> None:
+                  "--watch: take a file once unchanged this long."))] = 1.0,
+              drift_every: Annotated[int | None, typer.Option("--drift-every", min=1, metavar="ROWS", help=(
+                  "--follow: drift of each window of ROWS rows vs the training profile (stderr)."))] = None,
+              drift_out: Annotated[str | None, typer.Option("--drift-out", metavar="FILE", help=(
+                  "--follow: write each window's drift report as a JSON line here."))] = None) -> None:
     """Transform the data with a fitted MODEL and write the result to --out; with --follow, stream JSON lines
     (stdin, --listen or --watch) through MODEL as they arrive."""
     import beamlearn as bl
@@ -199,7 +203,8 @@ def transform(ctx: typer.Context,
                             "give no --data and no --engine beam|spark")
         run_follow(bl.load(model), out=out or "-", listen=listen, watch=watch, fmt=fmt, batch_size=batch_size,
                    max_wait_ms=max_wait_ms, roll_rows=roll_rows, roll_seconds=roll_seconds,
-                   settle_seconds=settle_seconds, errors=errors, quiet=quiet)
+                   settle_seconds=settle_seconds, errors=errors, quiet=quiet, drift_every=drift_every,
+                   drift_out=drift_out)
         return
     given = [flag for flag in FOLLOW_ONLY if getattr(ctx.get_parameter_source(  # typer may vendor click: by name
         flag[2:].replace("-", "_").replace("format", "fmt")), "name", None) == "COMMANDLINE"]

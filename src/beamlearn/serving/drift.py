@@ -141,10 +141,11 @@ def _drift(reference: dict[str, Any], schema: Any, records: list, method: str,
     from beamlearn.batches import to_batches
     from beamlearn.profile.core import as_document, profile_fields
     from beamlearn.profile.drift import drift
+    from beamlearn.profile.stream import WINDOW_PARAMS
 
     names = [n for n in reference["columns"] if n in schema.names]
     sub = pa.schema([schema.field(n) for n in names])
-    an = ColumnProfile(profile_fields(sub), correlations=0, distinct=False, lengths=False)
+    an = ColumnProfile(profile_fields(sub), **WINDOW_PARAMS)
     try:  # column by column, as the server's conversion does (several times faster than its row-wise checks)
         batches = [pa.RecordBatch.from_arrays([pa.array([r.get(f.name) for r in records], type=f.type,
                                                         from_pandas=True) for f in sub], schema=sub)]

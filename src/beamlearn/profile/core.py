@@ -115,7 +115,7 @@ def profile(data: Any, *, engine: str = "local", columns: Sequence[str] | None =
     if engine == "local":
         fitted = pipeline.fit(data, batch_size=batch_size, errors=errors)
     elif engine == "beam":
-        from beamlearn.beam import run_fit
+        from beamlearn.engines.beam_jobs import run_fit
 
         fitted = run_fit(pipeline, data, beam_args=beam_args, batch_size=batch_size,
                          errors=errors if errors != "raise" else None)

@@ -15,6 +15,7 @@ model's prediction columns, and ``inspect`` shows what it learned (coefficients,
     beamlearn run SPEC.yaml [--output DIR] [--engine local|beam]   # split, fit, evaluate, save; exit 1 on a gate
     beamlearn export onnx|sklearn MODEL --out FILE          # for ONNX Runtime / scikit-learn (cli_interop)
     beamlearn profile DATA... --report DIR | schema infer DATA | validate DATA --schema S | drift MODEL --data NEW
+    beamlearn serve MODEL [--drift-window N] | transform MODEL --follow --drift-every ROWS   # drift while serving
     beamlearn fit|transform|run ... --engine spark --master spark://HOST:7077|local[N] [--conf key=value]...
     beamlearn --version
 

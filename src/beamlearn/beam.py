@@ -24,7 +24,7 @@ Examples
 --------
 >>> from beamlearn import beam as blb
 >>> sorted(n for n in blb.__all__ if n[0].isupper())[:4]
-['AnalyzerCombineFn', 'Evaluate', 'FileSplit', 'FileSplits']
+['AnalyzerCombineFn', 'Drift', 'Evaluate', 'FileSplit']
 """
 
 from beamlearn.engines.beam import Fit, Transform, Unbatch, load_artifact, unbatch

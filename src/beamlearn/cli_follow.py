@@ -136,7 +136,7 @@ def drift_windows(fitted: Any, rows: int | None, out: str | None, quiet: bool, s
     reference = training_profile(fitted)
     if reference is None:
         raise SpecError("--drift-every: this model has no training profile (fitted by an older beamlearn); refit it")
-    fh = stack.enter_context(open(out, "w", encoding="utf-8")) if out else None
+    fh = stack.enter_context(open(out, "w", encoding="utf-8")) if out else None  # noqa: SIM115 - the stack closes it
 
     def emit(report: dict) -> None:
         if fh is not None:

@@ -91,14 +91,15 @@ class DriftMonitor:
 
             self.records.extend(rows_of(table.slice(max(0, table.num_rows - self.window))))
 
-    def compute(self) -> dict[str, Any]:
-        """The drift report of the records in the window now (the shape of ``beamlearn drift --json``, plus
-        ``window_rows`` and ``window``); ``{"enabled": False, ...}`` when drift is off."""
+    def compute(self, records: list | None = None) -> dict[str, Any]:
+        """The drift report of ``records`` (default: those in the window now; the shape of ``beamlearn drift
+        --json``, plus ``window_rows`` and ``window``); ``{"enabled": False, ...}`` when drift is off."""
         if not self.enabled:
             return {"enabled": False, "window": self.window,
                     "reason": "drift is off (--drift-window 0)" if not self.window else
                     "the model has no training profile (fitted by an older beamlearn): refit it"}
-        records = list(self.records)  # a copy: requests keep appending while this runs
+        if records is None:
+            records = list(self.records)  # a copy: requests keep appending while this runs
         out: dict[str, Any]
         if not records:
             out = {"method": self.method, "columns": {}, "compared": 0, "drifted": [], "share": 0.0, "drift": False,
@@ -117,7 +118,8 @@ class DriftMonitor:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self.report is None or time.monotonic() - self._at >= self.every:
-                self.report = await asyncio.get_running_loop().run_in_executor(None, self.compute)
+                records = list(self.records)  # copied on the event loop, where requests append
+                self.report = await asyncio.get_running_loop().run_in_executor(None, self.compute, records)
                 self._at = time.monotonic()
         return self.report
 

@@ -141,6 +141,9 @@ async def http():
         for r in [await c.post("/v1/transform", json=json.loads(json.dumps(rows[0], default=str))),
                   await c.post("/v1/transform", json=json.loads(json.dumps(rows, default=str)))]:
             assert r.status_code == 200, r.text
+        # drift of the served records: numpy and datasketches, no scipy
+        assert "beamlearn_drift_window_rows 4.0" in (await c.get("/metrics")).text
+        assert (await c.get("/v1/drift")).json()["window_rows"] == 4
 asyncio.run(http())
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in %r)))
 """ % (HEAVY,)

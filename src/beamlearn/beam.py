@@ -15,7 +15,8 @@ Compose them in any Beam pipeline (any runner but Dask; see :func:`check_runner`
 ``Fit`` and ``Transform`` also take PCollections of RecordBatches (``blb.ReadFiles(...)``, or your own) or of
 dict rows.
 
-:class:`ModelHandler` serves an artifact to Beam's ``RunInference``.
+:class:`ModelHandler` serves an artifact to Beam's ``RunInference``; :class:`Drift` compares rows (per window when
+windowed) with a model's training profile.
 
 :func:`run_fit`, :func:`run_transform` and :func:`run_evaluate` run whole jobs over files (the CLI's ``--engine beam``).
 
@@ -23,11 +24,12 @@ Examples
 --------
 >>> from beamlearn import beam as blb
 >>> sorted(n for n in blb.__all__ if n[0].isupper())[:4]
-['AnalyzerCombineFn', 'Evaluate', 'FileSplit', 'FileSplits']
+['AnalyzerCombineFn', 'Drift', 'Evaluate', 'FileSplit']
 """
 
 from beamlearn.engines.beam import Fit, Transform, Unbatch, load_artifact, unbatch
 from beamlearn.engines.beam_checks import check_runner
+from beamlearn.engines.beam_drift import Drift
 from beamlearn.engines.beam_eval import AnalyzerCombineFn, Evaluate, run_evaluate
 from beamlearn.engines.beam_io import (
            FileSplit,
@@ -46,4 +48,4 @@ from beamlearn.interop.beam import ModelHandler
 __all__ = ["Fit", "Transform", "Unbatch", "unbatch", "FileSplits", "FileSplit", "ReadFiles", "ReadCsv", "ReadParquet", "ReadJsonl",  # noqa: RUF022
            "WriteFiles", "run_fit", "run_transform", "check_runner", "load_artifact", "pass_bound",
            "portable_services", "Evaluate", "AnalyzerCombineFn", "run_evaluate", "TransformLatest", "WatchArtifacts",
-           "WindowedFit", "version_key", "ModelHandler"]
+           "WindowedFit", "version_key", "ModelHandler", "Drift"]

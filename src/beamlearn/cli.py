@@ -15,6 +15,7 @@ model's prediction columns, and ``inspect`` shows what it learned (coefficients,
     beamlearn run SPEC.yaml [--output DIR] [--engine local|beam]   # split, fit, evaluate, save; exit 1 on a gate
     beamlearn export onnx|sklearn MODEL --out FILE          # for ONNX Runtime / scikit-learn (cli_interop)
     beamlearn profile DATA... --report DIR | schema infer DATA | validate DATA --schema S | drift MODEL --data NEW
+    beamlearn serve MODEL [--drift-window N] | transform MODEL --follow --drift-every ROWS   # drift while serving
     beamlearn fit|transform|run ... --engine spark --master spark://HOST:7077|local[N] [--conf key=value]...
     beamlearn --version
 
@@ -183,7 +184,11 @@ def transform(ctx: typer.Context,
               roll_seconds: Annotated[float, typer.Option("--roll-seconds", min=0.001, metavar="S", help="--follow:"
                                                           " start a new output file after this long.")] = 60.0,
               settle_seconds: Annotated[float, typer.Option("--settle-seconds", min=0, metavar="S", help=(
-                  "--watch: take a file once unchanged this long."))] = 1.0) -> None:
+                  "--watch: take a file once unchanged this long."))] = 1.0,
+              drift_every: Annotated[int | None, typer.Option("--drift-every", min=1, metavar="ROWS", help=(
+                  "--follow: drift of each window of ROWS rows vs the training profile (stderr)."))] = None,
+              drift_out: Annotated[str | None, typer.Option("--drift-out", metavar="FILE", help=(
+                  "--follow: write each window's drift report as a JSON line here."))] = None) -> None:
     """Transform the data with a fitted MODEL and write the result to --out; with --follow, stream JSON lines
     (stdin, --listen or --watch) through MODEL as they arrive."""
     import beamlearn as bl
@@ -199,7 +204,8 @@ def transform(ctx: typer.Context,
                             "give no --data and no --engine beam|spark")
         run_follow(bl.load(model), out=out or "-", listen=listen, watch=watch, fmt=fmt, batch_size=batch_size,
                    max_wait_ms=max_wait_ms, roll_rows=roll_rows, roll_seconds=roll_seconds,
-                   settle_seconds=settle_seconds, errors=errors, quiet=quiet)
+                   settle_seconds=settle_seconds, errors=errors, quiet=quiet, drift_every=drift_every,
+                   drift_out=drift_out)
         return
     given = [flag for flag in FOLLOW_ONLY if getattr(ctx.get_parameter_source(  # typer may vendor click: by name
         flag[2:].replace("-", "_").replace("format", "fmt")), "name", None) == "COMMANDLINE"]
@@ -284,6 +290,11 @@ def serve_cmd(
                                                    help="Micro-batching: longest wait for company.")] = 2.0,
         max_body: Annotated[int, typer.Option("--max-body", min=1, help="Largest request body, bytes.")] = 16 << 20,
         timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Request timeout, seconds.")] = 30.0,
+        drift_window: Annotated[int, typer.Option("--drift-window", min=0, help="Drift (/metrics, /v1/drift): the "
+                                                  "last N served records per worker vs the training profile; "
+                                                  "0: off.")] = 10_000,
+        drift_every: Annotated[float, typer.Option("--drift-every", min=0, help="Recompute drift at most every "
+                                                   "this many seconds.")] = 5.0,
 ) -> None:
     """Serve MODEL over HTTP: the Open Inference Protocol (/v2/...), POST /v1/transform, /openapi.json,
     /metrics; POST /v2/repository/models/NAME/load or SIGHUP reloads the artifact."""
@@ -292,7 +303,7 @@ def serve_cmd(
     print(f"beamlearn: serving {model} on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})",
           file=sys.stderr, flush=True)
     serve(model, host=host, port=port, workers=workers, name=name, max_batch=max_batch, max_wait_ms=max_wait_ms,
-          max_body=max_body, timeout_s=timeout)
+          max_body=max_body, timeout_s=timeout, drift_window=drift_window, drift_every=drift_every)
 
 
 app.add_typer(export_app)

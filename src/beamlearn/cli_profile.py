@@ -177,6 +177,7 @@ def drift_cmd(ctx: typer.Context,
     from beamlearn.profile import profile, profile_windows, read_profile
     from beamlearn.profile.drift import METHODS, drift
     from beamlearn.profile.report import render_drift, write_html, write_json
+    from beamlearn.profile.stream import WINDOW_PARAMS
 
     beam_args = check_extra(ctx, engine)
     if method not in METHODS:
@@ -187,15 +188,13 @@ def drift_cmd(ctx: typer.Context,
         if engine is not Engine.local:
             raise SpecError("--by runs on the local engine")
         windows = []
-        for start, cur in profile_windows(data, rows=by, batch_size=batch_size, correlations=0, distinct=False,
-                                          lengths=False):
+        for start, cur in profile_windows(data, rows=by, batch_size=batch_size, **WINDOW_PARAMS):
             cols = [c for c in ref["columns"] if c in cur["columns"]]
             windows.append(dict(drift(ref, cur, method=method, threshold=threshold, columns=cols), window=start))
         result = {"method": method, "reference_rows": ref.get("rows"), "windows": windows,
                   "drift": any(w["drift"] for w in windows)}
     else:
-        cur = profile(data, engine=engine.value, batch_size=batch_size, beam_args=beam_args, correlations=0,
-                      distinct=False, lengths=False)
+        cur = profile(data, engine=engine.value, batch_size=batch_size, beam_args=beam_args, **WINDOW_PARAMS)
         result = drift(ref, cur, method=method, threshold=threshold)
     if report:
         os.makedirs(report, exist_ok=True)

@@ -129,10 +129,12 @@ def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
 def follow(fitted: FittedPipeline, source: Any, sink: Sink, *, batch_size: int = DEFAULT_BATCH_ROWS,
            max_wait_ms: float = DEFAULT_MAX_WAIT_MS, dead: DeadLetterFile | None = None,
            stop: threading.Event | None = None, report: Callable[[FollowStats], None] | None = None,
-           report_seconds: float = 5.0) -> FollowStats:
+           report_seconds: float = 5.0, drift: Any = None) -> FollowStats:
     """Transform the JSON lines of ``source`` with ``fitted`` into ``sink`` until the source ends or ``stop`` is
     set; returns the counts.  Dead letters go to ``dead`` (a :class:`~beamlearn.follow_sinks.DeadLetterFile`;
-    None: one warning line each on stderr).  ``report(stats)`` is called every ``report_seconds``."""
+    None: one warning line each on stderr).  ``report(stats)`` is called every ``report_seconds``.  ``drift``
+    (a :class:`~beamlearn.profile.stream.DriftWindows`) gets every transformed input batch, and its last
+    window at the end."""
     if batch_size < 1 or max_wait_ms < 0:
         raise SpecError(f"batch_size must be >= 1 and max_wait_ms >= 0, got {batch_size} and {max_wait_ms}")
     stop = stop or threading.Event()
@@ -153,7 +155,7 @@ def follow(fitted: FittedPipeline, source: Any, sink: Sink, *, batch_size: int =
                 return
 
     threading.Thread(target=source.run, args=(put, stop), daemon=True, name="beamlearn-follow-source").start()
-    stats, work = FollowStats(), _Batcher(fitted, sink, dead)
+    stats, work = FollowStats(), _Batcher(fitted, sink, dead, drift)
     wait, last_report, current = max_wait_ms / 1000.0, time.perf_counter(), None
     mark = (0, 0, 0)  # the counts when the file in progress began
     pending: list[Chunk] = []
@@ -208,6 +210,8 @@ def follow(fitted: FittedPipeline, source: Any, sink: Sink, *, batch_size: int =
         stop.set()
         sink.close()
         dead.close()
+        if drift is not None:
+            drift.finish()
         stats.seconds = time.perf_counter() - stats.started
     return stats
 
@@ -215,8 +219,8 @@ def follow(fitted: FittedPipeline, source: Any, sink: Sink, *, batch_size: int =
 class _Batcher:
     """Parse, conform, transform and write one micro-batch; bad rows go to the dead letters."""
 
-    def __init__(self, fitted: FittedPipeline, sink: Sink, dead: DeadLetterFile) -> None:
-        self.fitted, self.sink, self.dead = fitted, sink, dead
+    def __init__(self, fitted: FittedPipeline, sink: Sink, dead: DeadLetterFile, drift: Any = None) -> None:
+        self.fitted, self.sink, self.dead, self.drift = fitted, sink, dead, drift
         self.schema = fitted.input_schema
         self.required = list(fitted.required_columns)
         self.keys = {c: re.compile(re.escape(json.dumps(c).encode()) + rb"\s*:") for c in self.required}
@@ -242,7 +246,9 @@ class _Batcher:
                     keep[bad.indices] = False
                     batch = tag_rows(batch.filter(pa.array(keep)), batch_rows(batch)[keep])
                 if batch.num_rows:
-                    out = guard(self.fitted.transform_batch, batch, memo)[0]
+                    out, kept = guard(self.fitted.transform_batch, batch, memo)
+                    if self.drift is not None and kept.num_rows:
+                        self.drift.add(kept)
                     if out.num_rows:
                         self.sink.write(out)
                         stats.rows_out += out.num_rows

@@ -43,12 +43,16 @@ def test_serve_answers_over_tcp_reloads_on_sighup_and_stops(tmp_path):
     first.save(path)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "beamlearn.cli", "serve", path, "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "beamlearn.cli", "serve", path, "--port", str(port),
+                             "--drift-window", "3", "--drift-every", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     try:
         _wait_ready(url, proc)
         rec = {"x": 2.5, "c": "b"}
         assert httpx.post(url + "/v1/transform", json=rec).json() == first.transform_one(rec)
+        httpx.post(url + "/v1/transform", json=[rec] * 5)
+        assert httpx.get(url + "/v1/drift").json()["window_rows"] == 3  # --drift-window reached the worker
+        assert "beamlearn_drift_window_rows 3.0" in httpx.get(url + "/metrics").text
         assert httpx.get(url + "/v2/models/m").json()["name"] == "m"
         tmp = str(tmp_path / ".m.tmp")
         second.save(tmp)

@@ -44,8 +44,10 @@ from beamlearn.profile.core import (
     profile_fields,
     profile_windows,
     read_profile,
+    training_profile,
     write_profile,
 )
 
 __all__ = ["ENGINES", "PROFILE_FORMAT", "PROFILE_VERSION", "Profiler", "merge_profiles", "profile",
-           "profile_fields", "profile_windows", "read_profile", "write_profile"]
+           "profile_fields", "profile_windows", "read_profile", "training_profile",
+           "write_profile"]

@@ -23,12 +23,14 @@ __all__ = [
     "PROFILE_FORMAT",
     "PROFILE_VERSION",
     "Profiler",
+    "WindowProfiler",
     "fit_on",
     "merge_profiles",
     "profile",
     "profile_fields",
     "profile_windows",
     "read_profile",
+    "training_profile",
     "write_profile",
 ]
 
@@ -124,7 +126,7 @@ def fit_on(pipeline: Any, data: Any, engine: str, *, batch_size: int = DEFAULT_B
     if engine == "local":
         return pipeline.fit(data, batch_size=batch_size, errors=errors)
     if engine == "beam":
-        from beamlearn.beam import run_fit
+        from beamlearn.engines.beam_jobs import run_fit  # not beamlearn.beam: it imports Drift, which imports this
 
         return run_fit(pipeline, data, beam_args=beam_args, batch_size=batch_size,
                        errors=errors if errors != "raise" else None)
@@ -199,14 +201,11 @@ def read_profile(path: str) -> dict[str, Any]:
     if zipfile.is_zipfile(path):
         from beamlearn.artifact import load
 
-        fitted = load(path)
-        lineage = plain_numbers(fitted.lineage.get("profile", {}))
-        if not lineage.get("columns"):
+        doc = training_profile(load(path), source=path)
+        if doc is None:
             raise DataError(f"{path}: this model artifact has no training profile (fitted by an older beamlearn); "
                             "refit it, or pass a profile.json made with `beamlearn profile`")
-        from beamlearn.analyzers.profile import COMPACT_PROFILE
-
-        return as_document(join_moments(lineage), params=COMPACT_PROFILE, source=path)
+        return doc
     try:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
@@ -218,6 +217,23 @@ def read_profile(path: str) -> dict[str, Any]:
         raise DataError(f"{path}: profile version {doc['version']} is newer than this beamlearn reads "
                         f"({PROFILE_VERSION}); upgrade beamlearn")
     return doc
+
+
+def training_profile(fitted: Any, *, source: Any = None) -> dict[str, Any] | None:
+    """The training profile a fitted pipeline keeps in its lineage, as a profile document (the reference for
+    drift), or None when it has none (fitted by an older beamlearn).
+
+    >>> import beamlearn as bl
+    >>> ref = training_profile(bl.Pipeline([bl.StandardScaler(["x"])]).fit({"x": [1.0, 2.0, 4.0]}))
+    >>> ref["columns"]["x"]["count"], ref["columns"]["x"]["mean"]
+    (3, 2.3333333333333335)
+    """
+    lineage = plain_numbers(fitted.lineage.get("profile", {}))
+    if not lineage.get("columns"):
+        return None
+    from beamlearn.analyzers.profile import COMPACT_PROFILE
+
+    return as_document(join_moments(lineage), params=COMPACT_PROFILE, source=source)
 
 
 def join_moments(lineage: dict[str, Any]) -> dict[str, Any]:
@@ -279,6 +295,57 @@ def plain_numbers(obj: Any) -> Any:
     return obj
 
 
+class WindowProfiler:
+    """Profiles of consecutive windows of ``rows`` rows of a stream of batches: :meth:`add` a batch, get the
+    windows it completed; :meth:`finish` gives the last, shorter one.  What :func:`profile_windows` and the
+    streaming drift (``beamlearn transform --follow --drift-every``) run.
+
+    Parameters
+    ----------
+    schema:
+        The batches' schema; ``columns`` (default: all) are profiled.
+    rows:
+        The rows per window.
+    params:
+        :class:`~beamlearn.analyzers.profile.ColumnProfile`'s parameters.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> w = WindowProfiler(pa.schema([("x", pa.float64())]), rows=2)
+    >>> [(s, d["rows"]) for s, d in w.add(pa.record_batch({"x": [1.0, 2.0, 3.0]}))], w.finish()[0][0]
+    ([(0, 2)], 2)
+    """
+
+    def __init__(self, schema: pa.Schema, *, rows: int, columns: Sequence[str] | None = None,
+                 **params: Any) -> None:
+        if rows < 1:
+            raise SpecError(f"a window needs at least 1 row, got {rows}")
+        self.rows, self.params = rows, params
+        self.analyzer = ColumnProfile(profile_fields(schema, columns), **params)
+        self.acc, self.start, self.filled = self.analyzer.create(), 0, 0
+
+    def add(self, batch: pa.RecordBatch) -> list[tuple[int, dict[str, Any]]]:
+        """Add ``batch``; returns ``(first row, profile document)`` of each window it completed."""
+        done, offset = [], 0
+        while offset < batch.num_rows:
+            take = min(self.rows - self.filled, batch.num_rows - offset)
+            self.acc = self.analyzer.add(self.acc, batch.slice(offset, take))
+            offset, self.filled = offset + take, self.filled + take
+            if self.filled == self.rows:
+                done.append(self._close())
+        return done
+
+    def finish(self) -> list[tuple[int, dict[str, Any]]]:
+        """The window in progress, if it holds any row."""
+        return [self._close()] if self.filled else []
+
+    def _close(self) -> tuple[int, dict[str, Any]]:
+        out = (self.start, as_document(self.analyzer.extract(self.acc), engine="local", params=self.params))
+        self.acc, self.start, self.filled = self.analyzer.create(), self.start + self.filled, 0
+        return out
+
+
 def profile_windows(data: Any, *, rows: int, columns: Sequence[str] | None = None,
                     batch_size: int = DEFAULT_BATCH_SIZE, **params: Any) -> Any:
     """Profiles of consecutive windows of ``rows`` rows of ``data`` (the last one may be shorter), in this
@@ -292,19 +359,10 @@ def profile_windows(data: Any, *, rows: int, columns: Sequence[str] | None = Non
 
     if rows < 1:
         raise SpecError(f"a window needs at least 1 row, got {rows}")
-    an: ColumnProfile | None = None
-    acc, start, filled = None, 0, 0
+    windows: WindowProfiler | None = None
     for batch in io.read(data, batch_size=batch_size):
-        if an is None:
-            an = ColumnProfile(profile_fields(capture_schema(batch), columns), **params)
-            acc = an.create()
-        offset = 0
-        while offset < batch.num_rows:
-            take = min(rows - filled, batch.num_rows - offset)
-            acc = an.add(acc, batch.slice(offset, take))
-            offset, filled = offset + take, filled + take
-            if filled == rows:
-                yield start, as_document(an.extract(acc), engine="local", params=params)
-                acc, start, filled = an.create(), start + rows, 0
-    if an is not None and filled:
-        yield start, as_document(an.extract(acc), engine="local", params=params)
+        if windows is None:
+            windows = WindowProfiler(capture_schema(batch), rows=rows, columns=columns, **params)
+        yield from windows.add(batch)
+    if windows is not None:
+        yield from windows.finish()

@@ -78,9 +78,7 @@ def _binned(sk: Any, cuts: list[float]) -> np.ndarray:
     return _shares(np.maximum(np.diff(np.concatenate([[0.0], cdf, [1.0]])), 0.0))
 
 
-def _numeric(ref: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
-    from scipy.stats import kstwo
-
+def _numeric(ref: dict[str, Any], cur: dict[str, Any], pvalues: bool) -> dict[str, Any]:
     a, b = _kll(ref), _kll(cur)
     n, m = ref["count"], cur["count"]  # rows, not sketched values (a compact profile sketches a sample)
     deciles = sorted(set(a.get_quantiles(list(np.arange(1, BINS) / BINS))))
@@ -92,8 +90,11 @@ def _numeric(ref: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
     ca = np.asarray(a.get_cdf(points, True)[:-1])
     cb = np.asarray(b.get_cdf(points, True)[:-1])
     ks = float(np.max(np.abs(ca - cb))) if points else 0.0
-    en = n * m / (n + m)
-    p_value = float(kstwo.sf(ks, max(1, round(en))))
+    p_value = None
+    if pvalues:
+        from scipy.stats import kstwo
+
+        p_value = float(kstwo.sf(ks, max(1, round(n * m / (n + m)))))
     with np.errstate(invalid="ignore"):  # +-inf values: an infinite (or NaN) distance
         w1 = float(np.mean(np.abs(qa - qb)))
     nr, _, m2 = ref["moments"]
@@ -119,9 +120,7 @@ def _value_counts(col: dict[str, Any]) -> tuple[dict[str, float], float]:
     return items, max(0.0, float(col["frequent"]["total"]) - sum(items.values()))
 
 
-def _categorical(ref: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
-    from scipy.stats import chisquare
-
+def _categorical(ref: dict[str, Any], cur: dict[str, Any], pvalues: bool) -> dict[str, Any]:
     rv, ro = _value_counts(ref)
     cv, co = _value_counts(cur)
     keys = sorted(set(rv) | set(cv))
@@ -132,31 +131,37 @@ def _categorical(ref: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
     linf = float(np.max(np.abs(r / r.sum() - c / c.sum())))
     sr, sc = _shares(r), _shares(c)
     psi, js = _psi_js(sr, sc)
-    expected = sr / sr.sum() * c.sum()
-    p_value = float(chisquare(c, expected).pvalue) if len(keys) > 1 else 1.0
+    p_value = None
+    if pvalues:
+        from scipy.stats import chisquare
+
+        p_value = float(chisquare(c, sr / sr.sum() * c.sum()).pvalue) if len(keys) > 1 else 1.0
     shares = {"bins": keys + (["(other)"] if ro or co else []), "reference": (r / r.sum()).round(6).tolist(),
               "current": (c / c.sum()).round(6).tolist()}
     return {"psi": psi, "js": js, "linf": linf, "chi2_pvalue": p_value, "shares": shares}
 
 
 def column_drift(ref: dict[str, Any], cur: dict[str, Any], *, method: str = "auto",
-                 threshold: float | None = None) -> dict[str, Any]:
-    """The drift figures of one column (its reference and current profile entries) and the decision."""
+                 threshold: float | None = None, pvalues: bool = True) -> dict[str, Any]:
+    """The drift figures of one column (its reference and current profile entries) and the decision
+    (``pvalues=False``: no p-values, no scipy; ``"auto"`` then always takes the distance)."""
     kind = ref["kind"]
     out: dict[str, Any] = {"kind": kind, "reference_count": ref["count"], "current_count": cur["count"]}
     if kind == "numeric" and ref.get("kll") and cur.get("kll") and ref["count"] and cur["count"]:
-        out.update(_numeric(ref, cur))
-        auto = "ks" if ref["count"] <= SMALL_SAMPLE else "wasserstein"
+        out.update(_numeric(ref, cur, pvalues))
+        auto = "ks" if ref["count"] <= SMALL_SAMPLE and pvalues else "wasserstein"
     elif ref.get("frequent") and cur.get("frequent") and ref["count"] and cur["count"]:
-        out.update(_categorical(ref, cur))
-        auto = "chi2" if ref["count"] <= SMALL_SAMPLE else "js"
+        out.update(_categorical(ref, cur, pvalues))
+        auto = "chi2" if ref["count"] <= SMALL_SAMPLE and pvalues else "js"
     else:
         out.update({"method": None, "drift": False, "reason": "no values, or no sketch for this kind"})
         return out
     chosen = auto if method == "auto" else method
     value = out.get(_FIGURE[chosen])
     if value is None:
-        out.update({"method": chosen, "drift": False, "reason": f"{chosen} does not apply to a {kind} column"})
+        why = "p-values are off (no scipy here)" if chosen in _P_VALUE and not pvalues else \
+            f"{chosen} does not apply to a {kind} column"
+        out.update({"method": chosen, "drift": False, "reason": why})
         return out
     t = DEFAULT_THRESHOLDS[chosen] if threshold is None else threshold
     out.update({"method": chosen, "threshold": t, "value": value,
@@ -165,9 +170,14 @@ def column_drift(ref: dict[str, Any], cur: dict[str, Any], *, method: str = "aut
 
 
 def drift(reference: dict[str, Any], current: dict[str, Any], *, method: str = "auto",
-          threshold: float | None = None, columns: Sequence[str] | None = None) -> dict[str, Any]:
+          threshold: float | None = None, columns: Sequence[str] | None = None,
+          pvalues: bool = True) -> dict[str, Any]:
     """Per-column drift of ``current`` against ``reference`` (two profile documents), and a summary:
     ``{"columns": {name: figures}, "drifted": [names], "share": drifted / compared, "drift": bool}``.
+
+    ``pvalues=False`` leaves out the p-values (``ks_pvalue``, ``chi2_pvalue``: None), so scipy is not imported
+    (the server's drift); ``method="auto"`` then takes the distance (Wasserstein, Jensen-Shannon) whatever the
+    reference's size.
 
     >>> from beamlearn.profile import profile
     >>> import numpy as np
@@ -184,8 +194,8 @@ def drift(reference: dict[str, Any], current: dict[str, Any], *, method: str = "
     missing = [c for c in names if c not in reference["columns"] or c not in current["columns"]]
     if missing:
         raise DataError(f"column {missing[0]!r} is not in both profiles")
-    figures = {c: column_drift(reference["columns"][c], current["columns"][c], method=method, threshold=threshold)
-               for c in names}
+    figures = {c: column_drift(reference["columns"][c], current["columns"][c], method=method, threshold=threshold,
+                               pvalues=pvalues) for c in names}
     compared = [c for c, f in figures.items() if f.get("method")]
     drifted = [c for c in compared if figures[c]["drift"]]
     return {"method": method, "columns": figures, "compared": len(compared), "drifted": drifted,

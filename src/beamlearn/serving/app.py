@@ -7,7 +7,9 @@ Routes
 ``GET /v2/models/{name}/ready``, ``POST /v2/models/{name}/infer`` (OIP, :mod:`beamlearn.serving.oip`);
 ``POST /v2/repository/models/{name}/load`` (hot reload: body ``{"parameters": {"path": ...}}`` or none to reread
 the served path); ``POST /v1/transform`` (one record or a list, giving what ``transform_one`` gives; an Arrow IPC
-stream body gives an Arrow IPC stream back); ``GET /v1/schema``; ``GET /openapi.json``; ``GET /metrics``.
+stream body gives an Arrow IPC stream back); ``GET /v1/schema``; ``GET /openapi.json``; ``GET /metrics``;
+``GET /v1/drift`` (the drift of the last served records against the training profile,
+:mod:`beamlearn.serving.drift`; also in ``/metrics`` as ``beamlearn_drift{column, method}``).
 
 Bad input is a 400 (unparseable body, too large) or 422 (a missing column, a value of the wrong type) JSON error
 ``{"error": ...}`` naming the field; never a 500 for a user's mistake.
@@ -46,6 +48,7 @@ from beamlearn.errors import ArtifactError, BeamlearnError, DataError
 from beamlearn.pipeline import FittedPipeline
 from beamlearn.serving import oip
 from beamlearn.serving.batcher import VECTOR_MIN, MicroBatcher, rows_of
+from beamlearn.serving.drift import DEFAULT_WINDOW, DriftCollector, DriftMonitor
 from beamlearn.serving.openapi import openapi
 
 __all__ = ["ARROW_STREAM", "Served", "create_app", "parse_json"]
@@ -57,8 +60,10 @@ class Served:
     """The model being served: the fitted pipeline, its name, version and path; replaced whole on reload, so a
     request that started on one model finishes on it."""
 
-    def __init__(self, fitted: FittedPipeline, name: str, path: str | None) -> None:
+    def __init__(self, fitted: FittedPipeline, name: str, path: str | None,
+                 drift: DriftMonitor | None = None) -> None:
         self.fitted, self.name, self.path = fitted, name, path
+        self.drift = drift or DriftMonitor(fitted, window=0)
         self.version = str((fitted.lineage.get("version") or {}).get("id") or fitted.lineage.get("checksum")
                            or fitted.lineage.get("fitted_at") or "1")
         self.loaded_at = time.time()
@@ -119,7 +124,8 @@ else:  # pragma: no cover - Python 3.10
 
 def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batch: int = 64,
                max_wait_ms: float = 2.0, max_body: int = 16 << 20, timeout_s: float = 30.0,
-               batching: bool = True) -> Starlette:
+               batching: bool = True, drift_window: int = DEFAULT_WINDOW, drift_every: float = 5.0,
+               drift_method: str = "auto", drift_threshold: float | None = None) -> Starlette:
     """The ASGI app serving ``model`` (a FittedPipeline or an artifact path).
 
     Parameters
@@ -133,12 +139,19 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
         Bodies over this many bytes are refused (413).
     timeout_s:
         A request taking longer is answered 503.
+    drift_window, drift_every, drift_method, drift_threshold:
+        Drift monitoring (:class:`~beamlearn.serving.drift.DriftMonitor`): the last ``drift_window`` served
+        records (0: off) against the training profile, recomputed at most every ``drift_every`` seconds.
     """
     path = model if isinstance(model, str) else None
     fitted = artifact.load(model) if isinstance(model, str) else model
     default = name or fitted.name or (os.path.splitext(os.path.basename(path))[0] if path else "model")
-    state = {"served": Served(fitted, default, path)}
+    def monitor(f: FittedPipeline) -> DriftMonitor:
+        return DriftMonitor(f, window=drift_window, every=drift_every, method=drift_method, threshold=drift_threshold)
+
+    state = {"served": Served(fitted, default, path, monitor(fitted))}
     metrics = _Metrics()
+    metrics.registry.register(DriftCollector(lambda: state["served"].drift))
     metrics.version.labels(default, state["served"].version).set(1)
     batcher = MicroBatcher(lambda: state["served"].fitted, max_batch=max_batch, max_wait_ms=max_wait_ms,
                            on_batch=metrics.batch.observe) if batching else None
@@ -227,10 +240,12 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
                 rows = await asyncio.gather(*[batcher.submit(r) for r in records])
             else:
                 rows = [s.fitted.transform_one(r) for r in records]
+            s.drift.extend(records)
             metrics.rows.inc(len(rows))
             return _json(oip.response_rows(s.name, s.version, s.fitted.output_schema, rows, rid, types))
         table = oip.request_table(body, s.fitted.input_schema)
         out = await asyncio.get_running_loop().run_in_executor(None, s.fitted.transform, table)
+        s.drift.extend_table(table)
         metrics.rows.inc(out.num_rows)
         return _json(oip.response(s.name, s.version, out, rid))
 
@@ -244,6 +259,7 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
             except (pa.ArrowInvalid, OSError) as exc:
                 raise _BadRequest(f"the body is not an Arrow IPC stream ({exc})") from None
             out = await asyncio.get_running_loop().run_in_executor(None, s.fitted.transform, table)
+            s.drift.extend_table(table)
             metrics.rows.inc(out.num_rows)
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, out.schema) as writer:
@@ -252,6 +268,7 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
         body = await json_of(request)
         if isinstance(body, Mapping):
             row = await batcher.submit(dict(body)) if batcher is not None else s.fitted.transform_one(dict(body))
+            s.drift.add(body)
             metrics.rows.inc()
             return _json(row)
         if isinstance(body, list):
@@ -261,6 +278,7 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
                 return JSONResponse([])
             fitted = s.fitted
             rows = await asyncio.get_running_loop().run_in_executor(None, _transform_rows, fitted, body)
+            s.drift.extend(body)
             metrics.rows.inc(len(rows))
             return _json(rows)
         raise _BadRequest("the body must be a record (a JSON object) or a list of records")
@@ -278,7 +296,12 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
         return JSONResponse(openapi(s.name, s.version, s.fitted))
 
     async def prometheus(request: Request) -> Response:
+        if state["served"].drift.enabled:
+            await state["served"].drift.current()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def drift(request: Request) -> Response:
+        return _json(json_safe(await state["served"].drift.current()))
 
     def reload_from(path: str | None) -> Served:
         old = state["served"]
@@ -286,7 +309,8 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
         if not path:
             raise ArtifactError("this server was started with an in-memory model: give parameters.path")
         try:
-            new = Served(artifact.load(path), old.name, path)
+            loaded = artifact.load(path)
+            new = Served(loaded, old.name, path, monitor(loaded))
         except BeamlearnError:
             metrics.reloads.labels("refused").inc()
             raise
@@ -322,7 +346,7 @@ def create_app(model: FittedPipeline | str, *, name: str | None = None, max_batc
         Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_meta),
         Route("/v2/models/{name}", model_meta), Route("/v2/models/{name}/ready", model_ready),
         Route("/v2/repository/models/{name}/load", load, methods=["POST"]), Route("/v1/schema", schema),
-        Route("/openapi.json", openapi_json), Route("/metrics", prometheus),
+        Route("/openapi.json", openapi_json), Route("/metrics", prometheus), Route("/v1/drift", drift),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={_NotFound: lambda r, e: _error(404, str(e)),

@@ -241,3 +241,16 @@ def read_profile_of(fitted: bl.FittedPipeline) -> dict:
     from beamlearn.profile.core import as_document, join_moments
 
     return as_document(join_moments(fitted.lineage["profile"]), params=COMPACT_PROFILE)
+
+
+def test_the_compact_profile_counts_categories_exactly_when_a_step_counts_them_and_scales_its_sample_else() -> None:
+    t = make_table(200_000, seed=8)
+    want = {k: v for k, v in zip(*np.unique(t.column("s").drop_null().to_numpy(zero_copy_only=False),
+                                            return_counts=True))}
+    encoded = bl.Pipeline([bl.OneHotEncoder(["s"])]).fit(t).lineage["profile"]["columns"]["columns"]["s"]
+    assert frequent_values(encoded) == {k: float(v) for k, v in want.items()}  # the encoder's exact counts, shared
+    alone = bl.Pipeline([bl.StandardScaler(["x"])]).fit(t).lineage["profile"]["columns"]["columns"]["s"]
+    got = frequent_values(alone)  # a sample of every 64th row (every 3rd of the last, short batch), weighted
+    n = sum(want.values())
+    assert set(got) == set(want) and abs(alone["frequent"]["total"] - n) / n < 0.01
+    assert max(abs(got[k] / alone["frequent"]["total"] - want[k] / n) for k in want) < 0.02

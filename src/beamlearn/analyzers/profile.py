@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from beamlearn.analyzers.base import Analyzer
+from beamlearn.analyzers.counts import counted, distinct_counts
 from beamlearn.analyzers.moments import CoMoments, MinMax, Moments
 from beamlearn.analyzers.quantiles import Quantiles
 from beamlearn.analyzers.sketches import DistinctCount, FrequentItems
@@ -180,10 +181,15 @@ class ColumnProfile(Analyzer):
             if not a.columns or name in ("kll", "length_moments", "length_range"):
                 continue
             if name == "frequent" and step > 1:
-                view = pa.record_batch([strided(batch.column(c), step) for c in a.columns], names=list(a.columns))
+                for sk, c in zip(acc[name], a.columns):
+                    arr = batch.column(c)
+                    full = counted(arr)  # counted already by another analyzer of the pass (a vocabulary): exact
+                    if full is not None:
+                        sk.add_counts(*full)
+                    else:  # a sample, each value standing for the `step` rows it was sampled from
+                        sk.add_counts(*distinct_counts(strided(arr, step), c), weight=step)
             else:
-                view = batch
-            acc[name] = a.add(acc[name], view)
+                acc[name] = a.add(acc[name], batch)
         if parts["length_moments"].columns:
             mom, rng = length_stats(batch, parts["length_moments"].columns)
             acc["length_moments"] = parts["length_moments"].merge([acc["length_moments"], mom])

@@ -161,11 +161,7 @@ class FrequentItems(Analyzer):
 
     def add(self, acc: list[Any], batch: pa.RecordBatch) -> list[Any]:
         for sk, c in zip(acc, self.columns):
-            values, counts = distinct_counts(batch.column(c), c)
-            update = sk.sketch.update
-            for v, k in zip(values, counts):
-                if v is not None and not (isinstance(v, float) and np.isnan(v)):
-                    update(v if isinstance(v, str) else item_string(v), int(k))
+            sk.add_counts(*distinct_counts(batch.column(c), c))
         return acc
 
     def merge(self, accs: Sequence[list[Any]]) -> list[Any]:
@@ -212,6 +208,13 @@ class FrequentSketch:
 
     def __init__(self, sketch: Any) -> None:
         self.sketch = sketch
+
+    def add_counts(self, values: Sequence[Any], counts: Sequence[int], weight: int = 1) -> None:
+        """Count each of ``values`` ``counts`` times ``weight`` (missing values are not counted)."""
+        update = self.sketch.update
+        for v, k in zip(values, counts):
+            if v is not None and not (isinstance(v, float) and np.isnan(v)):
+                update(v if isinstance(v, str) else item_string(v), int(k) * weight)
 
     def __getstate__(self) -> bytes:
         return self.sketch.serialize()

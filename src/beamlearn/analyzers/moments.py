@@ -148,32 +148,31 @@ class CoMoments(Analyzer):
         n = batch.num_rows
         if n == 0:
             return acc
-        Xt = np.empty((len(self.columns), n))  # columns as rows: contiguous copies, compress and centring
+        X = np.empty((n, len(self.columns)))
         ok: np.ndarray | None = None
         for j, c in enumerate(self.columns):
             x, valid = raw_values(batch.column(c))
-            Xt[j] = x
+            X[:, j] = x
             if valid is not None:
                 ok = valid.copy() if ok is None else ok & valid
         w = batch_weights(batch, self.weight)
         skipped = 0
         if ok is not None:
             skipped = n - int(np.count_nonzero(ok))
-            Xt = Xt.compress(ok, axis=1)
+            X = X[ok]
             w = None if w is None else w[ok]
-        return self.merge([acc, self._moments(Xt, w, skipped)])
+        return self.merge([acc, self._moments(X, w, skipped)])
 
     @staticmethod
-    def _moments(Xt: np.ndarray, w: np.ndarray | None, skipped: int) -> list[Any]:
-        """The partial state of the (d, rows) values ``Xt`` (centred in place)."""
-        d, rows = Xt.shape
+    def _moments(X: np.ndarray, w: np.ndarray | None, skipped: int) -> list[Any]:
+        rows, d = X.shape
         count = float(rows) if w is None else float(w.sum())
         if count <= 0:
             return [0.0, np.zeros(d), np.zeros((d, d)), rows, skipped]
         with np.errstate(invalid="ignore", over="ignore"):
-            mean = Xt.sum(axis=1) / count if w is None else (Xt @ w) / count
-            Xt -= mean[:, None]
-            C = Xt @ Xt.T if w is None else (Xt * w) @ Xt.T
+            mean = X.sum(axis=0) / count if w is None else (w @ X) / count
+            D = X - mean
+            C = D.T @ D if w is None else (D * w[:, None]).T @ D
         return [count, mean, (C + C.T) / 2, rows, skipped]
 
     def merge(self, accs: Sequence[list[Any]]) -> list[Any]:

@@ -98,6 +98,10 @@ def _load(kw: dict[str, Any], pandas: bool) -> Any:
 
 
 def work_bl_fit(kw: dict[str, Any]) -> dict[str, Any]:
+    if kw.get("no_profile"):  # what the fit costs without the compact training profile every fit records
+        from beamlearn.pipeline import FitPlan
+
+        FitPlan.__init__.__kwdefaults__["profile"] = False
     table, pipe = _load(kw, False), beamlearn_pipeline()
     opts = {"batch_size": kw["batch_size"]} if kw.get("batch_size") else {}
     res = _timed(lambda: pipe.fit(table, **opts), kw["repeat"])
@@ -286,6 +290,10 @@ def print_report(r: dict[str, Any]) -> None:
         cpu_ratio = b["cpu_seconds"] / s["cpu_seconds"] if b.get("cpu_seconds") and s.get("cpu_seconds") else None
         print(f"{'  CPU seconds (best)':<24}{_f(b.get('cpu_seconds')):>11}{_f(s.get('cpu_seconds')):>15}"
               f"{_f(cpu_ratio, '{:.3f}x'):>9}")
+        nb = bl.get(f"bl_{op}_noprofile", {})
+        if nb.get("seconds") and s.get("seconds") and s.get("cpu_seconds"):
+            print(f"{'  no training profile':<24}{_f(nb['seconds']):>11}{'':>15}{nb['seconds'] / s['seconds']:>8.3f}x"
+                  f"   (CPU {nb['cpu_seconds']:.3f} s, {nb['cpu_seconds'] / s['cpu_seconds']:.3f}x)")
         print(f"{'  peak RSS MiB':<24}{_f(b.get('rss_peak_mib'), '{:.0f}'):>11}"
               f"{_f(s.get('rss_peak_mib'), '{:.0f}'):>15}")
         print(f"{'  peak Arrow MiB':<24}{_f(b.get('arrow_peak_mib'), '{:.0f}'):>11}"
@@ -341,7 +349,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="pandas dtype of string columns given to sklearn (object is faster for it than str)")
     ap.add_argument("--row-group-size", type=int, default=None, help="Parquet rows per group (pyarrow's default)")
     ap.add_argument("--cache-dir", default=_data.default_cache_dir())
-    ap.add_argument("--skip", default="", help="comma-separated sections to skip: sklearn,latency,files,parity")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated sections to skip: sklearn,noprofile,latency,files,parity")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed to each measurement")
     ap.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH")
     ap.add_argument("--profile", choices=["fit", "transform", "one", "files"],
@@ -408,6 +417,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         w[name] = run_worker(name, args.timeout, **kw)
 
     run("bl_fit", **common)
+    if "noprofile" not in skip:
+        w["bl_fit_noprofile"] = run_worker("bl_fit", args.timeout, **common, no_profile=True)
     run("bl_transform", **common)
     if "sklearn" not in skip:
         run("sk_fit", **common)

@@ -169,6 +169,17 @@ def test_raw_values_masks_nulls_and_nan_on_sliced_arrays():
         assert x[got].tolist() == [v for v in sl.to_pylist() if v is not None and v == v]  # noqa: PLR0124
 
 
+def test_present_values_equal_the_masked_values_and_are_memoized():
+    arr = pa.array([0.0, 1.0, None, float("nan"), 4.0, None, 6.0, 7.0, 8.0, None, 10.0])
+    for off in range(len(arr)):
+        sl = arr.slice(off)
+        xs = B.present_values(sl)
+        assert xs.tolist() == [v for v in sl.to_pylist() if v is not None and v == v]  # noqa: PLR0124
+        assert B.present_values(sl) is xs and not xs.flags.writeable
+    full = pa.array([1.0, 2.0])
+    assert B.present_values(full) is B.raw_values(full)[0]  # nothing missing: no copy
+
+
 def test_from_float_turns_nan_into_null():
     assert B.from_float(np.array([1.0, np.nan])).to_pylist() == [1.0, None]
 

@@ -42,7 +42,7 @@ DEFAULT_BATCH_SIZE = 65_536
 __all__ = [
     "DEFAULT_BATCH_SIZE", "BadRows", "to_batches", "is_file_input", "tag_batch", "batch_origin",
     "float_values", "missing_mask", "from_float", "conform", "schema_to_json", "schema_from_bytes",
-    "schema_to_bytes", "empty_batch", "tag_rows", "batch_rows", "is_csv_source",
+    "schema_to_bytes", "empty_batch", "tag_rows", "batch_rows", "is_csv_source", "present_values",
 ]
 
 # ---------------------------------------------------------------------------------------------- conversion
@@ -296,7 +296,27 @@ def raw_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
     return x, valid
 
 
-_RAW_MEMO: dict[tuple, tuple[pa.Array, np.ndarray, np.ndarray | None]] = {}
+def present_values(arr: pa.Array) -> np.ndarray:
+    """The column's non-missing values (not null, not NaN) as read-only float64 numpy, in order: ``x[valid]``
+    of :func:`raw_values`, memoized alike (the moments, the range and the profile of a pass read the same
+    compressed values of a batch; compressing is most of their cost)."""
+    x, ok = raw_values(arr)
+    if ok is None:
+        return x
+    key = ("present", id(x), ok.__array_interface__["data"][0], len(x))
+    hit = _RAW_MEMO.get(key)
+    if hit is not None:
+        return hit[1]
+    xs = x[ok]
+    xs.flags.writeable = False
+    with _RAW_LOCK:
+        if len(_RAW_MEMO) >= 64:
+            _RAW_MEMO.pop(next(iter(_RAW_MEMO)))
+        _RAW_MEMO[key] = ((x, ok), xs, None)  # holds x and ok: their ids and addresses cannot be reused
+    return xs
+
+
+_RAW_MEMO: dict[tuple, tuple[Any, np.ndarray, np.ndarray | None]] = {}
 _RAW_LOCK = threading.Lock()
 
 

@@ -278,7 +278,9 @@ class FitPlan:
                 origins[c] = _origin_of(c, inputs, origins)
             applied.append(i)
             view = after
-        return Pass(analyzers, positions, applied, owners, self.steps, self.states)
+        order = sorted(range(len(analyzers)), key=lambda j: owners[j][0][0] == PROFILE)  # the profile's last: it
+        return Pass([analyzers[j] for j in order], [positions[j] for j in order], applied,  # reuses what the
+                    [owners[j] for j in order], self.steps, self.states)  # steps' analyzers computed (counts)
 
     def complete(self, pass_: Pass, states: Sequence[Any]) -> None:
         """Record the extracted state of each analyzer of ``pass_``; steps whose analyzers all finished are

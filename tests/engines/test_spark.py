@@ -143,8 +143,8 @@ def test_every_step_and_model_equals_the_local_engine(spark):
         assert got.lineage["passes"] == local.lineage["passes"], name
         assert got.input_schema == local.input_schema, name
         model = name.startswith(_MODELS)
-        assert_state_equal(comparable(got.lineage["profile"]), comparable(local.lineage["profile"]),
-                           f"{name}:profile")  # KLL sketches' bytes depend on the order of updates
+        assert_state_equal(comparable(got.lineage["profile"]), comparable(local.lineage["profile"]),  # a KLL
+                           f"{name}:profile")  # sketch past k values depends on the order of rows: n, min, max
         for i, (g, w) in enumerate(zip(_no_blobs(got.states), _no_blobs(local.states))):
             where = f"{name}:step{i}:{type(local.steps[i]).__name__}"
             if model and i == len(got.states) - 1 or name == "linear" and i >= 1 or name == "kmeans" and i == 0:

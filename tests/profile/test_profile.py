@@ -213,3 +213,44 @@ def test_every_fit_keeps_a_compact_profile_and_loads_safely(tmp_path) -> None:
     manifest = bl.artifact.read_manifest(path)
     assert "kll" in json.dumps(manifest["lineage"]["profile"])
     assert bl.load(path).transform_one({"x": 1.0, "i": 1, "u": 2.0, "s": "b", "b": True})["x"] is not None
+
+
+def test_the_compact_profile_samples_each_batch_down_to_the_floor_and_tracks_the_distribution() -> None:
+    from beamlearn.analyzers.profile import COMPACT_PROFILE, SAMPLE_FLOOR, sample_stride
+    from beamlearn.profile.drift import drift
+
+    t = make_table(300_000, seed=7)
+    fitted = bl.Pipeline([bl.StandardScaler(["x"])]).fit(t, batch_size=65_536)
+    col = fitted.lineage["profile"]["columns"]["columns"]["u"]
+    sk = kll_doubles_sketch.deserialize(base64.b64decode(col["kll"]))
+    sizes = [65_536] * 4 + [300_000 - 4 * 65_536]
+    assert sk.n == sum(-(-n // sample_stride(n, COMPACT_PROFILE["sample"])) for n in sizes)  # 64, 64, 64, 64, 37
+    u = np.sort(t.column("u").to_numpy())
+    dkw = np.sqrt(np.log(2 / 1e-3) / (2 * sk.n))  # the sample's CDF error, 99.9%
+    qs = np.linspace(0.01, 0.99, 99)
+    ranks = np.searchsorted(u, np.asarray(sk.get_quantiles(list(qs))), side="right") / len(u)
+    assert np.max(np.abs(ranks - qs)) <= EPS + dkw
+    assert not drift(read_profile_of(fitted), profile(t))["drift"]  # the same data: no drift on any column
+    small = bl.Pipeline([bl.StandardScaler(["x"])]).fit(t.slice(0, SAMPLE_FLOOR + 500))
+    sk = kll_doubles_sketch.deserialize(base64.b64decode(small.lineage["profile"]["columns"]["columns"]["u"]["kll"]))
+    assert sk.n == SAMPLE_FLOOR + 500  # a batch of fewer than 2 x the floor rows: every value
+
+
+def read_profile_of(fitted: bl.FittedPipeline) -> dict:
+    from beamlearn.analyzers.profile import COMPACT_PROFILE
+    from beamlearn.profile.core import as_document, join_moments
+
+    return as_document(join_moments(fitted.lineage["profile"]), params=COMPACT_PROFILE)
+
+
+def test_the_compact_profile_counts_categories_exactly_when_a_step_counts_them_and_scales_its_sample_else() -> None:
+    t = make_table(200_000, seed=8)
+    want = {k: v for k, v in zip(*np.unique(t.column("s").drop_null().to_numpy(zero_copy_only=False),
+                                            return_counts=True))}
+    encoded = bl.Pipeline([bl.OneHotEncoder(["s"])]).fit(t).lineage["profile"]["columns"]["columns"]["s"]
+    assert frequent_values(encoded) == {k: float(v) for k, v in want.items()}  # the encoder's exact counts, shared
+    alone = bl.Pipeline([bl.StandardScaler(["x"])]).fit(t).lineage["profile"]["columns"]["columns"]["s"]
+    got = frequent_values(alone)  # a sample of every 64th row (every 3rd of the last, short batch), weighted
+    n = sum(want.values())
+    assert set(got) == set(want) and abs(alone["frequent"]["total"] - n) / n < 0.01
+    assert max(abs(got[k] / alone["frequent"]["total"] - want[k] / n) for k in want) < 0.02

@@ -65,6 +65,9 @@ def distinct_counts(arr: pa.Array, column: str | None = None) -> tuple[list[Any]
     faster than ``value_counts``'s hash aggregation).
     """
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_dictionary(arr.type):
+        hit = counted(arr)
+        if hit is not None:
+            return hit
         if pa.types.is_dictionary(arr.type):
             dictionary, codes = arr.dictionary, arr.indices
         else:
@@ -74,11 +77,29 @@ def distinct_counts(arr: pa.Array, column: str | None = None) -> tuple[list[Any]
         counts = np.bincount(idx.to_numpy(zero_copy_only=False), minlength=k + 1)
         values = dictionary.to_pylist() + [None]
         keep = np.flatnonzero(counts)
-        return [values[i] for i in keep], counts[keep].tolist()
+        out = [values[i] for i in keep], counts[keep].tolist()
+        with _SEEN_LOCK:
+            if len(_COUNTED) >= 32:
+                _COUNTED.pop(next(iter(_COUNTED)), None)
+            _COUNTED[_array_key(arr)] = (arr, out)
+        return out
     vc = pc.value_counts(arr)
     return vc.field("values").to_pylist(), vc.field("counts").to_pylist()
 
 
+def counted(arr: pa.Array) -> tuple[list[Any], list[int]] | None:
+    """What :func:`distinct_counts` returned for this very string array (same buffers) lately, or None: the
+    analyzers of a pass that count the same column of the same batch share one count."""
+    hit = _COUNTED.get(_array_key(arr))
+    return None if hit is None else hit[1]
+
+
+def _array_key(arr: pa.Array) -> tuple:
+    bufs = arr.buffers() + (arr.dictionary.buffers() if pa.types.is_dictionary(arr.type) else [])
+    return (tuple(b.address if b is not None else 0 for b in bufs), arr.offset, len(arr), str(arr.type))
+
+
+_COUNTED: dict[tuple, tuple[pa.Array, tuple[list[Any], list[int]]]] = {}  # holds the array: no address reuse
 _SEEN: dict[tuple[str, pa.DataType], pa.Array] = {}  # (column, type) -> its distinct values in the last batch
 _SEEN_LOCK = threading.Lock()
 

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from beamlearn.analyzers.base import Analyzer, batch_weights, run_analyzer  # noqa: F401 - run_analyzer: the doctests
-from beamlearn.batches import missing_mask, raw_values
+from beamlearn.batches import missing_mask, present_values, raw_values
 
 
 # ---------------------------------------------------------------------------------------------- moments
@@ -40,15 +40,15 @@ class Moments(Analyzer):
 
     def _add_columns(self, batch: pa.RecordBatch, w: np.ndarray | None, part: np.ndarray) -> None:
         for i, c in enumerate(self.columns):
-            x, ok = raw_values(batch.column(c))
             if w is None:
-                xs = x if ok is None else x[ok]
+                xs = present_values(batch.column(c))
                 n = float(len(xs))
                 if n:
                     mean = xs.sum() / n
                     d = xs - mean
                     part[:, i] = n, mean, np.einsum("i,i->", d, d)
             else:
+                x, ok = raw_values(batch.column(c))
                 ww = w if ok is None else np.where(ok, w, 0.0)
                 n = float(ww.sum())
                 if n:
@@ -94,8 +94,7 @@ class MinMax(Analyzer):
     def add(self, acc: np.ndarray, batch: pa.RecordBatch) -> np.ndarray:
         part = np.full_like(acc, np.nan)
         for i, c in enumerate(self.columns):
-            x, ok = raw_values(batch.column(c))
-            xs = x if ok is None else x[ok]
+            xs = present_values(batch.column(c))
             if len(xs):
                 part[:, i] = xs.min(), xs.max()
         return self.merge([acc, part])

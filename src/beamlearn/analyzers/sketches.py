@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from beamlearn.analyzers.base import Analyzer
 from beamlearn.analyzers.counts import distinct_counts
-from beamlearn.batches import column_kind, float_values
+from beamlearn.batches import column_kind, present_values
 
 __all__ = ["HLL_PRECISION", "DistinctCount", "FrequentItems", "hash_values", "hll_estimate"]
 
@@ -29,10 +29,12 @@ _M1, _M2, _GOLD = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), 
 
 def _mix(z: np.ndarray) -> np.ndarray:
     """SplitMix64's finalizer (vectorized, wrapping uint64 arithmetic): a 64-bit hash of 64-bit keys."""
-    z = z + _GOLD
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
+    z = z + _GOLD  # a new array, then updated in place (fewer temporaries: this runs on every numeric value)
+    for shift, mult in ((np.uint64(30), _M1), (np.uint64(27), _M2)):
+        z ^= z >> shift
+        z *= mult
+    z ^= z >> np.uint64(31)
+    return z
 
 
 def hash_values(arr: pa.Array, column: str | None = None) -> np.ndarray:
@@ -51,8 +53,7 @@ def hash_values(arr: pa.Array, column: str | None = None) -> np.ndarray:
     if kind == "temporal":
         arr = arr.cast(pa.int64()) if pa.types.is_timestamp(arr.type) or pa.types.is_duration(arr.type) \
             else arr.cast(pa.int64() if pa.types.is_date64(arr.type) or pa.types.is_time64(arr.type) else pa.int32())
-    x = float_values(arr)
-    x = x[~np.isnan(x)] + 0.0  # + 0.0: -0.0 becomes 0.0
+    x = present_values(arr) + 0.0  # memoized, shared with the moments of the pass; + 0.0: -0.0 becomes 0.0
     with np.errstate(over="ignore"):
         return _mix(x.view(np.uint64))
 
@@ -160,11 +161,7 @@ class FrequentItems(Analyzer):
 
     def add(self, acc: list[Any], batch: pa.RecordBatch) -> list[Any]:
         for sk, c in zip(acc, self.columns):
-            values, counts = distinct_counts(batch.column(c), c)
-            update = sk.sketch.update
-            for v, k in zip(values, counts):
-                if v is not None and not (isinstance(v, float) and np.isnan(v)):
-                    update(v if isinstance(v, str) else item_string(v), int(k))
+            sk.add_counts(*distinct_counts(batch.column(c), c))
         return acc
 
     def merge(self, accs: Sequence[list[Any]]) -> list[Any]:
@@ -211,6 +208,13 @@ class FrequentSketch:
 
     def __init__(self, sketch: Any) -> None:
         self.sketch = sketch
+
+    def add_counts(self, values: Sequence[Any], counts: Sequence[int], weight: int = 1) -> None:
+        """Count each of ``values`` ``counts`` times ``weight`` (missing values are not counted)."""
+        update = self.sketch.update
+        for v, k in zip(values, counts):
+            if v is not None and not (isinstance(v, float) and np.isnan(v)):
+                update(v if isinstance(v, str) else item_string(v), int(k) * weight)
 
     def __getstate__(self) -> bytes:
         return self.sketch.serialize()

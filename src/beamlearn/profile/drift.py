@@ -80,7 +80,7 @@ def _binned(sk: Any, cuts: list[float]) -> np.ndarray:
 
 def _numeric(ref: dict[str, Any], cur: dict[str, Any], pvalues: bool) -> dict[str, Any]:
     a, b = _kll(ref), _kll(cur)
-    n, m = ref["count"], cur["count"]  # rows, not sketched values (a compact profile sketches a sample)
+    n, m = a.n, b.n  # values sketched: a compact profile sketches a sample, and its KS noise is the sample's
     deciles = sorted(set(a.get_quantiles(list(np.arange(1, BINS) / BINS))))
     ra, rb = (_binned(sk, deciles) for sk in (a, b))
     psi, js = _psi_js(ra, rb)

@@ -324,8 +324,8 @@ def fit(pipeline: Pipeline, data: Any, *, spark: Any = None, errors: Any = "rais
                 for line in filter(None, merged[2].split("\n")) if dead is not None else ():
                     dead.add(**json.loads(line))
                     dead_count += 1
-            states = extract_states(state[1], [pickle.loads(merged[0])]) if merged and merged[1] else None
-            state, k = next_pass(state, states), k + 1  # safe loads above: this fit's own accumulators
+            states = extract_states(state[1], [pickle.loads(merged[0])]) if merged and merged[1] else None  # safe: this fit's own accumulators from its executors, never an artifact
+            state, k = next_pass(state, states), k + 1
     finally:
         if dead is not None and dead.path:
             dead.close()

@@ -124,7 +124,8 @@ def evaluate(data: Any, *, label: str, prediction: str, model: Any = None, requi
     if merged is None:
         raise SchemaError("the data has no rows to evaluate")
     analyzer, task, score = merge.analyzer(merged[0])
-    metrics = metrics_dict(analyzer.extract(pickle.loads(merged[1])), task=task, label=label, prediction=prediction,
+    accumulator = pickle.loads(merged[1])  # safe: this job's own accumulator from its executors, never an artifact
+    metrics = metrics_dict(analyzer.extract(accumulator), task=task, label=label, prediction=prediction,
                            score=score, sample_weight=opts.get("sample_weight"), slices=opts.get("slices", ()),
                            min_slice_count=opts.get("min_slice_count", 30))
     return EvaluationResult(metrics, check_gates(metrics, gates, baseline=base), base)

@@ -2,7 +2,9 @@
 1M rows of ``_data.py`` (one Parquet file), then beamlearn on 10M rows from Parquet (bounded memory), in one run.
 
 Every measurement runs in a fresh subprocess that prints its wall seconds and its resident-set high-water mark
-(``VmHWM``), both total and above the RSS after its imports.  ydata-profiling and whylogs are heavy and pin
+(``VmHWM``), both total and above the RSS after its imports.  Each tool runs ``--repeat`` times (3) and the run of
+median wall time is reported (the machines are shared: one run can be off by 50%), after the data file was read
+once untimed, so that no tool pays for a cold page cache (this machine's memory manager evicts idle files).  ydata-profiling and whylogs are heavy and pin
 conflicting versions, so they live in their own virtualenv, ``out/bench/profile-venv``, which this script creates
 on first use (``python -m venv`` + ``pip install ydata-profiling whylogs pyarrow``); they read the Parquet file
 with pandas (included in their time, as beamlearn's read is in its own).
@@ -90,6 +92,25 @@ def measure(tool: str, path: str, python: str) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def warm(path: str) -> None:
+    """Read ``path`` once (into the page cache), untimed."""
+    with open(path, "rb") as fh:
+        while fh.read(1 << 24):
+            pass
+
+
+def median_run(tool: str, path: str, python: str, repeat: int) -> dict:
+    """The run of median wall time of ``repeat`` runs (each after :func:`warm`), with every run's seconds."""
+    runs = []
+    for _ in range(repeat):
+        warm(path)
+        runs.append(measure(tool, path, python))
+        if "error" in runs[-1]:
+            return runs[-1]
+    runs.sort(key=lambda r: r["seconds"])
+    return dict(runs[len(runs) // 2], runs=[round(r["seconds"], 3) for r in runs])
+
+
 def version(python: str, module: str) -> str:
     r = subprocess.run([python, "-c", f"import {module}; print({module}.__version__)"], capture_output=True,
                        text=True, check=False)
@@ -102,6 +123,7 @@ def main() -> None:
     ap.add_argument("--big-rows", type=int, default=10_000_000)
     ap.add_argument("--quick", action="store_true", help="100k and 300k rows")
     ap.add_argument("--skip", default="", help="comma-separated: ydata, whylogs, big")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per tool; the median is reported")
     ap.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     args = ap.parse_args()
     if args.quick:
@@ -119,16 +141,17 @@ def main() -> None:
         if tool in (others[k] for k in skip if k in others):
             continue
         t = time.perf_counter()
-        results[f"{tool}@{args.rows}"] = r = measure(tool, small, sys.executable if tool.startswith("beamlearn")
-                                                     else python)
+        results[f"{tool}@{args.rows}"] = r = median_run(tool, small, sys.executable if tool.startswith("beamlearn")
+                                                        else python, args.repeat)
         print(f"{tool:18s} {args.rows:>11,} rows: " + (f"{r['seconds']:7.2f} s ({r['cpu']:6.2f} CPU s), peak RSS {r['peak_mib']:7.0f} MiB "
-              f"({r['above_mib']:6.0f} MiB above its imports)" if "error" not in r else "") + r.get("error", "")
+              f"({r['above_mib']:6.0f} MiB above its imports), runs {r['runs']}" if "error" not in r else "")
+              + r.get("error", "")
               + f"  [{time.perf_counter() - t:.0f} s with start-up]", flush=True)
     if "big" not in skip:
         big = cached_parquet(args.big_rows)
-        results[f"beamlearn@{args.big_rows}"] = r = measure("beamlearn", big, sys.executable)
+        results[f"beamlearn@{args.big_rows}"] = r = median_run("beamlearn", big, sys.executable, args.repeat)
         print(f"{'beamlearn':18s} {args.big_rows:>11,} rows: {r['seconds']:7.2f} s ({r['cpu']:6.2f} CPU s), peak RSS {r['peak_mib']:7.0f} "
-              f"MiB ({r['above_mib']:6.0f} MiB above its imports)", flush=True)
+              f"MiB ({r['above_mib']:6.0f} MiB above its imports), runs {r['runs']}", flush=True)
     base = results.get(f"beamlearn@{args.rows}", {})
     print("\nratios (other / beamlearn, same rows):")
     for tool in ("ydata-profiling", "whylogs"):

@@ -85,6 +85,15 @@ class KllSketch:
 
         self.sketch = kll_doubles_sketch.deserialize(data)
 
+    def update(self, values: np.ndarray) -> None:
+        """Feed ``values`` (float64, no NaN) to the sketch, sorted first.
+
+        The sketch's rank-error guarantee holds for any order of its input, and a sorted run makes its
+        compactions' own sorts cheap: 20-35 ns a value instead of 30-50 (numpy's sort, which releases the GIL,
+        included; ``benchmarks/bench_profile.py``)."""
+        if len(values):
+            self.sketch.update(np.sort(values))
+
 
 class Quantiles(Analyzer):
     """Quantiles of numeric columns, exact by default (two passes), or from a KLL sketch with ``approx=True``.
@@ -125,9 +134,7 @@ class Quantiles(Analyzer):
     def add(self, acc: list[KllSketch], batch: pa.RecordBatch) -> list[KllSketch]:
         for sk, c in zip(acc, self.columns):
             x = float_values(batch.column(c))
-            x = x[~np.isnan(x)]
-            if len(x):
-                sk.sketch.update(x)
+            sk.update(x[~np.isnan(x)])
         return acc
 
     def merge(self, accs: Sequence[list[KllSketch]]) -> list[KllSketch]:

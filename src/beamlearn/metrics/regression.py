@@ -129,7 +129,7 @@ class RegressionMetrics(MetricReduction):
             return acc
         b = batch.filter(pa.array(ok)) if not ok.all() else batch
         resid = float_values(b.column(self.label)) - float_values(b.column(self.prediction))
-        acc.residuals.sketch.update(np.ascontiguousarray(resid))  # type: ignore[attr-defined]
+        acc.residuals.update(resid)  # type: ignore[attr-defined]
         ae = np.abs(resid)
         for sketches, groups in zip(acc.sketches, acc.groups):  # type: ignore[attr-defined]
             keys, g = slice_codes(b, groups.columns)
@@ -138,7 +138,7 @@ class RegressionMetrics(MetricReduction):
             for key, part in zip(keys, np.split(ae[order], cuts)):
                 if key not in sketches:
                     sketches[key] = KllSketch(self.k)
-                sketches[key].sketch.update(np.ascontiguousarray(part))
+                sketches[key].update(part)
         return acc
 
     def _keep(self, rows: dict[str, Any], w: np.ndarray) -> dict[str, np.ndarray]:

@@ -254,6 +254,22 @@ def test_jsonl_dead_letters_lose_nothing(tmp_path):
     assert got.column("x").to_pylist() == [0.5, 1.5, 5.5]
     assert got.num_rows + dead.count == 6
     assert sorted(r["row"] for r in dead.records) == [2, 3, 4]
+    assert sorted(r["line"] for r in dead.records) == [3, 4, 5]  # a row is its line (1-based)
+
+
+def test_jsonl_bad_values_name_their_line_on_fit_and_transform(tmp_path):
+    import beamlearn as bl
+
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"x": 1.0}\n\n{"x": 2.0}\n{"x": "oops"}\n')  # a blank line counts
+    fitted = bl.Pipeline([bl.StandardScaler(["x"])]).fit({"x": [1.0, 2.0, 3.0]})
+    for run in (lambda errors: bl.Pipeline([bl.StandardScaler(["x"])]).fit(str(p), errors=errors),
+                lambda errors: fitted.transform(str(p), errors=errors)):
+        dead = io.DeadLetters()
+        run(dead)
+        assert [(r["row"], r["line"], r["column"]) for r in dead.records] == [(3, 4, "x")]
+        with pytest.raises(bl.errors.DataError, match=r"row 3 \(line 4\), column 'x'"):
+            run("raise")
 
 
 def test_jsonl_larger_than_an_arrow_block_loses_no_row(tmp_path):

@@ -29,6 +29,7 @@ from beamlearn.schema import (  # noqa: F401 - re-exported: imported from here
     conform,
     empty_batch,
     is_csv_source,
+    source_line,
     normalize_type,
     schema_from_bytes,
     schema_to_bytes,
@@ -42,7 +43,7 @@ DEFAULT_BATCH_SIZE = 65_536
 __all__ = [
     "DEFAULT_BATCH_SIZE", "BadRows", "to_batches", "is_file_input", "tag_batch", "batch_origin",
     "float_values", "missing_mask", "from_float", "conform", "schema_to_json", "schema_from_bytes",
-    "schema_to_bytes", "empty_batch", "tag_rows", "batch_rows", "is_csv_source", "present_values",
+    "schema_to_bytes", "empty_batch", "tag_rows", "batch_rows", "is_csv_source", "source_line", "present_values",
 ]
 
 # ---------------------------------------------------------------------------------------------- conversion

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from beamlearn.batches import batch_origin, batch_rows, is_csv_source
+from beamlearn.batches import batch_origin, batch_rows, source_line
 from beamlearn.errors import BeamlearnError
 
 __all__ = ["DeadLetters", "dead_letter_sink", "json_safe"]
@@ -50,9 +50,8 @@ class DeadLetters:
         source, _ = batch_origin(batch)
         rows = batch.take(pa.array(indices, type=pa.int64())).to_pylist() if len(indices) else []
         where = batch_rows(batch)[np.asarray(indices, dtype=np.int64)].tolist() if len(indices) else []
-        csv_like = is_csv_source(source)
         for r, rec, col, why in zip(where, rows, columns, reasons):
-            self.add(source=source, row=r, line=r + 2 if csv_like else None, column=col, reason=why, record=rec)
+            self.add(source=source, row=r, line=source_line(source, r), column=col, reason=why, record=rec)
 
     def close(self) -> None:
         """Close the file (if any); the records kept in memory stay."""

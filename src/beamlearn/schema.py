@@ -32,6 +32,7 @@ __all__ = [
     "conform",
     "empty_batch",
     "is_csv_source",
+    "source_line",
     "normalize_type",
     "schema_from_bytes",
     "schema_to_bytes",
@@ -78,6 +79,20 @@ def batch_rows(batch: pa.RecordBatch) -> np.ndarray:
 def is_csv_source(source: str | None) -> bool:
     """True for CSV/TSV file names, whose rows have line numbers (``row + 2``: one header line)."""
     return bool(source) and source.lower().endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz"))  # type: ignore
+
+
+def source_line(source: str | None, row: int) -> int | None:
+    """The 1-based line of row ``row`` (0-based) of ``source``: ``row + 2`` in CSV/TSV (a header line), ``row + 1``
+    in JSON lines (a row is its line: blank lines count), None for other sources.
+
+    >>> source_line("a.csv", 0), source_line("b.jsonl.gz", 2), source_line("c.parquet", 2)
+    (2, 3, None)
+    """
+    if is_csv_source(source):
+        return row + 2
+    if bool(source) and source.lower().endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")):  # type: ignore
+        return row + 1
+    return None
 
 
 
@@ -214,7 +229,7 @@ def conform(
                 if not collect:
                     row = int(batch_rows(batch)[idx[0]])
                     raise DataError(reason, column=field.name, source=source, row=row, value=val,
-                                    line=row + 2 if is_csv_source(source) else None)
+                                    line=source_line(source, row))
                 values = arr.take(pa.array(idx)).to_pylist()
                 for i, v in zip(idx.tolist(), values):
                     bad_rows.setdefault(i, (field.name, f"cannot cast {v!r} from {arr.type} to {typ}"))

@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from beamlearn import io, stores
 from beamlearn.analyzers import Analyzer
-from beamlearn.batches import batch_origin, batch_rows, conform, is_csv_source, is_file_input, tag_rows
+from beamlearn.batches import batch_origin, batch_rows, conform, is_file_input, source_line, tag_rows
 from beamlearn.errors import BeamlearnError, DataError, EngineError
 from beamlearn.pipeline import FitPlan, FittedPipeline, Pass, step_seeds
 from beamlearn.steps import register_step, registered_steps
@@ -106,17 +106,16 @@ def guard(fn: Callable[[pa.RecordBatch], Any], batch: pa.RecordBatch, dead: io.D
     source, _ = batch_origin(batch)
     idx = np.array([i for i, _ in bad], dtype=np.int64)
     orig = batch_rows(batch)[idx]  # conformed batches carry the source rows of the rows they kept
-    line = 2 if is_csv_source(source) else None
     if dead is None:
         i, exc = bad[0]
         raise type(exc)(exc.reason, column=exc.column, source=exc.source or source,
                         row=int(orig[0]), value=exc.value,
-                        line=None if line is None else int(orig[0]) + line) from exc
+                        line=source_line(source, int(orig[0]))) from exc
     if report:
         rows = batch.take(pa.array(idx)).to_pylist()
         for k, (_, exc) in enumerate(bad):
             dead.add(source=source, row=int(orig[k]), column=exc.column, reason=exc.reason,
-                     record=rows[k], line=None if line is None else int(orig[k]) + line)
+                     record=rows[k], line=source_line(source, int(orig[k])))
     keep = np.ones(batch.num_rows, bool)
     keep[idx] = False
     rest = batch.filter(pa.array(keep))

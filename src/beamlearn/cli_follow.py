@@ -24,6 +24,7 @@ import sys
 import threading
 from typing import Any
 
+from beamlearn import stores
 from beamlearn.errors import BeamlearnError, SpecError
 
 __all__ = ["FOLLOW_ONLY", "parse_listen", "run_follow", "sink_kind"]
@@ -77,6 +78,7 @@ def run_follow(fitted: Any, *, out: str, listen: str | None, watch: str | None, 
         raise SpecError("--listen and --watch exclude each other: follow one source (stdin when neither)")
     kind = sink_kind(out, fmt)
     if watch:
+        stores.local_only(watch, "--watch")
         if kind in ("stream", "file"):
             raise SpecError(f"--watch needs --out DIR (a folder), not {out!r}: each input's outputs are named after "
                             "it there, with the checkpoint that makes a restart process every file exactly once")
@@ -136,6 +138,8 @@ def drift_windows(fitted: Any, rows: int | None, out: str | None, quiet: bool, s
     reference = training_profile(fitted)
     if reference is None:
         raise SpecError("--drift-every: this model has no training profile (fitted by an older beamlearn); refit it")
+    if out:
+        stores.local_only(out, "--drift-out")
     fh = stack.enter_context(open(out, "w", encoding="utf-8")) if out else None  # noqa: SIM115 - the stack closes it
 
     def emit(report: dict) -> None:

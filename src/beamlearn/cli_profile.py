@@ -14,12 +14,12 @@ Exit codes: 0 fine, 1 anomalies or drift found (a gate), 2 a user mistake (one l
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Annotated
 
 import typer
 
+from beamlearn import stores
 from beamlearn.cli_common import Engine, check_extra, say, user_errors
 
 __all__ = ["drift_cmd", "profile_cmd", "schema_app", "validate_cmd"]
@@ -83,8 +83,7 @@ def profile_cmd(ctx: typer.Context,
     if out:
         paths.append(write_profile(doc, out))
     if report:
-        os.makedirs(report, exist_ok=True)
-        paths.append(write_profile(doc, os.path.join(report, "profile.json")))
+        paths.append(write_profile(doc, stores.join(stores.make_folder(report), "profile.json")))
         paths.append(write_html(render_profile(doc), report))
     say(quiet, f"profile: {doc['rows']:,} rows, {len(doc['columns']):,} columns -> {', '.join(paths)}")
 
@@ -134,8 +133,7 @@ def validate_cmd(ctx: typer.Context,
     io.expand_paths(data)
     result = validate(data, constraints, engine=engine.value, batch_size=batch_size, beam_args=beam_args)
     if report:
-        os.makedirs(report, exist_ok=True)
-        write_json(result, os.path.join(report, "validation.json"))
+        write_json(result, stores.join(stores.make_folder(report), "validation.json"))
         write_html(render_validation(result, schema), report)
     if as_json:
         print(json.dumps(result, indent=1, default=str))
@@ -197,8 +195,7 @@ def drift_cmd(ctx: typer.Context,
         cur = profile(data, engine=engine.value, batch_size=batch_size, beam_args=beam_args, **WINDOW_PARAMS)
         result = drift(ref, cur, method=method, threshold=threshold)
     if report:
-        os.makedirs(report, exist_ok=True)
-        write_json(result, os.path.join(report, "drift.json"))
+        write_json(result, stores.join(stores.make_folder(report), "drift.json"))
         write_html(render_drift(result), report)
     if as_json:
         print(json.dumps(result, indent=1, default=str))

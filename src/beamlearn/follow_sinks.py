@@ -25,7 +25,9 @@ import json
 import os
 import queue
 import re
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from typing import IO, Any
@@ -33,6 +35,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from beamlearn import stores
 from beamlearn.errors import SpecError
 from beamlearn.textio import jsonl_bytes
 
@@ -76,6 +79,8 @@ class StreamSink(Sink):
 
     def __init__(self, stream: IO[bytes] | str) -> None:
         self.own = isinstance(stream, str)
+        if isinstance(stream, str):
+            stores.local_only(stream, "--out")
         self.stream: IO[bytes] = open(stream, "wb") if isinstance(stream, str) else stream  # noqa: SIM115
         self._q: queue.Queue = queue.Queue(2)
         self._error: BaseException | None = None
@@ -126,7 +131,9 @@ _FLUSH = object()
 class RolledFiles(Sink):
     """Files of ``fmt`` (``"parquet"`` or ``"jsonl"``) in ``folder``, a new one after ``roll_rows`` rows or
     ``roll_seconds`` seconds (or when the columns change), each renamed into place when complete.  Names are
-    ``<prefix>-<seq>.<ext>``; the default prefix is ``part-<UTC start time>-<pid>``."""
+    ``<prefix>-<seq>.<ext>``; the default prefix is ``part-<UTC start time>-<pid>``.  ``folder`` may be a store
+    URI (``s3://bucket/out/``): each file is written in a local temporary folder and uploaded when complete (an
+    object appears whole or not at all), then deleted here."""
 
     def __init__(self, folder: str, fmt: str = "parquet", *, roll_rows: int = 1_000_000,
                  roll_seconds: float = 60.0, prefix: str | None = None, durable: bool = False) -> None:
@@ -134,6 +141,11 @@ class RolledFiles(Sink):
             raise SpecError(f"output format {fmt!r} is not one of " + ", ".join(FORMATS))
         if roll_rows < 1 or roll_seconds <= 0:
             raise SpecError(f"roll_rows must be >= 1 and roll_seconds > 0, got {roll_rows} and {roll_seconds}")
+        self.remote = folder if stores.is_uri(folder) else None
+        if self.remote is not None:
+            if durable:
+                stores.local_only(folder, "--out")  # a checkpointed folder renames and lists its files
+            folder = tempfile.mkdtemp(prefix="beamlearn-follow-")
         os.makedirs(folder, exist_ok=True)
         self.folder, self.fmt, self.roll_rows, self.roll_seconds = folder, fmt, roll_rows, roll_seconds
         self.prefix = prefix or time.strftime("part-%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}"
@@ -188,6 +200,9 @@ class RolledFiles(Sink):
             os.fsync(self._fh.fileno())
         self._fh.close()
         os.replace(self._temp(), self._final())
+        if self.remote is not None:
+            stores.upload(self._final(), stores.join(self.remote, os.path.basename(self._final())))
+            os.unlink(self._final())
         if self.durable:  # the outputs of the input file in progress, for its checkpoint entry
             self.written.append(os.path.basename(self._final()))
         self._fh = self._writer = None
@@ -206,6 +221,8 @@ class RolledFiles(Sink):
 
     def close(self) -> None:
         self.roll()
+        if self.remote is not None:  # every file is uploaded: the local staging folder goes
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class FileOutputs(RolledFiles):
@@ -285,7 +302,7 @@ class DeadLetterFile:
 
     def __init__(self, path: str | None) -> None:
         self.path, self.count = path, 0
-        self._fh = open(path, "ab") if path else None  # noqa: SIM115
+        self._fh = open(stores.local_only(path, "--errors"), "ab") if path else None  # noqa: SIM115
 
     def write(self, records: list[dict[str, Any]]) -> None:
         """Append these dead letters (dicts as :class:`~beamlearn.deadletters.DeadLetters` keeps them)."""

@@ -70,6 +70,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from beamlearn import stores
 from beamlearn.batches import DEFAULT_BATCH_SIZE
 from beamlearn.errors import SpecError
 from beamlearn.metrics.evaluate import EvaluationResult
@@ -116,13 +117,23 @@ class RunResult:
 
 
 # ---------------------------------------------------------------------------------------------- spec
+def _resolve(path: str, base: str) -> str:
+    """``path`` of a spec, relative to the spec's folder ``base`` (a store URI as it is)."""
+    if stores.is_uri(path):
+        return path
+    return os.path.normpath(path if os.path.isabs(path) else os.path.join(base, path))
+
+
 def _resolve_data(entry: Any, base: str, source: str) -> list[str]:
     items = [entry] if isinstance(entry, str) else entry
     if not isinstance(items, list) or not items or not all(isinstance(p, str) for p in items):
         raise SpecError(f"{source}: data: expected a path, a glob or a list of them (relative to the spec file)")
     out = []
     for p in items:
-        full = os.path.normpath(p if os.path.isabs(p) else os.path.join(base, p))
+        if stores.is_uri(p):  # a store's files or a database table: checked when read
+            out.append(p)
+            continue
+        full = _resolve(p, base)
         if not (glob.has_magic(full) and glob.glob(full)) and not os.path.exists(full):
             raise SpecError(f"{source}: data: no such file or directory: {p!r} (looked for {full})")
         out.append(full)
@@ -197,7 +208,7 @@ def read_run_spec(path: str) -> tuple[Spec, RunConfig]:
         raise SpecError(f"{source}: output: expected a directory path")
     return spec, RunConfig(_resolve_data(c["data"], base, source), split,
                            _validate_evaluate(c.get("evaluate"), source),
-                           os.path.normpath(output if os.path.isabs(output) else os.path.join(base, output)),
+                           _resolve(output, base),
                            _validate_section(c.get("validate"), base, source))
 
 
@@ -209,7 +220,7 @@ def _validate_section(entry: Any, base: str, source: str) -> dict[str, Any] | No
         raise SpecError(f"{source}: validate: expected {{schema: schema.yaml}} (from `beamlearn schema infer`)")
     from beamlearn.profile.validate import read_schema
 
-    path = os.path.normpath(entry["schema"] if os.path.isabs(entry["schema"]) else os.path.join(base, entry["schema"]))
+    path = _resolve(entry["schema"], base)
     try:
         return {"path": path, "schema": read_schema(path)}
     except SpecError as exc:
@@ -422,8 +433,7 @@ def run(spec_path: str, *, engine: str = "local", beam_args: list[str] | None = 
     # (informative), while the model predicts with the train-chosen one recorded here
     result.metrics["run"] = info
     fitted.lineage["run"] = {**info, "test_metrics": headline, "gates": [g.to_dict() for g in result.gates]}
-    os.makedirs(out_dir, exist_ok=True)
-    model_path = os.path.join(out_dir, "model.blm")
+    model_path = stores.join(stores.make_folder(out_dir), "model.blm")
     fitted.save(model_path)
     report = result.write_report(out_dir)
     seconds["total"] = time.perf_counter() - t0

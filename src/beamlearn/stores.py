@@ -35,7 +35,7 @@ import pyarrow.fs as pafs
 from beamlearn.errors import DataError
 
 __all__ = ["is_uri", "redact", "filesystem", "expand", "open_input", "exists", "read_bytes", "write_bytes",
-           "upload", "download", "size"]
+           "upload", "download", "size", "join", "make_folder", "local_only"]
 
 _SECRET_PARAMS = re.compile(r"(?i)([?&](?:password|passwd|pwd|secret|token|key|sig|signature|"
                             r"access_key|secret_key|sas|credential)[^=&]*=)([^&#]*)")
@@ -252,6 +252,37 @@ def write_bytes(uri: str, data: bytes) -> None:
         _publish(fs, tmp, path)
     except OSError as exc:
         raise failure(uri, exc, "cannot write") from None
+
+
+def join(base: str, *names: str) -> str:
+    """``names`` under the folder ``base``: a local path (:func:`os.path.join`) or a URI (joined with ``/``).
+
+    >>> join("s3://b/out/", "model.blm"), join("out", "validation", "report.html")
+    ('s3://b/out/model.blm', 'out/validation/report.html')
+    """
+    if not is_uri(base):
+        return os.path.join(base, *names)
+    return "/".join([base.rstrip("/"), *(n.strip("/") for n in names)])
+
+
+def make_folder(folder: str) -> str:
+    """Create the local folder ``folder`` (and its parents); a store URI needs nothing (an object store has no
+    folders: its objects are named by their full path).  Returns ``folder``."""
+    if not is_uri(folder):
+        os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def local_only(path: str, what: str) -> str:
+    """``path``, or a :class:`~beamlearn.errors.SpecError` naming ``what`` when ``path`` is a store URI: for the
+    few outputs that are appended to or renamed in place (a checkpoint, a growing JSON-lines file), which an
+    object store cannot do."""
+    if is_uri(path):
+        from beamlearn.errors import SpecError
+
+        raise SpecError(f"{what} {redact(path)}: this output is written in place as it grows, so it must be a "
+                        "local path (write it locally, then copy it to the store)")
+    return path
 
 
 def _quiet() -> Any:

@@ -211,3 +211,68 @@ def test_a_write_that_fails_midway_leaves_no_object(bucket):
             io.write_batches(failing(), target)
     assert io.expand_paths("s3://bkt/atomic/") == ["s3://bkt/atomic/out.parquet"]
     assert _rows(io.read("s3://bkt/atomic/out.parquet")).column("a").to_pylist() == [1]  # the old one, whole
+
+
+RUN_SPEC = """\
+name: s3-run
+data: s3://bkt/parts/*.parquet
+split: {by: hash, test_fraction: 0.25, seed: 1}
+steps:
+  - step: SimpleImputer
+    columns: [y]
+model: {step: LinearRegression, features: [x], label: y}
+evaluate: {require: ["r2>=-10"]}
+output: s3://bkt/runs/r1/
+"""
+
+
+def test_reports_and_run_outputs_go_to_the_store(bucket, tmp_path, monkeypatch, capsys):
+    """Every folder of reports takes a store URI: its files become objects there (no local folder named
+    ``s3:``); outputs written in place as they grow (a checkpoint, a dead-letter file) say they must be local."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "profile", "s3://bkt/parts/", "--report", "s3://bkt/rep/")
+    assert code == 0, err
+    assert "s3://bkt/rep/profile.json" in out and "s3://bkt/rep/report.html" in out
+    assert json.loads(stores.read_bytes("s3://bkt/rep/profile.json"))["rows"] == 2000 + 2500 + 3000
+    assert b"<html" in stores.read_bytes("s3://bkt/rep/report.html")[:200].lower()
+    code, out, err = run(capsys, "drift", "s3://bkt/rep/profile.json", "--data", "s3://bkt/parts/part-0.parquet",
+                         "--report", "s3://bkt/drift/")
+    assert code in (0, 1), err
+    assert json.loads(stores.read_bytes("s3://bkt/drift/drift.json"))["compared"] == 3
+    code, out, err = run(capsys, "schema", "infer", "s3://bkt/parts/")
+    assert code == 0, err
+    stores.write_bytes("s3://bkt/schema.yaml", out.encode())
+    code, out, err = run(capsys, "validate", "s3://bkt/parts/", "--schema", "s3://bkt/schema.yaml", "--report",
+                         "s3://bkt/val/")
+    assert code == 0, err + out
+    assert json.loads(stores.read_bytes("s3://bkt/val/validation.json"))["passed"]
+    (tmp_path / "run.yaml").write_text(RUN_SPEC)
+    code, out, err = run(capsys, "run", "run.yaml")
+    assert code == 0, err
+    assert sorted(stores.expand("s3://bkt/runs/r1/*", ())) == [
+        "s3://bkt/runs/r1/metrics.json", "s3://bkt/runs/r1/model.blm", "s3://bkt/runs/r1/report.html"]
+    model = bl.load("s3://bkt/runs/r1/model.blm")
+    assert model.lineage["run"]["rows_train"] + model.lineage["run"]["rows_test"] == 7500
+    code, out, err = run(capsys, "drift", "s3://bkt/runs/r1/model.blm", "--data", "s3://bkt/parts/part-1.parquet")
+    assert code in (0, 1) and "Traceback" not in err, err
+    assert not (tmp_path / "s3:").exists()
+    for argv in (["--watch", str(tmp_path), "--out", "s3://bkt/follow/"],
+                 ["--out", "s3://bkt/follow/", "--errors", "s3://bkt/dead.jsonl"],
+                 ["--out", "s3://bkt/one.jsonl"]):
+        code, out, err = run(capsys, "transform", "s3://bkt/runs/r1/model.blm", "--follow", *argv)
+        assert code == 2 and "must be a local path" in err and "Traceback" not in err, (argv, err)
+
+
+def test_follow_rolls_files_into_the_store(bucket):
+    from beamlearn.follow_sinks import RolledFiles
+
+    sink = RolledFiles("s3://bkt/rolled/", "parquet", roll_rows=1000, prefix="p")
+    staging = sink.folder
+    t = _table(2500, 7)
+    for b in t.to_batches(max_chunksize=600):
+        sink.write(b)
+    sink.close()
+    names = sorted(stores.expand("s3://bkt/rolled/", (".parquet",)))
+    assert names == [f"s3://bkt/rolled/p-0000{i}.parquet" for i in range(3)]
+    got = pa.Table.from_batches([b.replace_schema_metadata(None) for b in io.read(names)])
+    assert got.equals(t.replace_schema_metadata(None)) and not __import__("os").path.exists(staging)

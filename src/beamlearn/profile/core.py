@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -196,19 +195,27 @@ def write_profile(doc: dict[str, Any], path: str) -> str:
 def read_profile(path: str) -> dict[str, Any]:
     """A reference profile from ``path``: a ``profile.json``, or a fitted model artifact (its training profile,
     recorded by every fit in the artifact's lineage)."""
-    if not os.path.exists(path):
+    from beamlearn import stores
+
+    if stores.is_uri(path):
+        data = stores.read_bytes(path)  # a DataError naming the (redacted) URI when it cannot be read
+        shown = stores.redact(path)
+    elif not os.path.exists(path):
         raise DataError(f"{path}: no such file")
-    if zipfile.is_zipfile(path):
+    else:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        shown = path
+    if data[:4] == b"PK\x03\x04":  # a zip: a model artifact
         from beamlearn.artifact import load
 
-        doc = training_profile(load(path), source=path)
+        doc = training_profile(load(path), source=shown)  # load names the file in its errors
         if doc is None:
             raise DataError(f"{path}: this model artifact has no training profile (fitted by an older beamlearn); "
                             "refit it, or pass a profile.json made with `beamlearn profile`")
         return doc
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
+        doc = json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a profile.json nor a model artifact ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != PROFILE_FORMAT:

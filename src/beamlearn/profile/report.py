@@ -6,7 +6,6 @@ plots the page has and how many the browser rendered), which the headless-browse
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -161,8 +160,9 @@ def write_json(obj: Any, path: str) -> str:
 
 
 def write_html(html_text: str, directory: str) -> str:
-    """Write ``report.html`` into ``directory`` (created), atomically; returns its path."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, "report.html")
+    """Write ``report.html`` into ``directory`` (created; may be a store URI), atomically; returns its path."""
+    from beamlearn import stores
+
+    path = stores.join(stores.make_folder(directory), "report.html")
     atomic_write(path, html_text.encode("utf-8"))
     return path

@@ -111,9 +111,14 @@ def read_schema(path: str) -> dict[str, Any]:
     """Read and check a ``schema.yaml``."""
     import yaml
 
+    from beamlearn import stores
+
     try:
-        with open(path, encoding="utf-8") as fh:
-            content = yaml.safe_load(fh)
+        if stores.is_uri(path):
+            content = yaml.safe_load(stores.read_bytes(path).decode("utf-8"))
+        else:
+            with open(path, encoding="utf-8") as fh:
+                content = yaml.safe_load(fh)
     except OSError as exc:
         raise SpecError(f"{path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
@@ -330,15 +335,13 @@ def check_before_run(paths: Sequence[str], section: dict[str, Any], out_dir: str
                      batch_size: int = DEFAULT_BATCH_SIZE, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Validate a run's data (a run spec's ``validate:`` section, read by :mod:`beamlearn.run`); on anomalies
     write ``OUT/validation/{validation.json, report.html}`` and raise :class:`AnomaliesFound`."""
-    import os
-
+    from beamlearn import stores
     from beamlearn.profile.report import render_validation, write_html, write_json
 
     result = validate(list(paths), section["schema"], engine=engine, batch_size=batch_size, beam_args=beam_args)
     if not result["passed"]:
-        where = os.path.join(out_dir, "validation")
-        os.makedirs(where, exist_ok=True)
-        write_json(result, os.path.join(where, "validation.json"))
+        where = stores.make_folder(stores.join(out_dir, "validation"))
+        write_json(result, stores.join(where, "validation.json"))
         write_html(render_validation(result, section["path"]), where)
         first = result["anomalies"][0]
         raise AnomaliesFound(f"validate: {len(result['anomalies'])} anomalies in the data against "

@@ -38,7 +38,13 @@ _REGRESSION = ("mae", "mse", "rmse", "r2", "mape", "median_absolute_error")
 
 
 def atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
+    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then a rename; a store URI:
+    :func:`beamlearn.stores.write_bytes`, an object appearing whole or not at all)."""
+    from beamlearn import stores
+
+    if stores.is_uri(path):
+        stores.write_bytes(path, data)
+        return
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -52,9 +58,12 @@ def atomic_write(path: str, data: bytes) -> None:
 
 def write_report(result: Any, directory: str) -> dict[str, str]:
     """Write ``metrics.json`` and ``report.html`` for an :class:`~beamlearn.metrics.EvaluationResult` into
-    ``directory`` (created if needed; each file written atomically).  Returns ``{"json": ..., "html": ...}``."""
-    os.makedirs(directory, exist_ok=True)
-    paths = {"json": os.path.join(directory, "metrics.json"), "html": os.path.join(directory, "report.html")}
+    ``directory`` (created if needed; a store URI too; each file written atomically).  Returns ``{"json": ...,
+    "html": ...}``."""
+    from beamlearn import stores
+
+    stores.make_folder(directory)
+    paths = {"json": stores.join(directory, "metrics.json"), "html": stores.join(directory, "report.html")}
     atomic_write(paths["json"], (result.to_json() + "\n").encode("utf-8"))
     atomic_write(paths["html"], render_html(result.to_dict()).encode("utf-8"))
     return paths

@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE", "BadRows", "to_batches", "is_file_input", "tag_batch", "batch_origin",
     "float_values", "missing_mask", "from_float", "conform", "schema_to_json", "schema_from_bytes",
     "schema_to_bytes", "empty_batch", "tag_rows", "batch_rows", "is_csv_source", "source_line", "present_values",
+    "to_float64",
 ]
 
 # ---------------------------------------------------------------------------------------------- conversion
@@ -255,13 +256,24 @@ def missing_mask(arr: pa.Array) -> np.ndarray:
     return mask.to_numpy(zero_copy_only=False)
 
 
+def to_float64(arr: pa.Array) -> pa.Array:
+    """``arr`` (numeric, boolean or null) cast to float64, integers beyond 2**53 rounded to the nearest double
+    as numpy's ``astype``, scikit-learn and the record path (Python's ``float``) round them (Arrow's safe cast
+    would refuse them).
+
+    >>> to_float64(pa.array([2**53 + 1, None])).to_pylist()
+    [9007199254740992.0, None]
+    """
+    return arr if arr.type == pa.float64() else pc.cast(arr, pa.float64(), safe=False)
+
+
 def float_values(arr: pa.Array) -> np.ndarray:
     """The column as a float64 numpy array with NaN for every missing value (zero-copy when possible)."""
     if not pa.types.is_floating(arr.type) or arr.type != pa.float64():
         if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type)
                 or pa.types.is_null(arr.type) or pa.types.is_decimal(arr.type)):
             raise SchemaError(f"expected a numeric column, got {arr.type}")
-        arr = pc.cast(arr, pa.float64())
+        arr = to_float64(arr)
     if arr.null_count:
         arr = arr.fill_null(np.nan)
     return arr.to_numpy(zero_copy_only=False)
@@ -325,7 +337,7 @@ def _raw_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
     if arr.type != pa.float64():
         if column_kind(arr.type) not in ("numeric", "boolean") and not pa.types.is_null(arr.type):
             raise SchemaError(f"expected a numeric column, got {arr.type}")
-        arr = pc.cast(arr, pa.float64())
+        arr = to_float64(arr)
     n = len(arr)
     buf = arr.buffers()[1]
     x = np.frombuffer(buf, dtype=np.float64, count=n, offset=arr.offset * 8) if buf is not None else np.zeros(n)

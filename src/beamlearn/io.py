@@ -40,6 +40,7 @@ from beamlearn.batches import (
     tag_batch,
     tag_rows,
     to_batches,
+    to_float64,
 )
 from beamlearn.deadletters import DeadLetters, dead_letter_sink, json_safe  # noqa: F401 - re-exported
 from beamlearn.errors import DataError, SchemaError
@@ -355,6 +356,6 @@ def table_to_numpy(table: pa.Table) -> np.ndarray:
         return np.zeros((table.num_rows, 0))
     out = np.empty((table.num_rows, table.num_columns), dtype=np.float64, order="F")
     for j, col in enumerate(table.columns):
-        out[:, j] = pc.cast(col, pa.float64()).to_numpy().astype(np.float64) if col.null_count == 0 else \
-            pc.cast(col, pa.float64()).fill_null(np.nan).to_numpy()
+        col = pa.chunked_array([to_float64(c) for c in col.chunks], type=pa.float64())
+        out[:, j] = col.to_numpy() if col.null_count == 0 else col.fill_null(np.nan).to_numpy()
     return out

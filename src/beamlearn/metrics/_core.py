@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beamlearn.batches import column_kind
+from beamlearn.batches import column_kind, to_float64
 
 __all__ = ["MISSING_CODE", "Groups", "chan_merge", "class_codes", "poisson_weights", "row_hash", "slice_codes"]
 
@@ -62,7 +62,7 @@ def value_codes(arr: pa.Array) -> np.ndarray:
         arr = arr.combine_chunks()
     kind = column_kind(arr.type)
     if kind in ("numeric", "boolean") or pa.types.is_null(arr.type):
-        x = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
+        x = to_float64(arr).to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
         miss = np.isnan(x)
         if arr.null_count:
             miss |= arr.is_null().to_numpy(zero_copy_only=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 
 import numpy as np
@@ -89,6 +90,20 @@ def test_log1p_and_clip_on_random_values(xs, lo, width, batch):
     np.testing.assert_array_equal(values_of(out, "b"), np.clip(x, -np.inf if lo is None else lo,
                                                                np.inf if hi is None else hi))
     assert_serving_consistent(f, t)
+
+
+def test_clip_keeps_numpys_signed_zeros_on_the_record_path_too():
+    # np.clip(-0.0, 0.0, 1.0) is -0.0 and np.clip(0.0, -0.0, 1.0) is 0.0: a bound replaces a value only when the
+    # value is strictly beyond it; transform_one once gave 0.0 for the first (max() semantics)
+    xs = [-0.0, 0.0, -0.0, 0.0, 2.0, float("nan"), None]
+    for lo, hi in ((0.0, 1.0), (-0.0, 1.0), (-1.0, 0.0), (-1.0, -0.0)):
+        f = bl.Pipeline([bl.Clip(["b"], lower=lo, upper=hi)]).fit({"b": [0.5]})
+        batch = f.transform(pa.table({"b": pa.array(xs, pa.float64())})).column("b").to_pylist()
+        rows = [f.transform_one({"b": v})["b"] for v in xs]
+        want = np.clip(np.array([np.nan if v is None else v for v in xs]), lo, hi)
+        bits = lambda vs: [None if v is None else np.float64(v).tobytes() for v in vs]  # noqa: E731
+        assert bits(batch[:5]) == bits(rows[:5]) == bits(want[:5]), (lo, hi)
+        assert math.isnan(batch[5]) and batch[6] is None and rows[5] is None and rows[6] is None  # missing stays
 
 
 @pytest.mark.parametrize("kw,match", [({"lower": 2.0, "upper": 1.0}, "column 'x'"),

@@ -207,9 +207,9 @@ class Clip(_Numeric):
     def _scalar(self, i: int) -> Callable[[float], float]:
         lo, hi = self._bounds("lower")[i], self._bounds("upper")[i]
 
-        def clip(v: float) -> float:  # numpy's rule: min(max(v, lo), hi) with max(a, b) = a if a > b else b
-            v = v if v > lo else lo  # noqa: FURB136 - numpy's exact rule (max() differs on signed zeros)
-            return v if v < hi else hi  # noqa: FURB136
+        def clip(v: float) -> float:  # numpy.clip's rule, signed zeros included: a bound replaces v only when
+            v = lo if v < lo else v  # noqa: FURB136 - v is strictly beyond it (np.clip(-0.0, 0.0, 1) is -0.0;
+            return hi if v > hi else v  # noqa: FURB136 - max() and min() differ there)
 
         return clip
 

@@ -18,6 +18,11 @@ The same pipeline on both:
   (two passes: the scaler reads the imputer's output); ``beamlearn.spark.fit`` / ``transform``, its output
   both as 208 Spark columns (``transform``) and as MLlib's shape, one sparse ``VectorUDT`` column
   (``transform_vector``: ``transform(..., output="vector")``).
+- the same ``transform`` forced into Python tasks (``compiled=False``: ``mapInArrow``, the path before the
+  transform compiled to Spark SQL), both shapes: ``python_transform`` and ``python_transform_vector``.
+- two floors on the same cached DataFrame: ``floor_spark_scan`` (``df.write.format("noop")``: Spark alone, no
+  transform) and ``floor_identity_mapinarrow`` (an identity ``mapInArrow``: the JVM -> Python -> JVM Arrow hop
+  alone, the ceiling of any transform run in Python tasks).
 - MLlib: ``Imputer(num)``, ``StringIndexer(str, handleInvalid="keep") -> OneHotEncoder``, ``VectorAssembler``
   of the imputed numbers -> ``StandardScaler(withMean=True)``; ``Pipeline.fit`` / ``model.transform``.
 
@@ -89,6 +94,11 @@ def measure(spark: Any, n: int) -> dict[str, float]:
     out["beamlearn_fit"], fitted = timed(lambda: bls.fit(pipeline(), df))
     out["beamlearn_transform"], _ = timed(lambda: force(bls.transform(fitted, df)))
     out["beamlearn_transform_vector"], _ = timed(lambda: force(bls.transform(fitted, df, output="vector")))
+    out["python_transform"], _ = timed(lambda: force(bls.transform(fitted, df, compiled=False)))
+    out["python_transform_vector"], _ = timed(lambda: force(bls.transform(fitted, df, output="vector",
+                                                                          compiled=False)))
+    out["floor_spark_scan"], _ = timed(lambda: force(df))
+    out["floor_identity_mapinarrow"], _ = timed(lambda: force(df.mapInArrow(_identity, df.schema)))
     out["mllib_fit"], model = timed(lambda: mllib().fit(df))
     out["mllib_transform"], _ = timed(lambda: force(model.transform(df)))
     df.unpersist()
@@ -97,6 +107,10 @@ def measure(spark: Any, n: int) -> dict[str, float]:
     out["local_fit"], local = timed(lambda: engine.fit(pipeline(), table))
     out["local_transform"], _ = timed(lambda: sum(b.num_rows for b in engine.transform(local, table)))
     return out
+
+
+def _identity(batches: Any) -> Any:
+    yield from batches
 
 
 def split(small: tuple[int, float], big: tuple[int, float]) -> dict[str, Any]:
@@ -144,6 +158,13 @@ def main() -> None:
                   f" (beamlearn x2 cores / local per core: {(rate or 0) / 2 / local if local else 0:.2f}); fixed "
                   f"beamlearn {sp[f'beamlearn_{kind}'][n]['fixed_s']:.2f} s, MLlib "
                   f"{sp[f'mllib_{base}'][n]['fixed_s']:.2f} s")
+        local = results["split"]["local_transform"][n]["marginal_rows_s"] or 0
+        for what in ("beamlearn_transform", "beamlearn_transform_vector", "python_transform",
+                     "python_transform_vector", "mllib_transform", "floor_spark_scan", "floor_identity_mapinarrow"):
+            rate = results["split"][what][n]["marginal_rows_s"] or 0
+            print(f"  {n:>11,} {what:26s} {secs[n][what]:6.2f} s  marginal {rate:>12,} rows/s  "
+                  f"rate / 2 cores / local per core {rate / 2 / local if local else 0:5.2f}  fixed "
+                  f"{results['split'][what][n]['fixed_s']:.2f} s")
     if opts.json:
         with open(opts.json, "w") as fh:
             json.dump(results, fh, indent=1)

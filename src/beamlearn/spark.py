@@ -20,9 +20,16 @@ Examples
 ['DEAD_LETTER_COLUMNS', 'evaluate', 'fit']
 """
 
-from beamlearn.engines.spark import DEAD_LETTER_COLUMNS, fit, run_action, session, spark_data, transform
+from beamlearn.engines.spark import DEAD_LETTER_COLUMNS, fit, run_action, session, spark_data
 from beamlearn.engines.spark_eval import evaluate
-from beamlearn.engines.spark_jobs import parse_spark_args, run_evaluate, run_fit, run_transform, standalone_cluster
+from beamlearn.engines.spark_jobs import (
+           parse_spark_args,
+           run_evaluate,
+           run_fit,
+           run_transform,
+           standalone_cluster,
+)
+from beamlearn.engines.spark_transform import compile_reasons, transform
 
-__all__ = ["DEAD_LETTER_COLUMNS", "evaluate", "fit", "parse_spark_args", "run_action", "run_evaluate", "run_fit",
-           "run_transform", "session", "spark_data", "standalone_cluster", "transform"]
+__all__ = ["DEAD_LETTER_COLUMNS", "compile_reasons", "evaluate", "fit", "parse_spark_args", "run_action",
+           "run_evaluate", "run_fit", "run_transform", "session", "spark_data", "standalone_cluster", "transform"]

@@ -8,6 +8,7 @@
     fitted = bls.fit(bl.Pipeline([bl.SimpleImputer(num), bl.StandardScaler(num)]), df)
     out = bls.transform(fitted, df)                      # a lazy Spark DataFrame
     out, dead = bls.transform(fitted, df, with_errors=True)
+    bls.compile_reasons(fitted, df)                      # [] when the transform runs as Spark SQL (no Python)
     result = bls.evaluate(df, model=fitted, label="y", prediction="prediction")
 
 :func:`run_fit`, :func:`run_transform` and :func:`run_evaluate` run whole jobs over files (the CLI's

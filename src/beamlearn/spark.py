@@ -18,7 +18,7 @@ Examples
 --------
 >>> from beamlearn import spark as bls
 >>> sorted(bls.__all__)[:3]
-['DEAD_LETTER_COLUMNS', 'evaluate', 'fit']
+['DEAD_LETTER_COLUMNS', 'compile_reasons', 'evaluate']
 """
 
 from beamlearn.engines.spark import DEAD_LETTER_COLUMNS, fit, run_action, session, spark_data

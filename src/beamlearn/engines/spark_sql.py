@@ -67,29 +67,42 @@ def register_converter(*types: type) -> Callable[[Converter], Converter]:
     return decorate
 
 
-def _name(c: str) -> Any:
-    from pyspark.sql import functions as F
+def _name(c: str) -> str:
+    """A column name as SQL."""
+    return "`" + c.replace("`", "``") + "`"
 
-    return F.col("`" + c.replace("`", "``") + "`")
+
+def _lit(v: Any) -> str:
+    """A value as an exact SQL literal: doubles by their shortest repr (round-trips), strings as UTF-8 bytes
+    (whatever the parser's escaping)."""
+    v = v.item() if isinstance(v, np.generic) else v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return f"CAST('{'NaN' if math.isnan(v) else 'Infinity' if v > 0 else '-Infinity'}' AS DOUBLE)"
+        return f"({v!r}D)"
+    if isinstance(v, int):
+        return f"({v}L)"
+    if isinstance(v, str):
+        return f"CAST(X'{v.encode('utf-8').hex()}' AS STRING)"
+    raise TypeError(f"no SQL literal for {v!r}")
 
 
-def _lit(v: Any) -> Any:
-    from pyspark.sql import functions as F
-
-    return F.lit(float(v)) if isinstance(v, (float, np.floating)) else F.lit(v.item() if isinstance(v, np.generic)
-                                                                              else v)
+def _isin(x: str, values: list[Any]) -> str:
+    return f"({x} IN ({', '.join(_lit(v) for v in values)}))" if values else "false"
 
 
 class Columns:
-    """The columns between two steps: name -> (Spark Column, the local engine's Arrow type of it), and the
+    """The columns between two steps: name -> (SQL expression, the local engine's Arrow type of it), and the
     unknown-value checks of the step being converted."""
 
     def __init__(self, types: dict[str, pa.DataType]) -> None:
         self.cols = {c: (_name(c), t) for c, t in types.items()}
-        self.checks: list[Any] = []  # string Columns: the message tail of a bad value, else null
-        self.pre: dict[str, Any] = {}  # columns computed in a projection before the step's own
+        self.checks: list[str] = []  # string SQL: the message tail of a bad value, else null
+        self.pre: dict[str, str] = {}  # columns computed in a projection before the step's own
 
-    def value(self, c: str) -> Any:
+    def value(self, c: str) -> str:
         """The column as it is."""
         return self.cols[c][0]
 
@@ -97,42 +110,35 @@ class Columns:
         """``numeric``, ``boolean``, ``string``... (:func:`~beamlearn.batches.column_kind`)."""
         return column_kind(self.cols[c][1])
 
-    def floating(self, c: str) -> bool:
-        """Whether the column holds floats (whose NaN is missing)."""
-        return pa.types.is_floating(self.cols[c][1])
-
-    def double(self, c: str) -> Any:
+    def double(self, c: str) -> str:
         """The column as float64 (numpy's cast of integers and booleans)."""
         x, t = self.cols[c]
-        return x if t == pa.float64() else x.cast("double")
+        return x if t == pa.float64() else f"CAST({x} AS DOUBLE)"
 
-    def missing(self, c: str) -> Any:
+    def missing(self, c: str) -> str:
         """True where the value is null, or NaN in a float column."""
-        from pyspark.sql import functions as F
+        x, t = self.cols[c]
+        return f"({x} IS NULL OR isnan({x}))" if pa.types.is_floating(t) else f"({x} IS NULL)"
 
-        x = self.value(c)
-        return (x.isNull() | F.isnan(x)) if self.floating(c) else x.isNull()
-
-    def before(self, name: str, col: Any) -> Any:
-        """``col`` computed once per row in a projection before the step's (Spark would otherwise inline an
+    def before(self, name: str, sql: str) -> str:
+        """``sql`` computed once per row in a projection before the step's (Spark would otherwise inline an
         expression into every output that reads it); returns the column that reads it."""
-        self.pre[name] = col
+        self.pre[name] = sql
         return _name(name)
 
-    def replace(self, inputs: list[str], outputs: list[tuple[str, Any, pa.DataType]]) -> None:
+    def replace(self, inputs: list[str], outputs: list[tuple[str, str, pa.DataType]]) -> None:
         """``inputs`` removed (those present), ``outputs`` added."""
         for c in inputs:
             self.cols.pop(c, None)
-        for name, col, typ in outputs:
-            self.cols[name] = (col, typ)
+        for name, sql, typ in outputs:
+            self.cols[name] = (sql, typ)
 
 
 # ---------------------------------------------------------------------------------------------- converters
-def _clip(y: Any, lo: float, hi: float) -> Any:
+def _clip(y: str, lo: float, hi: float) -> str:
     """numpy's clip: ``lo if y < lo else y``, then ``hi if y > hi else y``; NaN and null stay."""
-    from pyspark.sql import functions as F
-
-    return F.when(F.isnan(y), y).when(y < _lit(lo), _lit(lo)).when(y > _lit(hi), _lit(hi)).otherwise(y)
+    return (f"(CASE WHEN isnan({y}) THEN {y} WHEN {y} < {_lit(lo)} THEN {_lit(lo)} WHEN {y} > {_lit(hi)} "
+            f"THEN {_lit(hi)} ELSE {y} END)")
 
 
 @register_converter(StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler)
@@ -140,10 +146,10 @@ def _affine(step: Step, state: dict[str, Any], cols: Columns) -> str | None:
     a = step.affine(state)  # type: ignore[attr-defined]
     outputs = []
     for i, c in enumerate(step.input_columns()):
-        y = cols.double(c) - _lit(a.offset[i])
-        y = y / _lit(a.scale[i]) if a.divide else y * _lit(a.scale[i])
+        y = f"({cols.double(c)} - {_lit(float(a.offset[i]))})"
+        y = f"({y} {'/' if a.divide else '*'} {_lit(float(a.scale[i]))})"
         if a.shift is not None:
-            y = y + _lit(a.shift[i])
+            y = f"({y} + {_lit(float(a.shift[i]))})"
         if a.clip is not None:
             y = _clip(y, float(a.clip[0]), float(a.clip[1]))
         outputs.append((c, y, pa.float64()))
@@ -154,8 +160,9 @@ def _affine(step: Step, state: dict[str, Any], cols: Columns) -> str | None:
 @register_converter(Clip)
 def _clip_step(step: Clip, state: dict[str, Any], cols: Columns) -> str | None:
     bounds = step.describe(state)  # the parsed bounds: {column: {"lower": lo, "upper": hi}}
-    cols.replace(step.input_columns(), [(c, _clip(cols.double(c), bounds[c]["lower"], bounds[c]["upper"]),
-                                         pa.float64()) for c in step.input_columns()])
+    cols.replace(step.input_columns(), [(c, _clip(cols.double(c), float(bounds[c]["lower"]),
+                                                  float(bounds[c]["upper"])), pa.float64())
+                                        for c in step.input_columns()])
     return None
 
 
@@ -167,8 +174,6 @@ def _drop(step: Drop, state: dict[str, Any], cols: Columns) -> str | None:
 
 @register_converter(SimpleImputer)
 def _imputer(step: SimpleImputer, state: dict[str, Any], cols: Columns) -> str | None:
-    from pyspark.sql import functions as F
-
     schema = pa.schema([(c, cols.cols[c][1]) for c in step.input_columns()])
     if any(pa.types.is_null(t) for t in schema.types):
         return "a column of nulls only"
@@ -176,72 +181,64 @@ def _imputer(step: SimpleImputer, state: dict[str, Any], cols: Columns) -> str |
     outputs = []
     for c, value, string in plan.fills:
         if string:
-            outputs.append((c, F.coalesce(cols.value(c), F.lit(value)), pa.string()))
+            outputs.append((c, f"coalesce({cols.value(c)}, {_lit(str(value))})", pa.string()))
         else:
-            outputs.append((c, F.when(cols.missing(c), _lit(value)).otherwise(cols.double(c)), pa.float64()))
+            outputs.append((c, f"(CASE WHEN {cols.missing(c)} THEN {_lit(float(value))} ELSE {cols.double(c)} END)",
+                            pa.float64()))
     for c in plan.indicators:
-        outputs.append((f"missingindicator_{c}", cols.missing(c).cast("short"), pa.uint8()))
+        outputs.append((f"missingindicator_{c}", f"CAST({cols.missing(c)} AS SMALLINT)", pa.uint8()))
     cols.replace(step.input_columns(), outputs)
     return None
 
 
-def _py_repr(x: Any, kind: str) -> Any:
-    """Python's ``repr`` of a value (None, a bool, an int, or a string of printable text) as a SQL string."""
-    from pyspark.sql import functions as F
-
+def _py_repr(x: str, kind: str) -> str:
+    """Python's ``repr`` of a value (None, a bool, an int, or a string of printable text) as SQL."""
     if kind == "boolean":
-        text = F.when(x, F.lit("True")).otherwise(F.lit("False"))
+        text = f"(CASE WHEN {x} THEN 'True' ELSE 'False' END)"
     elif kind != "string":
-        text = x.cast("string")
+        text = f"CAST({x} AS STRING)"
     else:
-        s = F.replace(x, F.lit("\\"), F.lit("\\\\"))
-        for raw, esc in (("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
-            s = F.replace(s, F.lit(raw), F.lit(esc))
-        quote, dquote = F.lit("'"), F.lit('"')
-        single = F.contains(x, quote)
-        text = (F.when(single & ~F.contains(x, dquote), F.concat(dquote, s, dquote))
-                .when(single, F.concat(quote, F.replace(s, quote, F.lit("\\'")), quote))
-                .otherwise(F.concat(quote, s, quote)))
-    return F.when(x.isNull(), F.lit("None")).otherwise(text)
+        esc = x
+        for raw, out in (("\\", "\\\\"), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+            esc = f"replace({esc}, {_lit(raw)}, {_lit(out)})"
+        q, dq = _lit("'"), _lit('"')
+        text = (f"(CASE WHEN contains({x}, {q}) AND NOT contains({x}, {dq}) THEN concat({dq}, {esc}, {dq}) "
+                f"WHEN contains({x}, {q}) THEN concat({q}, replace({esc}, {q}, {_lit(chr(92) + chr(39))}), {q}) "
+                f"ELSE concat({q}, {esc}, {q}) END)")
+    return f"(CASE WHEN {x} IS NULL THEN 'None' ELSE {text} END)"
 
 
 class _Lookup:
-    """A column's categories as SQL: which rows get each code (``layout.codes`` of their category, of the missing
-    category, or of unknown values), and the unknown-value check of ``handle_unknown="error"``."""
+    """A column's categories as SQL: each row's code (``layout.codes`` of its category, of the missing category,
+    or of unknown values), and the unknown-value check of ``handle_unknown="error"``."""
 
     def __init__(self, step: Step, cols: Columns, c: str, layout: Any, counts: Any) -> None:
-        from pyspark.sql import functions as F
-
         self.x, self.missing = cols.value(c), cols.missing(c)
         self.codes = [v.item() if isinstance(v, np.generic) else v for v in layout.codes.tolist()]
         self.missing_code = self.codes[layout.missing_index] if layout.missing_index >= 0 else self.codes[-1]
         self.by_code: dict[Any, list[Any]] = {}  # the most frequent categories first: the fewest comparisons
         for k in np.argsort(-np.asarray(counts, dtype=np.int64), kind="stable").tolist():
             self.by_code.setdefault(self.codes[k], []).append(layout.values[k])
-        known = self.x.isin(*[_lit(v) for v in layout.values]) if layout.values else F.lit(False)
         if step.handle_unknown == "error":  # type: ignore[attr-defined]
+            known = _isin(self.x, list(layout.values))
             # a missing value is unknown unless the missing category was seen at fit
-            bad = ~self.missing & ~known if layout.missing_index >= 0 else self.missing | ~known
-            reason = F.concat(F.lit(f", column {c!r}: unknown category "), _py_repr(self.x, cols.kind(c)),
-                              F.lit(" (not seen at fit; handle_unknown='error')"))
-            cols.checks.append(F.when(F.coalesce(bad, F.lit(True)), reason))
+            bad = f"(NOT {self.missing} AND NOT {known})" if layout.missing_index >= 0 else \
+                f"({self.missing} OR NOT {known})"
+            reason = (f"concat({_lit(f', column {c!r}: unknown category ')}, {_py_repr(self.x, cols.kind(c))}, "
+                      f"{_lit(' (not seen at fit; handle_unknown=' + repr('error') + ')')})")
+            cols.checks.append(f"(CASE WHEN coalesce({bad}, true) THEN {reason} END)")
 
-    def code(self) -> Any:
+    def code(self) -> str:
         """Each row's code (a CASE over the codes; NaN codes are null: the local engine's ``from_float``)."""
-        from pyspark.sql import functions as F
-
-        expr = F.when(self.missing, _code_lit(self.missing_code))
-        for code, values in self.by_code.items():
-            expr = expr.when(self.x.isin(*[_lit(v) for v in values]), _code_lit(code))
-        return expr.otherwise(_code_lit(self.codes[-1]))
+        whens = [f"WHEN {self.missing} THEN {_code_lit(self.missing_code)}"]
+        whens += [f"WHEN {_isin(self.x, values)} THEN {_code_lit(code)}" for code, values in self.by_code.items()]
+        return f"(CASE {' '.join(whens)} ELSE {_code_lit(self.codes[-1])} END)"
 
 
-def _code_lit(code: Any) -> Any:
-    from pyspark.sql import functions as F
-
+def _code_lit(code: Any) -> str:
     if isinstance(code, float):
-        return F.lit(None).cast("double") if math.isnan(code) else F.lit(code)
-    return F.lit(int(code))
+        return "CAST(NULL AS DOUBLE)" if math.isnan(code) else _lit(code)
+    return str(int(code))
 
 
 @register_converter(OneHotEncoder, OrdinalEncoder)
@@ -256,30 +253,28 @@ def _encoder(step: Step, state: dict[str, Any], cols: Columns) -> str | None:
     for c, layout, vocab in zip(columns, layouts, state["vocabulary"]):
         lookup = _Lookup(step, cols, c, layout, vocab["counts"])
         if isinstance(step, OrdinalEncoder):
-            outputs.append((c, lookup.code().cast("double"), pa.float64()))
+            outputs.append((c, f"CAST({lookup.code()} AS DOUBLE)", pa.float64()))
         else:  # the code once per row (a projection of its own), then one integer comparison per output
             code = cols.before(f"__beamlearn_code_{len(cols.pre)}__", lookup.code())
-            outputs += [(name, (code == k).cast("short"), pa.uint8()) for k, name in enumerate(layout.names)]
+            outputs += [(name, f"CAST({code} = {k} AS SMALLINT)", pa.uint8()) for k, name in enumerate(layout.names)]
     cols.replace(columns, outputs)
     return None
 
 
 @register_converter(KBinsDiscretizer)
 def _bins(step: KBinsDiscretizer, state: dict[str, Any], cols: Columns) -> str | None:
-    from pyspark.sql import functions as F
-
     outputs = []
     for c, edges, n in zip(step.input_columns(), state["bins"]["edges"], state["bins"]["n_bins"]):
-        x, inner = cols.double(c), np.asarray(edges, dtype=np.float64)[1:-1]
-        code = None  # searchsorted(inner, x, side="right"): the first inner edge above x
-        for j, e in enumerate(inner.tolist()):
-            code = (F.when(x < _lit(e), F.lit(j)) if code is None else code.when(x < _lit(e), F.lit(j)))
-        code = F.lit(len(inner)) if code is None else code.otherwise(F.lit(len(inner)))
-        code = F.when(cols.missing(c), F.lit(-1)).otherwise(code)
+        x, inner = cols.double(c), np.asarray(edges, dtype=np.float64)[1:-1].tolist()
+        # searchsorted(inner, x, side="right"): the index of the first inner edge above x; missing: -1
+        whens = [f"WHEN {cols.missing(c)} THEN -1"] + [f"WHEN {x} < {_lit(e)} THEN {j}" for j, e in enumerate(inner)]
+        code = f"(CASE {' '.join(whens)} ELSE {len(inner)} END)"
         if step.encode == "ordinal":
-            outputs.append((c, F.when(code >= 0, code.cast("double")), pa.float64()))
+            outputs.append((c, f"(CASE WHEN {cols.missing(c)} THEN NULL ELSE CAST({code} AS DOUBLE) END)",
+                            pa.float64()))
         else:
-            outputs += [(f"{c}_{float(j)}", (code == j).cast("short"), pa.uint8()) for j in range(int(n))]
+            code = cols.before(f"__beamlearn_code_{len(cols.pre)}__", code)
+            outputs += [(f"{c}_{float(j)}", f"CAST({code} = {j} AS SMALLINT)", pa.uint8()) for j in range(int(n))]
     cols.replace(step.input_columns(), outputs)
     return None
 
@@ -325,30 +320,30 @@ class SqlPlan:
     def apply(self, frame: Any, out: Any) -> Any:
         """``frame`` transformed: one projection per step (Spark collapses the cheap ones), then the columns of
         the Spark schema ``out`` in its order and types; a bad value fails the job naming its partition, row and
-        column."""
-        from pyspark.sql import functions as F
-
+        column.  Each projection is one SQL select list (one call into the JVM, not one per expression)."""
         if self.reasons:
             raise ValueError("this pipeline does not compile: " + "; ".join(self.reasons))
         checked = any(checks for _, _, checks in self._stages)
         if checked:  # each row's number, before any step (evaluated on every row: the id counts evaluations)
-            frame = frame.select("*", F.monotonically_increasing_id().alias(_ROW))
+            frame = frame.selectExpr("*", f"monotonically_increasing_id() AS {_name(_ROW)}")
         for k, (pre, columns, checks) in enumerate(self._stages):
             if pre:
-                frame = frame.select("*", *[col.alias(c) for c, col in pre.items()])
-            select = [col.alias(c) for c, col in columns.items()]
+                frame = frame.selectExpr("*", *[f"{sql} AS {_name(c)}" for c, sql in pre.items()])
+            select = [f"{sql} AS {_name(c)}" for c, sql in columns.items()]
             if checked:  # the first bad value of the row so far
                 errs = ([_name(_ERR)] if k else []) + checks
-                err = F.coalesce(*errs) if len(errs) > 1 else errs[0] if errs else F.lit(None).cast("string")
-                select += [_name(_ROW), err.alias(_ERR)]
-            frame = frame.select(*select)
+                err = f"coalesce({', '.join(errs)})" if errs else "CAST(NULL AS STRING)"
+                select += [_name(_ROW), f"{err} AS {_name(_ERR)}"]
+            frame = frame.selectExpr(*select)
         if checked:
-            row = _name(_ROW).bitwiseAND(F.lit(_ROW_MASK))
-            message = F.concat(F.lit("beamlearn.errors.UnknownCategoryError: <spark partition "),
-                               F.spark_partition_id().cast("string"), F.lit(">, row "), row.cast("string"),
-                               _name(_ERR), F.lit("\n"))
-            frame = frame.where(F.when(_name(_ERR).isNotNull(), F.raise_error(message)).otherwise(F.lit(True)))
-        return frame.select(*[_name(f.name).cast(f.dataType).alias(f.name) for f in out.fields])
+            message = (f"concat('beamlearn.errors.UnknownCategoryError: <spark partition ', "
+                       f"CAST(spark_partition_id() AS STRING), '>, row ', CAST({_name(_ROW)} & {_ROW_MASK} AS STRING), "
+                       f"{_name(_ERR)}, {_lit(chr(10))})")
+            frame = frame.where(f"CASE WHEN {_name(_ERR)} IS NOT NULL THEN raise_error({message}) ELSE true END")
+        now = {f.name: f.dataType for f in frame.schema.fields}
+        return frame.selectExpr(*[_name(f.name) if now[f.name] == f.dataType else
+                                  f"CAST({_name(f.name)} AS {f.dataType.simpleString()}) AS {_name(f.name)}"
+                                  for f in out.fields])
 
 
 def _plain(t: pa.DataType) -> pa.DataType:

@@ -18,8 +18,16 @@ The same pipeline on both:
   (two passes: the scaler reads the imputer's output); ``beamlearn.spark.fit`` / ``transform``, its output
   both as 208 Spark columns (``transform``) and as MLlib's shape, one sparse ``VectorUDT`` column
   (``transform_vector``: ``transform(..., output="vector")``).
+- the same ``transform`` forced into Python tasks (``compiled=False``: ``mapInArrow``, the path before the
+  transform compiled to Spark SQL), both shapes: ``python_transform`` and ``python_transform_vector``.
+- two floors on the same cached DataFrame: ``floor_spark_scan`` (``df.write.format("noop")``: Spark alone, no
+  transform) and ``floor_identity_mapinarrow`` (an identity ``mapInArrow``: the JVM -> Python -> JVM Arrow hop
+  alone, the ceiling of any transform run in Python tasks).
 - MLlib: ``Imputer(num)``, ``StringIndexer(str, handleInvalid="keep") -> OneHotEncoder``, ``VectorAssembler``
   of the imputed numbers -> ``StandardScaler(withMean=True)``; ``Pipeline.fit`` / ``model.transform``.
+
+Each transform is also measured in CPU seconds of every process of the run (driver, cluster JVMs, Python
+workers; from /proc), which the machine's other load inflates far less than wall time.
 
 A warm-up run at ``--small`` rows (not reported) starts the executors' Python workers first.  Transforms are
 forced with Spark's ``noop`` sink (every row computed, nothing written).  The local engine
@@ -71,9 +79,37 @@ def mllib() -> Any:
         StandardScaler(inputCol="num_vec", outputCol="num_scaled", withMean=True, withStd=True)])
 
 
-def timed(fn: Any) -> tuple[float, Any]:
-    t0 = time.perf_counter()
+CPU: dict[str, float] = {}  # the CPU seconds of the last timed call of each measurement (this process and its tree)
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and every process under it (the cluster's JVMs and Python workers), from
+    /proc: a measure the machine's other load does not inflate as it does wall time (Linux; else 0)."""
+    total = time.process_time()
+    try:
+        tick, me, stats = os.sysconf("SC_CLK_TCK"), os.getpid(), {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                with contextlib.suppress(OSError), open(f"/proc/{d}/stat") as fh:
+                    rest = fh.read().rpartition(")")[2].split()
+                    stats[int(d)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / tick)
+        tree, grew = {me}, True
+        while grew:
+            grew = False
+            for pid, (parent, _) in stats.items():
+                if parent in tree and pid not in tree:
+                    tree.add(pid)
+                    grew = True
+        return total + sum(stats[p][1] for p in tree - {me})
+    except (OSError, ValueError):
+        return 0.0
+
+
+def timed(fn: Any, name: str | None = None) -> tuple[float, Any]:
+    c0, t0 = cpu_seconds(), time.perf_counter()
     out = fn()
+    if name:
+        CPU[name] = cpu_seconds() - c0
     return time.perf_counter() - t0, out
 
 
@@ -86,17 +122,29 @@ def measure(spark: Any, n: int) -> dict[str, float]:
     df = spark.read.parquet(path).repartition(4).cache()
     df.count()
     out: dict[str, float] = {}
+    runs = {"beamlearn_transform": lambda: force(bls.transform(fitted, df)),
+            "beamlearn_transform_vector": lambda: force(bls.transform(fitted, df, output="vector")),
+            "python_transform": lambda: force(bls.transform(fitted, df, compiled=False)),
+            "python_transform_vector": lambda: force(bls.transform(fitted, df, output="vector", compiled=False)),
+            "floor_spark_scan": lambda: force(df),
+            "floor_identity_mapinarrow": lambda: force(df.mapInArrow(_identity, df.schema)),
+            "mllib_transform": lambda: force(model.transform(df))}
     out["beamlearn_fit"], fitted = timed(lambda: bls.fit(pipeline(), df))
-    out["beamlearn_transform"], _ = timed(lambda: force(bls.transform(fitted, df)))
-    out["beamlearn_transform_vector"], _ = timed(lambda: force(bls.transform(fitted, df, output="vector")))
     out["mllib_fit"], model = timed(lambda: mllib().fit(df))
-    out["mllib_transform"], _ = timed(lambda: force(model.transform(df)))
+    for name, run in runs.items():
+        out[name], _ = timed(run, name)
     df.unpersist()
     table = _data.read_ipc(_data.cached_ipc(n))
     engine = LocalEngine(workers=1)
     out["local_fit"], local = timed(lambda: engine.fit(pipeline(), table))
-    out["local_transform"], _ = timed(lambda: sum(b.num_rows for b in engine.transform(local, table)))
+    out["local_transform"], _ = timed(lambda: sum(b.num_rows for b in engine.transform(local, table)),
+                                      "local_transform")
+    out.update({f"cpu_{k}": v for k, v in CPU.items()})
     return out
+
+
+def _identity(batches: Any) -> Any:
+    yield from batches
 
 
 def split(small: tuple[int, float], big: tuple[int, float]) -> dict[str, Any]:
@@ -125,9 +173,9 @@ def main() -> None:
         spark.stop()
     print(f"Spark {spark.version} on {master} (session start {start:.1f} s); machine: "
           f"{_data.machine()['cores']} cores\n")
-    print(f"  {'rows':>11s} " + " ".join(f"{k:>20s}" for k in secs[opts.small]))
+    print(f"  {'rows':>11s} " + " ".join(f"{k[:20]:>20s}" for k in secs[opts.small] if not k.startswith("cpu_")))
     for n, s in secs.items():
-        print(f"  {n:>11,} " + " ".join(f"{v:>19.2f}s" for v in s.values()))
+        print(f"  {n:>11,} " + " ".join(f"{v:>19.2f}s" for k, v in s.items() if not k.startswith("cpu_")))
     results: dict[str, Any] = {"master": master, "session_start_s": start, "seconds": secs, "split": {}}
     print("\nfixed cost and marginal rate (two-point fit against the small run)")
     for n in sizes:
@@ -144,6 +192,17 @@ def main() -> None:
                   f" (beamlearn x2 cores / local per core: {(rate or 0) / 2 / local if local else 0:.2f}); fixed "
                   f"beamlearn {sp[f'beamlearn_{kind}'][n]['fixed_s']:.2f} s, MLlib "
                   f"{sp[f'mllib_{base}'][n]['fixed_s']:.2f} s")
+        local = results["split"]["local_transform"][n]["marginal_rows_s"] or 0
+        local_cpu = results["split"]["cpu_local_transform"][n]["marginal_rows_s"] or 0
+        print(f"\n  {n:,} rows: wall and CPU (every process of this run: driver, cluster JVMs, Python workers)")
+        for what in ("beamlearn_transform", "beamlearn_transform_vector", "python_transform",
+                     "python_transform_vector", "mllib_transform", "floor_spark_scan", "floor_identity_mapinarrow"):
+            rate = results["split"][what][n]["marginal_rows_s"] or 0
+            cpu = results["split"][f"cpu_{what}"][n]["marginal_rows_s"] or 0
+            print(f"  {what:26s} {secs[n][what]:6.2f} s, marginal {rate:>10,} rows/s (/ 2 cores / local per core "
+                  f"{rate / 2 / local if local else 0:4.2f}), fixed {results['split'][what][n]['fixed_s']:5.2f} s | "
+                  f"CPU {secs[n]['cpu_' + what]:6.2f} s, marginal {cpu:>10,} rows per CPU-s (/ local's "
+                  f"{cpu / local_cpu if local_cpu else 0:4.2f})")
     if opts.json:
         with open(opts.json, "w") as fh:
             json.dump(results, fh, indent=1)

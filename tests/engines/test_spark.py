@@ -29,6 +29,7 @@ if shutil.which("java") is None:
     pytest.skip("Spark needs Java (.ci/run installs it)", allow_module_level=True)
 
 from tests import dispatch_probe
+from tests.engines.conftest import SPARK_CONF
 from tests.engines.test_beam import (
     _CSV_SCHEMA,
     _bad_csv,
@@ -41,7 +42,6 @@ from tests.engines.test_beam import (
 import beamlearn as bl
 from beamlearn import spark as bls
 from beamlearn.engines.spark import run_action
-from beamlearn.engines.spark_jobs import standalone_cluster
 from beamlearn.errors import DataError, EngineError, SchemaError
 from beamlearn.metrics import evaluate as local_evaluate
 from beamlearn.profile.core import comparable
@@ -57,23 +57,7 @@ PARTITIONS = 5
 
 
 # ---------------------------------------------------------------------------------------------- the cluster
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """``spark://127.0.0.1:PORT``: a standalone master and two one-core workers, stopped at the end."""
-    with standalone_cluster(2, cores=1, memory="1g", log_dir=str(tmp_path_factory.mktemp("spark"))) as url:
-        yield url
-
-
-CONF = {"spark.executor.memory": "512m", "spark.executor.cores": "1", "spark.cores.max": "2",
-        "spark.driver.memory": "512m", "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4",
-        "spark.python.worker.memory": "256m"}
-
-
-@pytest.fixture(scope="module")
-def spark(cluster):
-    session = bls.session(cluster, CONF, app_name="beamlearn-tests")
-    yield session
-    session.stop()
+CONF = SPARK_CONF  # the session of the ``spark`` fixture (tests/engines/conftest.py)
 
 
 def _mark(items):

@@ -5,8 +5,10 @@
   :func:`~beamlearn.engines.passes.add_batch`), each partition emits its accumulators as bytes, ``treeReduce``
   merges them on the executors, and the driver extracts the states and plans the next pass, as the local engine
   does.  The plan travels to the executors as a broadcast.
-- :func:`transform`: ``DataFrame.mapInArrow`` with the fitted pipeline broadcast once as its artifact bytes (the
-  safe format), loaded once per Python worker; the output schema is the fitted pipeline's, Spark-typed.
+- :func:`~beamlearn.engines.spark_transform.transform` (:mod:`.spark_transform`): compiled to Spark SQL column
+  expressions when every step can be (:mod:`.spark_sql`: the JVM alone), else ``DataFrame.mapInArrow`` with the
+  fitted pipeline broadcast once as its artifact bytes (the safe format, :class:`Shipped`), loaded once per Python
+  worker; the output schema is the fitted pipeline's, Spark-typed.
 - :func:`~beamlearn.engines.spark_eval.evaluate`: the metric reductions, the same way
   (:mod:`beamlearn.engines.spark_eval`).
 - Bad rows follow the local engine's policy with its code: by default the job fails on the first bad value, and
@@ -55,19 +57,16 @@ from beamlearn.engines.passes import (
     extract_states,
     finish,
     first_pass,
-    guard,
     merge_accumulators,
     next_pass,
     required_columns,
 )
-from beamlearn.engines.spark_vector import vector_columns, vector_field, vectors
-from beamlearn.errors import BeamlearnError, DataError, EngineError, SpecError, error_in_text
+from beamlearn.errors import BeamlearnError, DataError, EngineError, error_in_text
 from beamlearn.pipeline import FittedPipeline, Pipeline
 
 __all__ = ["DEAD_LETTER_COLUMNS", "Shipped", "SparkData", "fit", "reduce_parts", "run_action", "session",
-           "spark_arrow_schema", "spark_data", "transform"]
+           "spark_arrow_schema", "spark_data", "spark_schema"]
 
-_DEAD = "__beamlearn_dead__"  # the column of a dead letter (JSON) in a transform's combined output
 DEAD_LETTER_COLUMNS = "source string, row long, line long, column string, reason string, record string"
 _ACCS = "accs binary, rows long, dead string"
 
@@ -180,7 +179,9 @@ def spark_arrow_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema([pa.field(f.name, spark_type(f.type), f.nullable) for f in schema])
 
 
-def _spark_schema(schema: pa.Schema) -> Any:
+def spark_schema(schema: pa.Schema) -> Any:
+    """The Spark ``StructType`` of an Arrow ``schema`` (:func:`spark_arrow_schema`'s types); EngineError if
+    Spark cannot hold one."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
     try:
@@ -354,105 +355,3 @@ class Shipped:
             _LOADED.clear()
             _LOADED[self.key] = artifact.from_bytes(self.blob.value)
         return _LOADED[self.key]
-
-
-class _Apply:
-    """Task side of a transform: conformed batches through the fitted pipeline, cast to the output schema; with
-    ``collect``, bad rows come out as rows whose only value is the dead letter (JSON) in the last column."""
-
-    def __init__(self, reader: _Reader, blob: Any, registry: Registry, schema: pa.Schema, collect: bool,
-                 vector: tuple[str, list[str]] | None = None) -> None:
-        self.reader, self.blob, self.registry, self.schema, self.collect = reader, blob, registry, schema, collect
-        self.vector = vector  # (the vector column, the output columns it holds), or None
-
-    def column(self, out: pa.RecordBatch, field: pa.Field) -> pa.Array:
-        """The output column ``field`` of the transformed batch ``out``, Spark-typed."""
-        if self.vector is not None and field.name == self.vector[0]:
-            return vectors(out, self.vector[1]).cast(field.type)
-        return out.column(field.name).cast(field.type)
-
-    def __call__(self, items: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        self.registry.restore()
-        fitted = self.blob.get()
-        dead = io.DeadLetters() if self.collect else None
-        for batch in self.reader.batches(items, dead, True, encoded=fitted.encoded_columns()):
-            out = guard(fitted.transform_batch, batch, dead)[0]
-            cols = [self.column(out, f) for f in self.schema if f.name != _DEAD]
-            if self.collect:
-                cols.append(pa.nulls(out.num_rows, pa.string()).cast(self.schema.field(_DEAD).type))
-            yield pa.RecordBatch.from_arrays(cols, schema=self.schema)
-            if dead is not None and dead.records:
-                lines = pa.array([json.dumps(r) for r in dead.records]).cast(self.schema.field(_DEAD).type)
-                dead.records.clear()
-                yield pa.RecordBatch.from_arrays([pa.nulls(len(lines), f.type) for f in self.schema][:-1] + [lines],
-                                                 schema=self.schema)
-
-
-def output_schema(fitted: FittedPipeline, schema: pa.Schema) -> pa.Schema:
-    """The schema of ``fitted``'s output on data of ``schema`` (the columns it does not read pass through)."""
-    from beamlearn.batches import conform
-
-    sample, _ = conform(pa.RecordBatch.from_pylist([], schema=schema), fitted.input_schema,
-                        required=fitted.required_columns)
-    return fitted.transform_batch(sample).schema.remove_metadata()
-
-
-def combined(fitted: FittedPipeline, data: Any, *, spark: Any = None, batch_size: int = DEFAULT_BATCH_SIZE,
-             collect: bool = False, output: str = "columns", features: str = "features") -> Any:
-    """The transformed DataFrame; with ``collect``, a last column ``__beamlearn_dead__`` holds the dead letters
-    (JSON) of bad rows, every other column null on those rows (see :func:`transform` for the two split)."""
-    from pyspark.sql.pandas.types import to_arrow_schema
-    from pyspark.sql.types import StringType, StructField, StructType
-
-    if output not in ("columns", "vector"):
-        raise SpecError(f"output={output!r}: use 'columns' (one Spark column per output) or 'vector'")
-    src = spark_data(data, spark, batch_size=batch_size)
-    produced = output_schema(fitted, src.schema)
-    out, vector = _spark_schema(produced), None
-    if output == "vector":
-        if features in produced.names:
-            raise SpecError(f"the output already has a column {features!r}: pass features= another name")
-        slots = vector_columns(produced, [c for c in src.schema.names if c not in fitted.required_columns])
-        vector = (features, slots)
-        out = StructType([f for f in out if f.name not in slots] + [vector_field(features, slots)])
-    if collect:
-        out = StructType([StructField(f.name, f.dataType, True) for f in out] + [StructField(_DEAD, StringType())])
-    sc = src.frame.sparkSession.sparkContext
-    conf = src.frame.sparkSession.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false")
-    arrow = to_arrow_schema(out, prefers_large_types=conf == "true")
-    blob = Shipped(sc, fitted)
-    reader = src.reader(fitted.input_schema, fitted.required_columns, batch_size)
-    return src.frame.mapInArrow(_Apply(reader, blob, Registry(fitted.steps), arrow, collect, vector), out)
-
-
-def transform(fitted: FittedPipeline | str, data: Any, *, spark: Any = None, with_errors: bool = False,
-              batch_size: int = DEFAULT_BATCH_SIZE, output: str = "columns", features: str = "features") -> Any:
-    """``data`` (a Spark DataFrame, files, or a table) transformed by ``fitted`` (or an artifact path): a lazy
-    Spark DataFrame with the fitted output schema.  A bad row fails the job (the action's ``PythonException``
-    holds the :class:`~beamlearn.errors.DataError` naming it: :func:`run_action` raises it); with ``with_errors``,
-    returns ``(DataFrame, dead_letters)`` instead, the dead letters a DataFrame of ``DEAD_LETTER_COLUMNS``
-    (``record`` as JSON).  Both read one computation: ``.cache()`` it (:func:`combined`) to run it once.
-    ``output="vector"``: the numeric outputs as ONE Spark ML vector column ``features`` (MLlib's shape, far
-    cheaper for Spark than hundreds of columns), the other columns as they are (:mod:`.spark_vector`)."""
-    from pyspark.sql import functions as F
-
-    if not isinstance(fitted, FittedPipeline):
-        fitted = artifact.load(str(fitted))
-    both = combined(fitted, data, spark=spark, batch_size=batch_size, collect=with_errors, output=output,
-                    features=features)
-    if not with_errors:
-        return both
-    main = both.filter(F.col(_DEAD).isNull()).drop(_DEAD)
-    parsed = F.from_json(F.col(_DEAD), "source string, row long, line long, column string, reason string")
-    dead = both.filter(F.col(_DEAD).isNotNull()).select(parsed.alias("d"), F.get_json_object(_DEAD, "$.record")
-                                                        .alias("record")).select("d.*", "record")
-    return main, dead
-
-
-def split_dead(table: pa.Table) -> tuple[pa.Table, list[dict[str, Any]]]:
-    """A collected :func:`combined` output as ``(rows, dead letters)``."""
-    import pyarrow.compute as pc
-
-    mask = table.column(_DEAD).is_null()
-    dead = [json.loads(s) for s in table.filter(pc.invert(mask)).column(_DEAD).to_pylist()]
-    return table.filter(mask).drop_columns([_DEAD]), dead

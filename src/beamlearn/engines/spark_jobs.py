@@ -22,8 +22,9 @@ import pyarrow as pa
 
 from beamlearn import io
 from beamlearn.batches import DEFAULT_BATCH_SIZE
-from beamlearn.engines.spark import combined, fit, run_action, session, split_dead
+from beamlearn.engines.spark import fit, run_action, session
 from beamlearn.engines.spark_eval import evaluate
+from beamlearn.engines.spark_transform import combined, split_dead
 from beamlearn.errors import EngineError
 from beamlearn.pipeline import FittedPipeline, Pipeline
 

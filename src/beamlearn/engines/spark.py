@@ -60,7 +60,7 @@ from beamlearn.engines.passes import (
     next_pass,
     required_columns,
 )
-from beamlearn.engines.spark_agg import sql_pass
+from beamlearn.engines.spark_aggpass import sql_pass
 from beamlearn.engines.spark_vector import vector_columns, vector_field, vectors
 from beamlearn.errors import BeamlearnError, DataError, EngineError, SpecError, error_in_text
 from beamlearn.pipeline import FittedPipeline, Pipeline

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -112,21 +113,31 @@ class Aggregations:
 
     # ------------------------------------------------------------------------------ running
     def run(self, frame: Any) -> tuple[dict[str, Any], dict[str, tuple[list[Any], list[int], int]], int]:
-        """Run the jobs on ``frame``: ``(scalar results by alias, {column: (values, counts, missing)}, rows)``."""
+        """Run the jobs on ``frame``: ``(scalar results by alias, {column: (values, counts, missing)}, rows)``.
+        The sketches and the grouped count run as jobs of their own, concurrently with the plain aggregates."""
         from pyspark.sql import functions as F
 
         rows_alias = self.scalar(("rows",), lambda: F.count(F.lit(1)))
         src = frame
         if self.indexed:
             src = frame.withColumn(_INDEX, F.monotonically_increasing_id().bitwiseAND((1 << 33) - 1))
-        got = src.agg(*[e for _, e in self.exprs.values()]).collect()[0].asDict()
-        first = set(self.exprs)
-        for refine in self.refiners:  # aggregates that depend on this job's results: one more job
-            refine(got, self)
-        more = [e for k, (_, e) in self.exprs.items() if k not in first]
-        if more and got[rows_alias]:
-            got.update(src.agg(*more).collect()[0].asDict())
-        return got, self._grouped(frame) if self.counted and got[rows_alias] else {}, int(got[rows_alias])
+        # sketches (object aggregates: no code generation for the job holding them), the grouped count and
+        # the plain aggregates run as concurrent jobs: their fixed costs overlap
+        sketches = [e for k, (_, e) in self.exprs.items() if k[0] == "kll"]
+        plain = [e for k, (_, e) in self.exprs.items() if k[0] != "kll"]
+        with ThreadPoolExecutor(2) as pool:
+            grouped = pool.submit(self._grouped, frame) if self.counted else None
+            sketched = pool.submit(lambda: src.agg(*sketches).collect()[0].asDict()) if sketches else None
+            got = frame.agg(*plain).collect()[0].asDict()
+            first = set(self.exprs)
+            for refine in self.refiners:  # aggregates that depend on this job's results: one more job
+                refine(got, self)
+            more = [e for k, (_, e) in self.exprs.items() if k not in first]
+            if more and got[rows_alias]:
+                got.update(frame.agg(*more).collect()[0].asDict())
+            counted = grouped.result() if grouped is not None else {}
+            got.update(sketched.result() if sketched is not None else {})
+        return got, counted, int(got[rows_alias])
 
     def alias(self, key: tuple) -> str | None:
         """The alias of the aggregate registered under ``key``, or None."""

@@ -28,6 +28,9 @@ The same pipeline on both:
 
 Each transform is also measured in CPU seconds of every process of the run (driver, cluster JVMs, Python
 workers; from /proc), which the machine's other load inflates far less than wall time.
+The fit is also timed both ways, every pass as Spark SQL aggregations (``sql=True``, the default's choice
+here) and every pass ``mapInArrow`` (``sql=False``), with the floor of the SQL way: one ``df.agg`` of the
+numeric columns' moments alone (:func:`fit_paths`).
 
 A warm-up run at ``--small`` rows (not reported) starts the executors' Python workers first.  Transforms are
 forced with Spark's ``noop`` sink (every row computed, nothing written).  The local engine
@@ -147,6 +150,40 @@ def _identity(batches: Any) -> Any:
     yield from batches
 
 
+def fit_paths(spark: Any, n: int) -> dict[str, float]:
+    """The fit both ways on the same cached DataFrame (median of 3): every pass as Spark SQL aggregations
+    (``sql=True``), every pass ``mapInArrow`` (``sql=False``), and the floor of the SQL way: one ``df.agg`` of
+    the count, mean and variance of the numeric columns alone (no vocabularies, sketches or missing counts)."""
+    import statistics
+
+    from pyspark.sql import functions as F
+
+    df = spark.read.parquet(_data.cached_parquet(n)).repartition(4).cache()
+    df.count()
+    moments = [e for c in _data.NUMERIC for e in (F.count(c), F.avg(c), F.var_pop(c))]
+    runs = {"fit_sql": lambda: bls.fit(pipeline(), df, sql=True),
+            "fit_map_in_arrow": lambda: bls.fit(pipeline(), df, sql=False),
+            "floor_agg_moments_only": lambda: df.agg(*moments).collect()}
+    out = {k: statistics.median(timed(fn)[0] for _ in range(3)) for k, fn in runs.items()}
+    df.unpersist()
+    return out
+
+
+def report_fit_paths(paths: dict[int, dict[str, float]], secs: dict[int, dict[str, float]], small: int) -> dict:
+    """Print the fit paths' fixed cost and marginal rate against the local engine's per core."""
+    print("\nbeamlearn fit, SQL aggregations vs mapInArrow (median of 3; two-point fit against the small run)")
+    out: dict[str, Any] = {}
+    for n in [m for m in paths if m != small]:
+        local = split((small, secs[small]["local_fit"]), (n, secs[n]["local_fit"]))["marginal_rows_s"]
+        for what in paths[n]:
+            sp = out.setdefault(what, {})[n] = split((small, paths[small][what]), (n, paths[n][what]))
+            rate = sp["marginal_rows_s"] or 0
+            print(f"  {n:>11,} {what:24s} {paths[n][what]:6.2f} s; marginal {rate:>11,} rows/s; fixed "
+                  f"{sp['fixed_s']:.2f} s; x2 cores / local per core ({local or 0:,}): "
+                  f"{rate / 2 / local if local else 0:.2f}")
+    return out
+
+
 def split(small: tuple[int, float], big: tuple[int, float]) -> dict[str, Any]:
     (n1, t1), (n2, t2) = small, big
     if t2 <= t1:
@@ -170,6 +207,7 @@ def main() -> None:
         start = time.perf_counter() - t0
         measure(spark, opts.small)  # warm-up: executors' Python workers, JIT, MLlib classes; not reported
         secs = {n: measure(spark, n) for n in [opts.small, *sizes]}
+        paths = {n: fit_paths(spark, n) for n in [opts.small, *sizes]}
         spark.stop()
     print(f"Spark {spark.version} on {master} (session start {start:.1f} s); machine: "
           f"{_data.machine()['cores']} cores\n")
@@ -203,6 +241,7 @@ def main() -> None:
                   f"{rate / 2 / local if local else 0:4.2f}), fixed {results['split'][what][n]['fixed_s']:5.2f} s | "
                   f"CPU {secs[n]['cpu_' + what]:6.2f} s, marginal {cpu:>10,} rows per CPU-s (/ local's "
                   f"{cpu / local_cpu if local_cpu else 0:4.2f})")
+    results["fit_paths"] = {"seconds": paths, "split": report_fit_paths(paths, secs, opts.small)}
     if opts.json:
         with open(opts.json, "w") as fh:
             json.dump(results, fh, indent=1)

@@ -66,7 +66,10 @@ class Moments(Analyzer):
             with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
                 delta = mb - ma
                 frac = np.where(n > 0, nb / np.where(n > 0, n, 1), 0.0)
-                out = np.stack([n, ma + delta * frac, qa + qb + delta * delta * na * frac])
+                mean, m2 = ma + delta * frac, qa + qb + delta * delta * na * frac
+                # an empty side leaves the other as it is (an infinite mean would else become inf * 0 = NaN)
+                out = np.stack([n, np.where(nb == 0, ma, np.where(na == 0, mb, mean)),
+                                np.where(nb == 0, qa, np.where(na == 0, qb, m2))])
         return out
 
     def decay(self, acc: np.ndarray, factor: float) -> np.ndarray:

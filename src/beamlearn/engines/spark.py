@@ -61,6 +61,7 @@ from beamlearn.engines.passes import (
     next_pass,
     required_columns,
 )
+from beamlearn.engines.spark_aggpass import sql_pass
 from beamlearn.errors import BeamlearnError, DataError, EngineError, error_in_text
 from beamlearn.pipeline import FittedPipeline, Pipeline
 
@@ -293,12 +294,15 @@ def _row(r: Any) -> tuple:
 
 def fit(pipeline: Pipeline, data: Any, *, spark: Any = None, errors: Any = "raise",
         batch_size: int = DEFAULT_BATCH_SIZE, schema: pa.Schema | None = None,
-        lineage: dict[str, Any] | None = None, part: tuple[Any, str] | None = None) -> FittedPipeline:
+        lineage: dict[str, Any] | None = None, part: tuple[Any, str] | None = None,
+        sql: bool | None = None) -> FittedPipeline:
     """Fit ``pipeline`` on ``data`` (a Spark DataFrame, files, or a table; see :func:`spark_data`) on Spark.
 
     ``errors``: ``"raise"`` (a bad row fails the fit, naming its source, row and column), a path (dead letters
     written there as JSON lines) or a :class:`~beamlearn.DeadLetters`.  ``schema``: the input schema (default:
     the data's).  Returns the :class:`~beamlearn.FittedPipeline`, equal to the local engine's on the same rows.
+    ``sql``: run a pass as Spark SQL aggregations when it can (None, :mod:`.spark_agg`), always (True: an error
+    names what has no SQL form) or never (False); ``lineage["sql_passes"]`` records each pass's way.
     """
     import cloudpickle
 
@@ -309,10 +313,15 @@ def fit(pipeline: Pipeline, data: Any, *, spark: Any = None, errors: Any = "rais
     steps = list(pipeline.steps)
     registry, dead = Registry(steps), io.dead_letter_sink(errors)
     reader = src.reader(schema, required_columns(steps, schema), batch_size)
-    state, rows, k, dead_count = first_pass(steps, schema), 0, 0, 0
+    state, rows, k, dead_count, ways = first_pass(steps, schema), 0, 0, 0, []
     try:
         while state[1] is not None:
             report = k == 0
+            ran = sql_pass(state[1], schema, src, dead is not None, batch_size, sql, ways)
+            if ran is not None:
+                rows = ran[1] if report else rows
+                state, k = next_pass(state, extract_states(state[1], [ran[0]]) if ran[1] else None), k + 1
+                continue
             blob = sc.broadcast(cloudpickle.dumps(state, protocol=5))  # custom steps of __main__ by value
             try:
                 accs = src.frame.mapInArrow(_AddPass(reader, blob, registry, dead is not None, report), _ACCS)
@@ -332,7 +341,8 @@ def fit(pipeline: Pipeline, data: Any, *, spark: Any = None, errors: Any = "rais
             dead.close()
     fitted = finish(state, engine="spark", name=pipeline.name, lineage=lineage, rows=rows, dead_letters=dead_count)
     fitted.lineage.update({"fit_seconds": round(time.perf_counter() - t0, 6), "master": sc.master,
-                           "data": data_fingerprint(data) if io.is_file_input(data) else {"spark": "DataFrame"}})
+                           "data": data_fingerprint(data) if io.is_file_input(data) else {"spark": "DataFrame"},
+                           "sql_passes": ways})
     return fitted
 
 

@@ -121,7 +121,7 @@ def test_every_step_and_model_equals_the_local_engine(spark):
     same = _as_partitioned(df)  # KMeans' seeding hashes each row's (source, row): give the same rows the same
     for name, pipe in _cases().items():
         local = pipe.fit(same, batch_size=256)
-        got = bls.fit(pipe, df)
+        got = bls.fit(pipe, df, sql=None)  # SQL aggregations wherever a pass can (tests/engines/test_spark_agg.py)
         assert got.lineage["engine"] == "spark" and got.lineage["master"].startswith("spark://")
         assert got.lineage["rows"] == local.lineage["rows"] == table.num_rows
         assert got.lineage["passes"] == local.lineage["passes"], name

@@ -1,12 +1,12 @@
 """Spark fit passes as Spark SQL aggregations (:mod:`beamlearn.engines.spark_agg`) equal the local engine.
 
-On the standalone cluster of ``test_spark`` (a master and two one-core workers, started here for this module):
+On the shared standalone cluster of ``tests/engines/conftest.py`` (a master and two one-core workers):
 random tables (hypothesis) with nulls, NaN, -0.0, +-inf, an all-null column, a constant column, an
 ill-conditioned column (mean 1e6, std 1), float32, integers, booleans and strings (empty and non-ASCII ones),
 over more partitions than rows in some cases (empty partitions), fitted three ways: ``sql=True`` (every pass a
 Spark SQL aggregation), ``sql=False`` (every pass ``mapInArrow``) and the local engine: counts, vocabularies,
 min/max and exact quantiles identical, moments within rtol 1e-12, KLL sketches by their count, min and max
-(``comparable``).  ``tests/engines/test_spark.py``'s every-step-and-model test runs the default (``sql=None``:
+(``comparable``).  ``tests/engines/test_spark.py``'s every-step-and-model test runs ``sql=None`` (
 SQL where a pass has a SQL form).  The fallback is taken, and recorded, when it must be.
 """
 
@@ -28,27 +28,17 @@ if shutil.which("java") is None:
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.engines.test_beam import assert_state_equal
-from tests.engines.test_spark import CONF
 
 import beamlearn as bl
 from beamlearn import spark as bls
 from beamlearn.analyzers import Quantiles
 from beamlearn.analyzers.profile import SAMPLE_FLOOR
-from beamlearn.engines.spark_jobs import standalone_cluster
 from beamlearn.errors import DataError, SpecError
 from beamlearn.profile.core import comparable
 
 pytestmark = pytest.mark.filterwarnings("ignore::beamlearn.errors.DataWarning",
                                         "ignore::beamlearn.errors.BeamlearnWarning")
 pyspark.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-@pytest.fixture(scope="module")
-def spark(tmp_path_factory):
-    with standalone_cluster(2, cores=1, memory="1g", log_dir=str(tmp_path_factory.mktemp("spark"))) as url:
-        session = bls.session(url, CONF, app_name="beamlearn-tests-sql")
-        yield session
-        session.stop()
 
 
 SPECIAL = [0.0, -0.0, np.inf, -np.inf, np.nan, None, 1e300, -1e-300, 5.0, 5.0, -2.5]
@@ -149,7 +139,7 @@ def test_fallback_is_taken_and_recorded(spark, tmp_path):
     table = with_copies(random_table(400, 3, 0.1)).drop_columns(["f_shift", "f_special"])  # see above
     df = spark.createDataFrame(table).repartition(3).cache()
     stepped = bl.Pipeline([bl.MinMaxScaler("i8"), bl.StandardScaler(["f_normal", "i8"])])  # reads scaled i8
-    fitted = bls.fit(stepped, df)
+    fitted = bls.fit(stepped, df, sql=None)  # None: SQL where every analyzer has a form
     ways = fitted.lineage["sql_passes"]
     assert [w["sql"] for w in ways] == [True, False]
     assert ways[1]["reasons"] == ["MinMaxScaler(i8) is applied before an analyzer that reads its output (it runs "
@@ -158,20 +148,20 @@ def test_fallback_is_taken_and_recorded(spark, tmp_path):
     with pytest.raises(SpecError, match=r"sql=True.*pass 2.*MinMaxScaler\(i8\)"):
         bls.fit(stepped, df, sql=True)
     logged = bl.Pipeline([bl.Log1p("i8"), bl.StandardScaler(["f_normal", "i8"])])  # a stateless step: pass 1
-    assert [w["sql"] for w in bls.fit(logged, df).lineage["sql_passes"]] == [False]
+    assert [w["sql"] for w in bls.fit(logged, df, sql=None).lineage["sql_passes"]] == [False]
     untouched = bl.Pipeline([bl.Log1p("i8"), bl.StandardScaler(["f_normal"])])  # it does not touch f_normal
-    assert [w["sql"] for w in bls.fit(untouched, df).lineage["sql_passes"]] == [True]
+    assert [w["sql"] for w in bls.fit(untouched, df, sql=None).lineage["sql_passes"]] == [True]
     kmeans = bl.Pipeline([bl.KMeans(["f_const", "i8"], n_clusters=2, random_state=0, max_iter=2)])
     with pytest.raises(SpecError, match=r"KMeansStart\(f_const, i8\) \(for KMeans\(f_const, i8\)\) has no SQL form"):
         bls.fit(kmeans, df, sql=True)
-    assert not bls.fit(kmeans, df).lineage["sql_passes"][0]["sql"]
+    assert not bls.fit(kmeans, df, sql=None).lineage["sql_passes"][0]["sql"]
     # the data's own conditions: a fit schema to conform to, a dead-letter sink
     wider = pa.schema([pa.field("i8", pa.float64()) if f.name == "i8" else f for f in table.schema])
     scaler = bl.Pipeline([bl.StandardScaler(["f_normal", "i8"])])
-    cast = bls.fit(scaler, df, schema=wider)
+    cast = bls.fit(scaler, df, schema=wider, sql=None)
     assert "schema is not the fit schema" in cast.lineage["sql_passes"][0]["reasons"][0]
     assert_fits_equal(cast, scaler.fit(table.cast(wider)), "cast")
-    dead = bls.fit(scaler, df, errors=str(tmp_path / "dead.jsonl"))
+    dead = bls.fit(scaler, df, errors=str(tmp_path / "dead.jsonl"), sql=None)
     assert "dead letters" in dead.lineage["sql_passes"][0]["reasons"][0]
     with pytest.raises(SpecError, match="dead letters"):
         bls.fit(scaler, df, errors=str(tmp_path / "dead2.jsonl"), sql=True)

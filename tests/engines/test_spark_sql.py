@@ -45,13 +45,14 @@ def _steps(draw, g: str) -> list[bl.steps.Step]:
     kind = draw(st.sampled_from(["impute", "scale", "encode", "bins", "clip", "drop"]))
     if kind == "impute":
         strategy = draw(st.sampled_from(["mean", "median", "most_frequent", "constant"]))
+        keep_empty = draw(st.booleans())
         steps = [bl.SimpleImputer(nums, strategy=strategy, add_indicator=draw(st.booleans()),
-                                  keep_empty_features=draw(st.booleans()),
+                                  keep_empty_features=keep_empty,
                                   fill_value=draw(st.sampled_from([None, -0.0, 7.5])) if strategy == "constant"
                                   else None)]
         if strategy in ("most_frequent", "constant"):
             steps.append(bl.SimpleImputer([s], strategy=strategy, add_indicator=draw(st.booleans())))
-        if draw(st.booleans()):
+        if keep_empty and draw(st.booleans()):  # (an all-null column is dropped unless kept)
             steps.append(bl.StandardScaler(nums))
         return steps
     if kind == "scale":
@@ -78,8 +79,9 @@ def _steps(draw, g: str) -> list[bl.steps.Step]:
                                     encode=draw(st.sampled_from(["ordinal", "onehot"])),
                                     strategy=draw(st.sampled_from(["uniform", "quantile"])))]
     if kind == "clip":
-        bounds = st.sampled_from([None, 0.0, -0.0, -1.0, 2.0, -math.inf])
-        return [bl.Clip(nums, lower=draw(bounds), upper=draw(st.sampled_from([None, 0.0, -0.0, 3.0, math.inf])))]
+        lower = draw(st.sampled_from([None, 0.0, -0.0, -1.0, 2.0, -math.inf]))
+        uppers = [u for u in (None, 0.0, -0.0, 3.0, math.inf) if u is None or lower is None or u >= lower]
+        return [bl.Clip(nums, lower=lower, upper=draw(st.sampled_from(uppers)))]
     return [bl.Drop([f, s])]
 
 

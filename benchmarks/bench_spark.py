@@ -28,9 +28,9 @@ The same pipeline on both:
 
 Each transform is also measured in CPU seconds of every process of the run (driver, cluster JVMs, Python
 workers; from /proc), which the machine's other load inflates far less than wall time.
-The fit is also timed both ways, every pass as Spark SQL aggregations (``sql=True``, the default's choice
-here) and every pass ``mapInArrow`` (``sql=False``), with the floor of the SQL way: one ``df.agg`` of the
-numeric columns' moments alone (:func:`fit_paths`).
+The fit is also timed both ways, every pass as Spark SQL aggregations (``sql=True``) and every pass
+``mapInArrow`` (``sql=False``, the default), with the floor of the SQL way: one ``df.agg`` of the numeric
+columns' moments alone (:func:`fit_paths`).  Every figure is the median of three runs (``REPEAT``).
 
 A warm-up run at ``--small`` rows (not reported) starts the executors' Python workers first.  Transforms are
 forced with Spark's ``noop`` sink (every row computed, nothing written).  The local engine
@@ -58,6 +58,7 @@ from beamlearn import spark as bls
 from beamlearn.engines.local import LocalEngine
 from beamlearn.engines.spark_jobs import standalone_cluster
 
+REPEAT = 3  # every figure is the median of this many runs (the machine is shared: single runs varied 1.8x)
 CONF = {"spark.executor.memory": "1g", "spark.executor.cores": "1", "spark.driver.memory": "1g",
         "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4"}
 
@@ -108,12 +109,18 @@ def cpu_seconds() -> float:
         return 0.0
 
 
-def timed(fn: Any, name: str | None = None) -> tuple[float, Any]:
-    c0, t0 = cpu_seconds(), time.perf_counter()
-    out = fn()
+def timed(fn: Any, name: str | None = None, repeat: int = 1) -> tuple[float, Any]:
+    """``fn()``'s wall seconds (the median of ``repeat`` runs) and its last result; the CPU seconds of that
+    median run go to ``CPU[name]``."""
+    runs = []
+    for _ in range(repeat):
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        out = fn()
+        runs.append((time.perf_counter() - t0, cpu_seconds() - c0))
+    wall, cpu = sorted(runs)[len(runs) // 2]
     if name:
-        CPU[name] = cpu_seconds() - c0
-    return time.perf_counter() - t0, out
+        CPU[name] = cpu
+    return wall, out
 
 
 def force(df: Any) -> None:
@@ -132,16 +139,16 @@ def measure(spark: Any, n: int) -> dict[str, float]:
             "floor_spark_scan": lambda: force(df),
             "floor_identity_mapinarrow": lambda: force(df.mapInArrow(_identity, df.schema)),
             "mllib_transform": lambda: force(model.transform(df))}
-    out["beamlearn_fit"], fitted = timed(lambda: bls.fit(pipeline(), df))
-    out["mllib_fit"], model = timed(lambda: mllib().fit(df))
+    out["beamlearn_fit"], fitted = timed(lambda: bls.fit(pipeline(), df), repeat=REPEAT)
+    out["mllib_fit"], model = timed(lambda: mllib().fit(df), repeat=REPEAT)
     for name, run in runs.items():
-        out[name], _ = timed(run, name)
+        out[name], _ = timed(run, name, repeat=REPEAT)
     df.unpersist()
     table = _data.read_ipc(_data.cached_ipc(n))
     engine = LocalEngine(workers=1)
-    out["local_fit"], local = timed(lambda: engine.fit(pipeline(), table))
+    out["local_fit"], local = timed(lambda: engine.fit(pipeline(), table), repeat=REPEAT)
     out["local_transform"], _ = timed(lambda: sum(b.num_rows for b in engine.transform(local, table)),
-                                      "local_transform")
+                                      "local_transform", repeat=REPEAT)
     out.update({f"cpu_{k}": v for k, v in CPU.items()})
     return out
 
@@ -154,8 +161,6 @@ def fit_paths(spark: Any, n: int) -> dict[str, float]:
     """The fit both ways on the same cached DataFrame (median of 3): every pass as Spark SQL aggregations
     (``sql=True``), every pass ``mapInArrow`` (``sql=False``), and the floor of the SQL way: one ``df.agg`` of
     the count, mean and variance of the numeric columns alone (no vocabularies, sketches or missing counts)."""
-    import statistics
-
     from pyspark.sql import functions as F
 
     df = spark.read.parquet(_data.cached_parquet(n)).repartition(4).cache()
@@ -164,7 +169,7 @@ def fit_paths(spark: Any, n: int) -> dict[str, float]:
     runs = {"fit_sql": lambda: bls.fit(pipeline(), df, sql=True),
             "fit_map_in_arrow": lambda: bls.fit(pipeline(), df, sql=False),
             "floor_agg_moments_only": lambda: df.agg(*moments).collect()}
-    out = {k: statistics.median(timed(fn)[0] for _ in range(3)) for k, fn in runs.items()}
+    out = {k: timed(fn, repeat=REPEAT)[0] for k, fn in runs.items()}
     df.unpersist()
     return out
 

@@ -6,8 +6,8 @@ ill-conditioned column (mean 1e6, std 1), float32, integers, booleans and string
 over more partitions than rows in some cases (empty partitions), fitted three ways: ``sql=True`` (every pass a
 Spark SQL aggregation), ``sql=False`` (every pass ``mapInArrow``) and the local engine: counts, vocabularies,
 min/max and exact quantiles identical, moments within rtol 1e-12, KLL sketches by their count, min and max
-(``comparable``).  ``tests/engines/test_spark.py``'s every-step-and-model test runs ``sql=None`` (
-SQL where a pass has a SQL form).  The fallback is taken, and recorded, when it must be.
+(``comparable``).  ``tests/engines/test_spark.py``'s every-step-and-model test runs ``sql=None`` (SQL where a
+pass has a SQL form).  The fallback is taken, and recorded, when it must be.
 """
 
 from __future__ import annotations
